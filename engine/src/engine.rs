@@ -1,0 +1,98 @@
+//! [`Engine`]: the handle the rest of the system uses to start, signal,
+//! inspect and run workflows.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::graph::Registry;
+use crate::run::{Delivery, Run, RunDetail, RunFilter, RunId};
+use crate::store::{NewRun, NewSignal, Store, CANCEL};
+use crate::worker::{run_worker, WorkerConfig};
+
+/// A store, the graphs this process knows, and a clock. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(store: Store, registry: Registry, clock: Arc<dyn Clock>) -> Self {
+        Engine { store, registry: Arc::new(registry), clock }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Starts a run of the latest registered version of `graph`.
+    pub async fn start<S: Serialize>(&self, graph: &str, state: &S) -> Result<RunId> {
+        let id = RunId::new();
+        self.start_with_id(id, graph, state).await?;
+        Ok(id)
+    }
+
+    /// Starts a run with a caller-chosen id (for example derived from an
+    /// incident), so a retried start fails on the duplicate id instead of
+    /// starting twice.
+    pub async fn start_with_id<S: Serialize>(&self, id: RunId, graph: &str, state: &S) -> Result<()> {
+        let g =
+            self.registry.latest(graph).ok_or_else(|| Error::UnknownGraph { name: graph.to_owned(), version: 0 })?;
+        let run = NewRun {
+            id,
+            graph: g.name().to_owned(),
+            graph_version: g.version(),
+            node: g.start().to_owned(),
+            state: serde_json::to_value(state)?,
+        };
+        self.store.create_run(&run, self.clock.now()).await
+    }
+
+    /// Delivers a signal once per `signal_id`; see [`Store::signal`].
+    pub async fn signal(&self, run: RunId, signal_id: &str, kind: &str, payload: Value) -> Result<Delivery> {
+        let signal = NewSignal { id: signal_id.to_owned(), kind: kind.to_owned(), payload };
+        self.store.signal(run, &signal, self.clock.now()).await
+    }
+
+    /// Cancels a run: at once when it is runnable or waiting, at the end of
+    /// its current step when it is running.
+    pub async fn cancel(&self, run: RunId, signal_id: &str, reason: &str) -> Result<Delivery> {
+        self.signal(run, signal_id, CANCEL, serde_json::json!({ "reason": reason })).await
+    }
+
+    /// Puts a failed run back to work at the node where it failed.
+    pub async fn retry(&self, run: RunId) -> Result<()> {
+        self.store.retry_run(run, self.clock.now()).await
+    }
+
+    pub async fn run(&self, run: RunId) -> Result<Run> {
+        self.store.get_run(run).await
+    }
+
+    pub async fn detail(&self, run: RunId) -> Result<RunDetail> {
+        self.store.run_detail(run).await
+    }
+
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        self.store.list_runs(filter).await
+    }
+
+    /// Runs a worker in this task until `shutdown` fires.
+    pub async fn work(&self, config: WorkerConfig, shutdown: CancellationToken) {
+        run_worker(self.clone(), config, shutdown).await
+    }
+}

@@ -1,0 +1,815 @@
+//! The durable store: runs, history, signals, side-effect records and the
+//! outbox, in PostgreSQL (many processes) or SQLite (the embedded default, one
+//! process). One SQL text serves both dialects except where noted; timestamps
+//! are epoch milliseconds from the engine's [`Clock`](crate::Clock).
+
+mod rows;
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::run::{
+    Checkpoint, Delivery, EffectRecord, OutboxMessage, PendingMessage, Run, RunDetail, RunFilter, RunId, RunStatus,
+    Signal, StepOutcome,
+};
+
+/// The PostgreSQL channel on which a run that became runnable is announced.
+const CHANNEL: &str = "sentinel_runs";
+/// The signal kind that cancels a run; handled by the engine, not by nodes.
+pub const CANCEL: &str = "cancel";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// Connection settings for [`Store::connect`].
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// `postgres://…` or `sqlite://PATH` (created when missing) or `sqlite::memory:`.
+    pub url: String,
+    /// Pool size for PostgreSQL; SQLite always uses one connection, which
+    /// serialises writers the way SQLite wants them serialised.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection before the call fails
+    /// (and, for a worker, is retried later).
+    pub acquire_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), max_connections: 20, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Handle to the engine's tables. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: Arc<str>,
+    /// Wakes this process's idle workers; PostgreSQL NOTIFY reaches the others.
+    local_wake: Arc<Notify>,
+}
+
+/// A run a worker holds the lease on.
+#[derive(Clone, Debug)]
+pub(crate) struct Claimed {
+    pub(crate) id: RunId,
+    pub(crate) graph: String,
+    pub(crate) graph_version: i32,
+    pub(crate) node: String,
+    pub(crate) state: String,
+    pub(crate) step: i64,
+    pub(crate) attempt: i32,
+    pub(crate) epoch: i64,
+    /// How many times in a row a worker lost this run's lease at this step.
+    pub(crate) lease_losses: i32,
+}
+
+/// The run's position after a step, as the checkpoint writes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Next {
+    pub(crate) status: RunStatus,
+    pub(crate) node: String,
+    pub(crate) attempt: i32,
+    pub(crate) wake_at: Option<Timestamp>,
+    pub(crate) wait_signals: Vec<String>,
+    pub(crate) error: Option<String>,
+}
+
+/// Everything one checkpoint transaction writes.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckpointWrite {
+    pub(crate) run_id: RunId,
+    pub(crate) epoch: i64,
+    pub(crate) step: i64,
+    pub(crate) node: String,
+    pub(crate) attempt: i32,
+    pub(crate) outcome: StepOutcome,
+    pub(crate) state_before: String,
+    pub(crate) state_after: String,
+    pub(crate) worker: String,
+    pub(crate) started_at: Timestamp,
+    pub(crate) finished_at: Timestamp,
+    pub(crate) next: Next,
+    pub(crate) consumed: Vec<String>,
+    pub(crate) outbox: Vec<OutboxMessage>,
+    /// When set and the run is due again at once, the worker keeps the lease
+    /// (until this time) and goes on with the next node without a new claim.
+    pub(crate) keep_lease_until: Option<Timestamp>,
+}
+
+/// What [`Store::effect_begin`] found.
+#[derive(Debug)]
+pub(crate) enum EffectStart {
+    New,
+    /// Intent recorded earlier, outcome never: the earlier attempt may have acted.
+    Resumed,
+    Done(Value),
+}
+
+/// A new run to insert.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub id: RunId,
+    pub graph: String,
+    pub graph_version: i32,
+    pub node: String,
+    pub state: Value,
+}
+
+/// A signal to deliver.
+#[derive(Clone, Debug)]
+pub struct NewSignal {
+    pub id: String,
+    pub kind: String,
+    pub payload: Value,
+}
+
+static DRIVERS: Once = Once::new();
+
+impl Store {
+    /// Connects and applies the engine's migrations.
+    pub async fn connect(config: &StoreConfig) -> Result<Store> {
+        let store = Store::connect_without_migrating(config).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn connect_without_migrating(config: &StoreConfig) -> Result<Store> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let url = config.url.as_str();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(Error::DatabaseUrl(redact(url)));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(config.acquire_timeout);
+        let pool = match dialect {
+            Dialect::Postgres => options.max_connections(config.max_connections).connect(url).await?,
+            Dialect::Sqlite => {
+                let url = sqlite_url(url);
+                options
+                    .max_connections(1)
+                    .min_connections(1)
+                    // An idle in-memory database must never be closed: it would vanish.
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+        };
+        Ok(Store { pool, dialect, url: config.url.as_str().into(), local_wake: Arc::new(Notify::new()) })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) fn local_wake(&self) -> Arc<Notify> {
+        self.local_wake.clone()
+    }
+
+    /// ` FOR UPDATE` where row locks exist; SQLite has one writer and needs none.
+    fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    async fn notify_in(&self, tx: &mut Transaction<'static, Any>) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            // Delivered by PostgreSQL only when the transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    // ---- runs -------------------------------------------------------------
+
+    pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, graph, graph_version, status, node, state, step, attempt, due_at, created_at, updated_at)
+             VALUES ($1, $2, $3, 'runnable', $4, $5, 0, 1, $6, $6, $6)",
+        )
+        .bind(run.id.to_string())
+        .bind(&run.graph)
+        .bind(run.graph_version as i64)
+        .bind(&run.node)
+        .bind(serde_json::to_string(&run.state)?)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.local_wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Claims the run that has been due longest: runnable, a waiting run whose
+    /// timer fired, or a running run whose lease expired (its worker died).
+    pub(crate) async fn claim(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<Claimed>> {
+        let pick = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT id FROM runs WHERE due_at <= $1 ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+            }
+            Dialect::Sqlite => "SELECT id FROM runs WHERE due_at <= $1 ORDER BY due_at LIMIT 1",
+        };
+        let sql = format!(
+            "UPDATE runs SET status = 'running', lease_owner = $2, lease_epoch = lease_epoch + 1,
+                 lease_expires_at = $3, due_at = $3, updated_at = $1,
+                 lease_losses = lease_losses + CASE WHEN status = 'running' THEN 1 ELSE 0 END
+             WHERE id = ({pick})
+             RETURNING id, graph, graph_version, node, state, step, attempt, lease_epoch, lease_losses"
+        );
+        let row = sqlx::query(&sql).bind(now.0).bind(worker).bind(lease_until.0).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::claimed(&r)).transpose()
+    }
+
+    /// Extends a held lease; false when the lease was lost.
+    pub(crate) async fn heartbeat(&self, run: RunId, epoch: i64, now: Timestamp, until: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $3, due_at = $3, updated_at = $4
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
+        )
+        .bind(run.to_string())
+        .bind(epoch)
+        .bind(until.0)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a claimed run back untouched (the worker is shutting down).
+    pub(crate) async fn release(&self, run: RunId, epoch: i64, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'runnable', lease_owner = NULL, lease_expires_at = NULL, due_at = $3,
+                 updated_at = $3, lease_losses = 0
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
+        )
+        .bind(run.to_string())
+        .bind(epoch)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            self.notify_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fails a claimed run without running a node (unknown graph, too many
+    /// lost leases). Fenced like a checkpoint.
+    pub(crate) async fn fail_claimed(&self, run: RunId, epoch: i64, error: &str, now: Timestamp) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'failed', error = $3, lease_owner = NULL, lease_expires_at = NULL,
+                 due_at = NULL, wake_at = NULL, updated_at = $4, finished_at = $4
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
+        )
+        .bind(run.to_string())
+        .bind(epoch)
+        .bind(error)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::LeaseLost { run });
+        }
+        Ok(())
+    }
+
+    /// Commits one step: history row, signals consumed, the run moved to its
+    /// next node, outbox messages, lease released (or kept, see
+    /// [`CheckpointWrite::keep_lease_until`]). Fenced by the lease epoch: a
+    /// worker whose lease was taken over gets [`Error::LeaseLost`] and writes nothing.
+    pub(crate) async fn checkpoint(&self, cp: &CheckpointWrite) -> Result<Option<Claimed>> {
+        let run_id = cp.run_id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("SELECT status, lease_epoch, step FROM runs WHERE id = $1{}", self.for_update());
+        let row = sqlx::query(&sql).bind(&run_id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Err(Error::LeaseLost { run: cp.run_id });
+        };
+        let status: String = row.try_get(0)?;
+        let epoch: i64 = row.try_get(1)?;
+        let step: i64 = row.try_get(2)?;
+        if status != "running" || epoch != cp.epoch || step != cp.step {
+            return Err(Error::LeaseLost { run: cp.run_id });
+        }
+        for id in &cp.consumed {
+            sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2 AND consumed_step IS NULL")
+                .bind(&run_id)
+                .bind(id)
+                .bind(cp.step)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let unconsumed: Vec<(String, String)> =
+            sqlx::query("SELECT signal_id, kind FROM run_signals WHERE run_id = $1 AND consumed_step IS NULL")
+                .bind(&run_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_>>()?;
+
+        let mut next = cp.next.clone();
+        if !next.status.is_finished() {
+            if let Some((cancel_id, _)) = unconsumed.iter().find(|(_, k)| k == CANCEL) {
+                sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2")
+                    .bind(&run_id)
+                    .bind(cancel_id)
+                    .bind(cp.step)
+                    .execute(&mut *tx)
+                    .await?;
+                next.status = RunStatus::Cancelled;
+                next.error = Some(format!("cancelled by signal `{cancel_id}`"));
+            } else if next.status == RunStatus::Waiting
+                && unconsumed.iter().any(|(_, k)| next.wait_signals.iter().any(|w| w == k))
+            {
+                // The signal arrived while the node ran: wake at once rather than wait for it.
+                next.status = RunStatus::Runnable;
+                next.wake_at = None;
+            }
+        }
+
+        sqlx::query(
+            "INSERT INTO run_history (run_id, step, node, attempt, outcome, state_before, state_after, worker, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&run_id)
+        .bind(cp.step)
+        .bind(&cp.node)
+        .bind(cp.attempt as i64)
+        .bind(serde_json::to_string(&cp.outcome)?)
+        .bind(&cp.state_before)
+        .bind(&cp.state_after)
+        .bind(&cp.worker)
+        .bind(cp.started_at.0)
+        .bind(cp.finished_at.0)
+        .execute(&mut *tx)
+        .await?;
+
+        let now = cp.finished_at;
+        let due_now = next.status == RunStatus::Runnable && next.wake_at.is_none_or(|w| w <= now);
+        let keep = cp.keep_lease_until.filter(|_| due_now);
+        let (status, lease_owner, lease_expires_at, due_at) = match (next.status, keep) {
+            (RunStatus::Runnable, Some(until)) => ("running", Some(cp.worker.as_str()), Some(until.0), Some(until.0)),
+            (RunStatus::Runnable, None) => ("runnable", None, None, Some(next.wake_at.unwrap_or(now).0)),
+            (RunStatus::Waiting, _) => ("waiting", None, None, next.wake_at.map(|w| w.0)),
+            (s, _) => (s.as_str(), None, None, None),
+        };
+        let finished_at = next.status.is_finished().then_some(now.0);
+        sqlx::query(
+            "UPDATE runs SET status = $2, node = $3, state = $4, step = step + 1, attempt = $5, wake_at = $6,
+                 wait_signals = $7, due_at = $8, error = $9, lease_owner = $10, lease_expires_at = $11,
+                 lease_losses = 0, updated_at = $12, finished_at = $13
+             WHERE id = $1",
+        )
+        .bind(&run_id)
+        .bind(status)
+        .bind(&next.node)
+        .bind(&cp.state_after)
+        .bind(next.attempt as i64)
+        .bind(next.wake_at.map(|w| w.0))
+        .bind(next.wait_signals.join(","))
+        .bind(due_at)
+        .bind(next.error.as_deref())
+        .bind(lease_owner)
+        .bind(lease_expires_at)
+        .bind(now.0)
+        .bind(finished_at)
+        .execute(&mut *tx)
+        .await?;
+
+        for (i, msg) in cp.outbox.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO outbox (run_id, idempotency_key, topic, payload, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(&run_id)
+            .bind(format!("{}:{}:{}", cp.run_id, cp.step, i))
+            .bind(&msg.topic)
+            .bind(serde_json::to_string(&msg.payload)?)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let announce = status == "runnable";
+        if announce {
+            self.notify_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        if announce {
+            self.local_wake.notify_waiters();
+        }
+        Ok(keep.map(|_| Claimed {
+            id: cp.run_id,
+            graph: String::new(),
+            graph_version: 0,
+            node: next.node,
+            state: cp.state_after.clone(),
+            step: cp.step + 1,
+            attempt: next.attempt,
+            epoch: cp.epoch,
+            lease_losses: 0,
+        }))
+    }
+
+    // ---- signals ----------------------------------------------------------
+
+    /// Stores a signal, once per `signal.id`, and wakes the run if it waits
+    /// for this kind. A `cancel` signal cancels a runnable or waiting run at
+    /// once and a running one at its next checkpoint.
+    pub async fn signal(&self, run: RunId, signal: &NewSignal, now: Timestamp) -> Result<Delivery> {
+        let run_id = run.to_string();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!("SELECT status, wait_signals, step FROM runs WHERE id = $1{}", self.for_update());
+        let row = sqlx::query(&sql).bind(&run_id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Err(Error::RunNotFound(run));
+        };
+        let status = rows::status(&row.try_get::<String, _>(0)?)?;
+        let wait_signals: String = row.try_get(1)?;
+        let step: i64 = row.try_get(2)?;
+        let inserted = sqlx::query(
+            "INSERT INTO run_signals (run_id, signal_id, kind, payload, received_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run_id, signal_id) DO NOTHING",
+        )
+        .bind(&run_id)
+        .bind(&signal.id)
+        .bind(&signal.kind)
+        .bind(serde_json::to_string(&signal.payload)?)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Duplicates are answered as such even after the run finished.
+            tx.commit().await?;
+            return Ok(Delivery::Duplicate);
+        }
+        if status.is_finished() {
+            return Err(Error::RunFinished { run, status });
+        }
+        let mut announce = false;
+        if signal.kind == CANCEL {
+            if matches!(status, RunStatus::Runnable | RunStatus::Waiting) {
+                sqlx::query(
+                    "UPDATE runs SET status = 'cancelled', error = $2, due_at = NULL, wake_at = NULL,
+                         updated_at = $3, finished_at = $3 WHERE id = $1",
+                )
+                .bind(&run_id)
+                .bind(format!("cancelled by signal `{}`", signal.id))
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2")
+                    .bind(&run_id)
+                    .bind(&signal.id)
+                    .bind(step)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        } else if status == RunStatus::Waiting && wait_signals.split(',').any(|k| k == signal.kind) {
+            sqlx::query(
+                "UPDATE runs SET status = 'runnable', wake_at = NULL, due_at = $2, updated_at = $2 WHERE id = $1",
+            )
+            .bind(&run_id)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+            self.notify_in(&mut tx).await?;
+            announce = true;
+        }
+        tx.commit().await?;
+        if announce {
+            self.local_wake.notify_waiters();
+        }
+        Ok(Delivery::Accepted)
+    }
+
+    fn signal_order(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => "received_at, seq",
+            Dialect::Sqlite => "received_at, rowid",
+        }
+    }
+
+    pub(crate) async fn pending_signals(&self, run: RunId) -> Result<Vec<Signal>> {
+        let sql = format!(
+            "SELECT signal_id, kind, payload, received_at, consumed_step FROM run_signals
+             WHERE run_id = $1 AND consumed_step IS NULL ORDER BY {}",
+            self.signal_order()
+        );
+        let rows = sqlx::query(&sql).bind(run.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::signal).collect()
+    }
+
+    /// Puts a failed run back to runnable at its current node, with a fresh
+    /// attempt count; its history is kept.
+    pub async fn retry_run(&self, run: RunId, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'runnable', attempt = 1, error = NULL, finished_at = NULL, wake_at = NULL,
+                 due_at = $2, updated_at = $2, lease_losses = 0
+             WHERE id = $1 AND status = 'failed'",
+        )
+        .bind(run.to_string())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            let status = self.get_run(run).await?.status;
+            return Err(Error::WrongStatus { run, status, expected: "failed" });
+        }
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.local_wake.notify_waiters();
+        Ok(())
+    }
+
+    // ---- side effects -----------------------------------------------------
+
+    pub(crate) async fn effect_begin(&self, run: RunId, step: i64, key: &str, now: Timestamp) -> Result<EffectStart> {
+        let inserted = sqlx::query(
+            "INSERT INTO run_effects (run_id, key, step, intent_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id, key) DO NOTHING",
+        )
+        .bind(run.to_string())
+        .bind(key)
+        .bind(step)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(EffectStart::New);
+        }
+        let outcome: Option<String> = sqlx::query("SELECT outcome FROM run_effects WHERE run_id = $1 AND key = $2")
+            .bind(run.to_string())
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        match outcome {
+            Some(o) => Ok(EffectStart::Done(serde_json::from_str(&o)?)),
+            None => Ok(EffectStart::Resumed),
+        }
+    }
+
+    pub(crate) async fn effect_complete(&self, run: RunId, key: &str, outcome: &Value, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE run_effects SET outcome = $3, completed_at = $4 WHERE run_id = $1 AND key = $2 AND outcome IS NULL",
+        )
+        .bind(run.to_string())
+        .bind(key)
+        .bind(serde_json::to_string(outcome)?)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- inspection -------------------------------------------------------
+
+    pub async fn get_run(&self, run: RunId) -> Result<Run> {
+        let sql = format!("SELECT {} FROM runs WHERE id = $1", rows::RUN_COLUMNS);
+        let row = sqlx::query(&sql).bind(run.to_string()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(rows::run).transpose()?.ok_or(Error::RunNotFound(run))
+    }
+
+    /// Runs, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let sql = format!(
+            "SELECT {} FROM runs WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR graph = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+            rows::RUN_COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.graph.as_deref())
+            .bind(filter.limit.unwrap_or(100))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::run).collect()
+    }
+
+    /// Number of runs in each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((rows::status(&r.try_get::<String, _>(0)?)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
+    pub async fn history(&self, run: RunId) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT run_id, step, node, attempt, outcome, state_before, state_after, worker, started_at, finished_at
+             FROM run_history WHERE run_id = $1 ORDER BY step",
+        )
+        .bind(run.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::checkpoint).collect()
+    }
+
+    pub async fn signals(&self, run: RunId) -> Result<Vec<Signal>> {
+        let sql = format!(
+            "SELECT signal_id, kind, payload, received_at, consumed_step FROM run_signals WHERE run_id = $1 ORDER BY {}",
+            self.signal_order()
+        );
+        let rows = sqlx::query(&sql).bind(run.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::signal).collect()
+    }
+
+    pub async fn effects(&self, run: RunId) -> Result<Vec<EffectRecord>> {
+        let rows = sqlx::query(
+            "SELECT key, step, intent_at, outcome, completed_at FROM run_effects WHERE run_id = $1 ORDER BY intent_at, key",
+        )
+        .bind(run.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::effect).collect()
+    }
+
+    /// A run with its whole history, signals and side effects.
+    pub async fn run_detail(&self, run: RunId) -> Result<RunDetail> {
+        Ok(RunDetail {
+            run: self.get_run(run).await?,
+            history: self.history(run).await?,
+            signals: self.signals(run).await?,
+            effects: self.effects(run).await?,
+        })
+    }
+
+    // ---- retention --------------------------------------------------------
+
+    /// Deletes finished runs (with their history, signals, effects and outbox
+    /// rows) that finished before `before`; returns how many runs went.
+    pub async fn prune_finished(&self, before: Timestamp) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM runs WHERE id IN
+                   (SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT 500)",
+            )
+            .bind(before.0)
+            .execute(&self.pool)
+            .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    // ---- outbox -----------------------------------------------------------
+
+    /// Pending outbox messages due for (re)delivery, oldest first.
+    pub async fn outbox_due(&self, now: Timestamp, limit: i64) -> Result<Vec<PendingMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, idempotency_key, topic, payload, attempts, created_at FROM outbox
+             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::message).collect()
+    }
+
+    pub async fn outbox_delivered(&self, id: i64, now: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1 WHERE id = $1")
+            .bind(id)
+            .bind(now.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery: retried at `retry_at`, or dead-lettered when `None`.
+    pub async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                 status = CASE WHEN $3 IS NULL THEN 'dead' ELSE 'pending' END,
+                 next_attempt_at = COALESCE($3, next_attempt_at)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- wake-ups ---------------------------------------------------------
+
+    /// Forwards PostgreSQL notifications to this process's idle workers until
+    /// `shutdown` fires. Reconnects after the database comes back; a missed
+    /// notification costs at most one poll interval.
+    pub(crate) async fn listen(&self, shutdown: CancellationToken) {
+        if self.dialect != Dialect::Postgres {
+            return shutdown.cancelled().await;
+        }
+        while !shutdown.is_cancelled() {
+            let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect the notification listener; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                continue;
+            }
+            // Whatever was announced while we were not listening.
+            self.local_wake.notify_waiters();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = listener.try_recv() => match n {
+                        Ok(Some(_)) => self.local_wake.notify_waiters(),
+                        Ok(None) => {
+                            tracing::info!("notification listener reconnecting");
+                            self.local_wake.notify_waiters();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sqlite://path` → `sqlite://path?mode=rwc`, so the file is created when missing.
+fn sqlite_url(url: &str) -> String {
+    if url.contains(":memory:") || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// The URL's scheme only: enough to say what was wrong without echoing a password.
+fn redact(url: &str) -> String {
+    match url.split_once(':') {
+        Some((scheme, _)) => format!("{scheme}:…"),
+        None => "(no scheme)".to_owned(),
+    }
+}

@@ -1,0 +1,2 @@
+//! The engine's behaviour, one suite run against PostgreSQL and SQLite.
+mod support;
