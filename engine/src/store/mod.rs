@@ -563,6 +563,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
+            // Give the connection back first: SQLite has only one.
+            tx.rollback().await?;
             let status = self.get_run(run).await?.status;
             return Err(Error::WrongStatus { run, status, expected: "failed" });
         }
