@@ -15,8 +15,9 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::graph::{ErasedGraph, Executed};
 use crate::node::{Collected, NodeContext, NodeError, Transition};
+use crate::run::Signal;
 use crate::run::{RunStatus, StepOutcome};
-use crate::store::{CheckpointWrite, Claimed, Next};
+use crate::store::{CheckpointWrite, Claimed, Kept, Next};
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -138,6 +139,8 @@ async fn run_claimed(engine: &Engine, config: &WorkerConfig, shutdown: &Cancella
         return;
     };
     let mut current = claimed;
+    // Signals for the first step are loaded; later steps get them from the checkpoint.
+    let mut pending: Option<Vec<Signal>> = None;
     loop {
         if current.lease_losses >= config.max_lease_losses {
             let reason = format!(
@@ -152,12 +155,15 @@ async fn run_claimed(engine: &Engine, config: &WorkerConfig, shutdown: &Cancella
             return;
         }
         let span = tracing::info_span!("step", run = %current.id, graph = %graph.name(), node = %current.node, step = current.step);
-        let next = run_step(engine, config, shutdown, &*graph, &current).instrument(span).await;
+        let next = run_step(engine, config, shutdown, &*graph, &current, pending.take()).instrument(span).await;
         match next {
-            Some(next) if !shutdown.is_cancelled() => current = next,
-            Some(next) => {
-                if let Err(e) = engine.store().release(next.id, next.epoch, engine.clock().now()).await {
-                    tracing::warn!(run = %next.id, error = %e, "could not release run on shutdown; its lease will expire");
+            Some(Kept { run, pending: p }) if !shutdown.is_cancelled() => {
+                current = Claimed { graph: current.graph.clone(), graph_version: current.graph_version, ..run };
+                pending = Some(p);
+            }
+            Some(Kept { run, .. }) => {
+                if let Err(e) = engine.store().release(run.id, run.epoch, engine.clock().now()).await {
+                    tracing::warn!(run = %run.id, error = %e, "could not release run on shutdown; its lease will expire");
                 }
                 return;
             }
@@ -174,24 +180,28 @@ async fn run_step(
     shutdown: &CancellationToken,
     graph: &dyn ErasedGraph,
     run: &Claimed,
-) -> Option<Claimed> {
+    pending: Option<Vec<Signal>>,
+) -> Option<Kept> {
     let store = engine.store();
     let clock = engine.clock();
     let started_at = clock.now();
-    let pending = match store.pending_signals(run.id).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot load signals; giving the run back");
-            let _ = store.release(run.id, run.epoch, clock.now()).await;
-            return None;
-        }
+    let pending = match pending {
+        Some(p) => p,
+        None => match store.pending_signals(run.id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load signals; giving the run back");
+                let _ = store.release(run.id, run.epoch, clock.now()).await;
+                return None;
+            }
+        },
     };
     let state_before: serde_json::Value = match serde_json::from_str(&run.state) {
         Ok(v) => v,
         Err(e) => serde_json::Value::String(format!("<undecodable state: {e}>")),
     };
     let lease_lost = CancellationToken::new();
-    let collected = Arc::new(Mutex::new(Collected { pending, ..Default::default() }));
+    let collected = Arc::new(Mutex::new(Collected { pending: pending.clone(), ..Default::default() }));
     let ctx = NodeContext {
         run_id: run.id,
         node: run.node.as_str().into(),
@@ -260,20 +270,18 @@ async fn run_step(
         finished_at,
         next,
         consumed,
+        pending,
+        signal_seq: run.signal_seq,
         outbox,
         keep_lease_until: (!shutdown.is_cancelled()).then(|| finished_at.saturating_add(config.lease)),
     };
-    commit(engine, config, &write).await.map(|mut c| {
-        c.graph = run.graph.clone();
-        c.graph_version = run.graph_version;
-        c
-    })
+    commit(engine, config, &write).await
 }
 
 /// Writes the checkpoint, retrying while the database is away. Retrying is
 /// safe: the write is fenced by lease epoch and step, so a commit that did go
 /// through before the connection broke turns the retry into `LeaseLost`.
-async fn commit(engine: &Engine, config: &WorkerConfig, write: &CheckpointWrite) -> Option<Claimed> {
+async fn commit(engine: &Engine, config: &WorkerConfig, write: &CheckpointWrite) -> Option<Kept> {
     let give_up_at = engine.clock().now().saturating_add(config.lease);
     let mut backoff = Duration::from_millis(50);
     loop {

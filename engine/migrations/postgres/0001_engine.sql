@@ -13,6 +13,9 @@ CREATE TABLE runs (
     lease_epoch      BIGINT  NOT NULL DEFAULT 0,
     lease_expires_at BIGINT,
     lease_losses     BIGINT  NOT NULL DEFAULT 0,
+    -- Bumped by every signal delivery (under the row lock), so a checkpoint
+    -- can tell whether signals arrived while its node ran.
+    signal_seq       BIGINT  NOT NULL DEFAULT 0,
     wake_at          BIGINT,
     wait_signals     TEXT    NOT NULL DEFAULT '',
     -- When a worker should next look at the run: now or wake_at when runnable,

@@ -15,6 +15,7 @@ CREATE TABLE runs (
     lease_epoch      BIGINT  NOT NULL DEFAULT 0,
     lease_expires_at BIGINT,
     lease_losses     INTEGER NOT NULL DEFAULT 0,
+    signal_seq       INTEGER NOT NULL DEFAULT 0,
     wake_at          BIGINT,
     wait_signals     TEXT    NOT NULL DEFAULT '',
     -- When a worker should next look at the run: now or wake_at when runnable,

@@ -74,6 +74,8 @@ pub(crate) struct Claimed {
     pub(crate) epoch: i64,
     /// How many times in a row a worker lost this run's lease at this step.
     pub(crate) lease_losses: i32,
+    /// The run's signal counter when claimed: signals delivered later bump it.
+    pub(crate) signal_seq: i64,
 }
 
 /// The run's position after a step, as the checkpoint writes it.
@@ -85,6 +87,14 @@ pub(crate) struct Next {
     pub(crate) wake_at: Option<Timestamp>,
     pub(crate) wait_signals: Vec<String>,
     pub(crate) error: Option<String>,
+}
+
+/// A run whose lease the worker kept after a checkpoint, with the signals
+/// pending for its next step (read in the checkpoint transaction).
+#[derive(Clone, Debug)]
+pub(crate) struct Kept {
+    pub(crate) run: Claimed,
+    pub(crate) pending: Vec<Signal>,
 }
 
 /// Everything one checkpoint transaction writes.
@@ -103,6 +113,9 @@ pub(crate) struct CheckpointWrite {
     pub(crate) finished_at: Timestamp,
     pub(crate) next: Next,
     pub(crate) consumed: Vec<String>,
+    /// The signals the node was shown, and the counter they were read at.
+    pub(crate) pending: Vec<Signal>,
+    pub(crate) signal_seq: i64,
     pub(crate) outbox: Vec<OutboxMessage>,
     /// When set and the run is due again at once, the worker keeps the lease
     /// (until this time) and goes on with the next node without a new claim.
@@ -209,14 +222,6 @@ impl Store {
         self.local_wake.clone()
     }
 
-    /// ` FOR UPDATE` where row locks exist; SQLite has one writer and needs none.
-    fn for_update(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Postgres => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        }
-    }
-
     async fn notify_in(&self, tx: &mut Transaction<'static, Any>) -> Result<()> {
         if self.dialect == Dialect::Postgres {
             // Delivered by PostgreSQL only when the transaction commits.
@@ -261,7 +266,7 @@ impl Store {
                  lease_expires_at = $3, due_at = $3, updated_at = $1,
                  lease_losses = lease_losses + CASE WHEN status = 'running' THEN 1 ELSE 0 END
              WHERE id = ({pick})
-             RETURNING id, graph, graph_version, node, state, step, attempt, lease_epoch, lease_losses"
+             RETURNING id, graph, graph_version, node, state, step, attempt, lease_epoch, lease_losses, signal_seq"
         );
         let row = sqlx::query(&sql).bind(now.0).bind(worker).bind(lease_until.0).fetch_optional(&self.pool).await?;
         row.map(|r| rows::claimed(&r)).transpose()
@@ -324,77 +329,17 @@ impl Store {
 
     /// Commits one step: history row, signals consumed, the run moved to its
     /// next node, outbox messages, lease released (or kept, see
-    /// [`CheckpointWrite::keep_lease_until`]). Fenced by the lease epoch: a
-    /// worker whose lease was taken over gets [`Error::LeaseLost`] and writes nothing.
-    pub(crate) async fn checkpoint(&self, cp: &CheckpointWrite) -> Result<Option<Claimed>> {
+    /// [`CheckpointWrite::keep_lease_until`]). Fenced by the lease epoch and
+    /// step: a worker whose lease was taken over gets [`Error::LeaseLost`] and
+    /// writes nothing.
+    ///
+    /// The run row is updated first, which takes its lock: a concurrent
+    /// [`Store::signal`] either committed before (and its signal is seen below)
+    /// or waits for this commit (and then sees the waiting run and wakes it).
+    pub(crate) async fn checkpoint(&self, cp: &CheckpointWrite) -> Result<Option<Kept>> {
         let run_id = cp.run_id.to_string();
-        let mut tx = self.pool.begin().await?;
-        let sql = format!("SELECT status, lease_epoch, step FROM runs WHERE id = $1{}", self.for_update());
-        let row = sqlx::query(&sql).bind(&run_id).fetch_optional(&mut *tx).await?;
-        let Some(row) = row else {
-            return Err(Error::LeaseLost { run: cp.run_id });
-        };
-        let status: String = row.try_get(0)?;
-        let epoch: i64 = row.try_get(1)?;
-        let step: i64 = row.try_get(2)?;
-        if status != "running" || epoch != cp.epoch || step != cp.step {
-            return Err(Error::LeaseLost { run: cp.run_id });
-        }
-        for id in &cp.consumed {
-            sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2 AND consumed_step IS NULL")
-                .bind(&run_id)
-                .bind(id)
-                .bind(cp.step)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let unconsumed: Vec<(String, String)> =
-            sqlx::query("SELECT signal_id, kind FROM run_signals WHERE run_id = $1 AND consumed_step IS NULL")
-                .bind(&run_id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?;
-
-        let mut next = cp.next.clone();
-        if !next.status.is_finished() {
-            if let Some((cancel_id, _)) = unconsumed.iter().find(|(_, k)| k == CANCEL) {
-                sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2")
-                    .bind(&run_id)
-                    .bind(cancel_id)
-                    .bind(cp.step)
-                    .execute(&mut *tx)
-                    .await?;
-                next.status = RunStatus::Cancelled;
-                next.error = Some(format!("cancelled by signal `{cancel_id}`"));
-            } else if next.status == RunStatus::Waiting
-                && unconsumed.iter().any(|(_, k)| next.wait_signals.iter().any(|w| w == k))
-            {
-                // The signal arrived while the node ran: wake at once rather than wait for it.
-                next.status = RunStatus::Runnable;
-                next.wake_at = None;
-            }
-        }
-
-        sqlx::query(
-            "INSERT INTO run_history (run_id, step, node, attempt, outcome, state_before, state_after, worker, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&run_id)
-        .bind(cp.step)
-        .bind(&cp.node)
-        .bind(cp.attempt as i64)
-        .bind(serde_json::to_string(&cp.outcome)?)
-        .bind(&cp.state_before)
-        .bind(&cp.state_after)
-        .bind(&cp.worker)
-        .bind(cp.started_at.0)
-        .bind(cp.finished_at.0)
-        .execute(&mut *tx)
-        .await?;
-
         let now = cp.finished_at;
+        let next = &cp.next;
         let due_now = next.status == RunStatus::Runnable && next.wake_at.is_none_or(|w| w <= now);
         let keep = cp.keep_lease_until.filter(|_| due_now);
         let (status, lease_owner, lease_expires_at, due_at) = match (next.status, keep) {
@@ -404,27 +349,141 @@ impl Store {
             (s, _) => (s.as_str(), None, None, None),
         };
         let finished_at = next.status.is_finished().then_some(now.0);
-        sqlx::query(
-            "UPDATE runs SET status = $2, node = $3, state = $4, step = step + 1, attempt = $5, wake_at = $6,
-                 wait_signals = $7, due_at = $8, error = $9, lease_owner = $10, lease_expires_at = $11,
-                 lease_losses = 0, updated_at = $12, finished_at = $13
-             WHERE id = $1",
-        )
-        .bind(&run_id)
-        .bind(status)
-        .bind(&next.node)
-        .bind(&cp.state_after)
-        .bind(next.attempt as i64)
-        .bind(next.wake_at.map(|w| w.0))
-        .bind(next.wait_signals.join(","))
-        .bind(due_at)
-        .bind(next.error.as_deref())
-        .bind(lease_owner)
-        .bind(lease_expires_at)
-        .bind(now.0)
-        .bind(finished_at)
-        .execute(&mut *tx)
-        .await?;
+
+        let mut tx = self.pool.begin().await?;
+        // PostgreSQL moves the run and appends the history row in one statement
+        // (one round trip); the insert happens only if the fenced update matched.
+        let (update_sql, history_in_update) = match self.dialect {
+            Dialect::Postgres => (
+                "WITH moved AS (
+                     UPDATE runs SET status = $4, node = $5, state = $6, step = step + 1, attempt = $7, wake_at = $8,
+                         wait_signals = $9, due_at = $10, error = $11, lease_owner = $12, lease_expires_at = $13,
+                         lease_losses = 0, updated_at = $14, finished_at = $15
+                     WHERE id = $1 AND lease_epoch = $2 AND step = $3 AND status = 'running'
+                     RETURNING signal_seq),
+                 history AS (
+                     INSERT INTO run_history (run_id, step, node, attempt, outcome, state_before, state_after, worker,
+                                              started_at, finished_at)
+                     SELECT $1, $3, $16, $17, $18, $19, $6, $20, $21, $22 FROM moved)
+                 SELECT signal_seq FROM moved",
+                true,
+            ),
+            Dialect::Sqlite => (
+                "UPDATE runs SET status = $4, node = $5, state = $6, step = step + 1, attempt = $7, wake_at = $8,
+                     wait_signals = $9, due_at = $10, error = $11, lease_owner = $12, lease_expires_at = $13,
+                     lease_losses = 0, updated_at = $14, finished_at = $15
+                 WHERE id = $1 AND lease_epoch = $2 AND step = $3 AND status = 'running'
+                 RETURNING signal_seq",
+                false,
+            ),
+        };
+        let outcome = serde_json::to_string(&cp.outcome)?;
+        let mut update = sqlx::query(update_sql)
+            .bind(&run_id)
+            .bind(cp.epoch)
+            .bind(cp.step)
+            .bind(status)
+            .bind(&next.node)
+            .bind(&cp.state_after)
+            .bind(next.attempt as i64)
+            .bind(next.wake_at.map(|w| w.0))
+            .bind(next.wait_signals.join(","))
+            .bind(due_at)
+            .bind(next.error.as_deref())
+            .bind(lease_owner)
+            .bind(lease_expires_at)
+            .bind(now.0)
+            .bind(finished_at);
+        if history_in_update {
+            update = update
+                .bind(&cp.node)
+                .bind(cp.attempt as i64)
+                .bind(&outcome)
+                .bind(&cp.state_before)
+                .bind(&cp.worker)
+                .bind(cp.started_at.0)
+                .bind(cp.finished_at.0);
+        }
+        let Some(row) = update.fetch_optional(&mut *tx).await? else {
+            return Err(Error::LeaseLost { run: cp.run_id });
+        };
+        let signal_seq: i64 = row.try_get(0)?;
+        if !history_in_update {
+            sqlx::query(
+                "INSERT INTO run_history (run_id, step, node, attempt, outcome, state_before, state_after, worker,
+                                          started_at, finished_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&run_id)
+            .bind(cp.step)
+            .bind(&cp.node)
+            .bind(cp.attempt as i64)
+            .bind(&outcome)
+            .bind(&cp.state_before)
+            .bind(&cp.state_after)
+            .bind(&cp.worker)
+            .bind(cp.started_at.0)
+            .bind(cp.finished_at.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in &cp.consumed {
+            sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2 AND consumed_step IS NULL")
+                .bind(&run_id)
+                .bind(id)
+                .bind(cp.step)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Signals delivered while the node ran bumped the counter; only then
+        // is a fresh read needed. (This read runs after the update took the
+        // row lock, so it sees every signal committed before that.)
+        let mut pending: Vec<Signal> = if signal_seq != cp.signal_seq {
+            let sql = format!(
+                "SELECT signal_id, kind, payload, received_at, consumed_step FROM run_signals
+                 WHERE run_id = $1 AND consumed_step IS NULL ORDER BY {}",
+                self.signal_order()
+            );
+            sqlx::query(&sql)
+                .bind(&run_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(rows::signal)
+                .collect::<Result<_>>()?
+        } else {
+            cp.pending.iter().filter(|s| !cp.consumed.contains(&s.id)).cloned().collect()
+        };
+
+        let mut status = status;
+        if !next.status.is_finished() {
+            if let Some(cancel) = pending.iter().find(|s| s.kind == CANCEL) {
+                sqlx::query("UPDATE run_signals SET consumed_step = $3 WHERE run_id = $1 AND signal_id = $2")
+                    .bind(&run_id)
+                    .bind(&cancel.id)
+                    .bind(cp.step)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE runs SET status = 'cancelled', error = $2, due_at = NULL, wake_at = NULL,
+                         lease_owner = NULL, lease_expires_at = NULL, finished_at = $3 WHERE id = $1",
+                )
+                .bind(&run_id)
+                .bind(format!("cancelled by signal `{}`", cancel.id))
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                status = "cancelled";
+            } else if next.status == RunStatus::Waiting && pending.iter().any(|s| next.wait_signals.contains(&s.kind)) {
+                // The signal arrived while the node ran: wake at once rather than wait for it.
+                sqlx::query("UPDATE runs SET status = 'runnable', wake_at = NULL, due_at = $2 WHERE id = $1")
+                    .bind(&run_id)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                status = "runnable";
+            }
+        }
 
         for (i, msg) in cp.outbox.iter().enumerate() {
             sqlx::query(
@@ -447,16 +506,24 @@ impl Store {
         if announce {
             self.local_wake.notify_waiters();
         }
-        Ok(keep.map(|_| Claimed {
-            id: cp.run_id,
-            graph: String::new(),
-            graph_version: 0,
-            node: next.node,
-            state: cp.state_after.clone(),
-            step: cp.step + 1,
-            attempt: next.attempt,
-            epoch: cp.epoch,
-            lease_losses: 0,
+        if status != "running" {
+            return Ok(None);
+        }
+        pending.retain(|s| !cp.consumed.contains(&s.id));
+        Ok(Some(Kept {
+            run: Claimed {
+                id: cp.run_id,
+                graph: String::new(),
+                graph_version: 0,
+                node: next.node.clone(),
+                state: cp.state_after.clone(),
+                step: cp.step + 1,
+                attempt: next.attempt,
+                epoch: cp.epoch,
+                lease_losses: 0,
+                signal_seq,
+            },
+            pending,
         }))
     }
 
@@ -468,8 +535,14 @@ impl Store {
     pub async fn signal(&self, run: RunId, signal: &NewSignal, now: Timestamp) -> Result<Delivery> {
         let run_id = run.to_string();
         let mut tx = self.pool.begin().await?;
-        let sql = format!("SELECT status, wait_signals, step FROM runs WHERE id = $1{}", self.for_update());
-        let row = sqlx::query(&sql).bind(&run_id).fetch_optional(&mut *tx).await?;
+        // Bumping the counter takes the run's row lock and tells a checkpoint
+        // in flight that it must look for new signals.
+        let row = sqlx::query(
+            "UPDATE runs SET signal_seq = signal_seq + 1 WHERE id = $1 RETURNING status, wait_signals, step",
+        )
+        .bind(&run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Err(Error::RunNotFound(run));
         };
@@ -489,10 +562,11 @@ impl Store {
         .await?;
         if inserted.rows_affected() == 0 {
             // Duplicates are answered as such even after the run finished.
-            tx.commit().await?;
+            tx.rollback().await?;
             return Ok(Delivery::Duplicate);
         }
         if status.is_finished() {
+            tx.rollback().await?;
             return Err(Error::RunFinished { run, status });
         }
         let mut announce = false;
@@ -706,6 +780,13 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    /// Deletes every run of `graph`, finished or not, with everything recorded
+    /// about them. For benchmarks and operators cleaning up a retired graph.
+    pub async fn purge_graph(&self, graph: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM runs WHERE graph = $1").bind(graph).execute(&self.pool).await?;
+        Ok(done.rows_affected())
     }
 
     // ---- outbox -----------------------------------------------------------

@@ -44,6 +44,7 @@ pub(super) fn claimed(r: &AnyRow) -> Result<Claimed> {
         attempt: r.try_get::<i64, _>("attempt")? as i32,
         epoch: r.try_get("lease_epoch")?,
         lease_losses: r.try_get::<i64, _>("lease_losses")? as i32,
+        signal_seq: r.try_get("signal_seq")?,
     })
 }
 

@@ -1,0 +1,6 @@
+//! The `sentinel` binary's library half: configuration, the built-in
+//! benchmark graphs and the benchmarks, so integration tests can drive the
+//! same code the binary runs.
+
+pub mod bench;
+pub mod config;

@@ -1,0 +1,208 @@
+//! `sentinel`: the one binary. Reads configuration from the environment,
+//! installs tracing, and dispatches to the verbs below.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use engine::{Engine, Store, StoreConfig, SystemClock, WorkerConfig};
+use sentinel::bench::{self, EngineBench};
+use sentinel::config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "sentinel", version, about = "Durable incident-response workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the database migrations (DATABASE_URL, or the embedded SQLite file) and exit.
+    Migrate,
+    /// Run workers until SIGINT/SIGTERM.
+    Worker(WorkerArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Runs executed at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Lease length in milliseconds; heartbeats run every third of it.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Poll interval in milliseconds (the fallback when no notification arrives).
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// Worker id written on leases and history (default: worker-PID-RANDOM).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Checkpointed transitions/s and step latency at several worker counts,
+    /// run start latency, and memory with many waiting runs; on PostgreSQL
+    /// (DATABASE_URL) and on SQLite.
+    Engine(EngineBenchArgs),
+}
+
+#[derive(Args)]
+struct EngineBenchArgs {
+    #[arg(long, default_value_t = 500)]
+    runs: u32,
+    /// Node executions per run (the run then takes one more step to finish).
+    #[arg(long, default_value_t = 20)]
+    steps: u32,
+    /// Worker slots to measure with, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    workers: Vec<usize>,
+    #[arg(long, default_value_t = 200)]
+    start_samples: u32,
+    #[arg(long, default_value_t = 10_000)]
+    waiting: u32,
+    /// Only these backends (postgres needs DATABASE_URL).
+    #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_owned(), "sqlite".to_owned()])]
+    backends: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("SENTINEL_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Migrate => {
+            let url = config::database_url()?;
+            Store::connect(&StoreConfig::new(&url)).await.context("migrating the database")?;
+            eprintln!("migrations applied");
+        }
+        Command::Worker(args) => worker(args).await?,
+        Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
+    }
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let url = config::database_url()?;
+    let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
+    let engine = Engine::new(store, bench::registry(None), Arc::new(SystemClock));
+    let mut config = WorkerConfig {
+        concurrency: args.concurrency,
+        lease: Duration::from_millis(args.lease_ms),
+        poll_interval: Duration::from_millis(args.poll_ms),
+        ..WorkerConfig::default()
+    };
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
+    engine.work(config, shutdown).await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing steps in flight");
+    shutdown.cancel();
+}
+
+async fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for backend in &args.backends {
+        let (url, _tmp) = match backend.as_str() {
+            "postgres" => {
+                let url = std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| u.starts_with("postgres"))
+                    .context("the postgres benchmark needs DATABASE_URL=postgres://…")?;
+                (url, None)
+            }
+            "sqlite" => {
+                let dir = std::env::temp_dir().join(format!("sentinel-bench-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)?;
+                (format!("sqlite://{}", dir.join("bench.db").display()), Some(TempDir(dir)))
+            }
+            other => anyhow::bail!("unknown backend `{other}` (postgres, sqlite)"),
+        };
+        eprintln!("benchmarking {backend} …");
+        let figures = bench::run_engine_bench(&EngineBench {
+            url,
+            runs: args.runs,
+            steps: args.steps,
+            concurrency: args.workers.clone(),
+            start_samples: args.start_samples,
+            waiting_runs: args.waiting,
+        })
+        .await?;
+        results.push(figures);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:>7} {:>12} {:>10} {:>14} {:>11} {:>11}",
+        "backend", "workers", "transitions", "seconds", "transitions/s", "step p50 ms", "step p99 ms"
+    );
+    for f in &results {
+        for t in &f.throughput {
+            println!(
+                "{:<9} {:>7} {:>12} {:>10.2} {:>14.0} {:>11.2} {:>11.2}",
+                f.backend, t.workers, t.transitions, t.seconds, t.transitions_per_sec, t.step_p50_ms, t.step_p99_ms
+            );
+        }
+    }
+    println!();
+    println!(
+        "{:<9} {:>13} {:>13} {:>9} {:>15} {:>17}",
+        "backend", "start p50 ms", "start p99 ms", "waiting", "rss before MB", "rss waiting MB"
+    );
+    for f in &results {
+        println!(
+            "{:<9} {:>13.2} {:>13.2} {:>9} {:>15.1} {:>17.1}",
+            f.backend, f.start_p50_ms, f.start_p99_ms, f.waiting_runs, f.rss_before_mb, f.rss_with_waiting_mb
+        );
+    }
+    Ok(())
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
