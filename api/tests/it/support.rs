@@ -1,0 +1,95 @@
+//! Databases and worker processes for the process-level tests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{Engine, RunId, Store, StoreConfig, SystemClock};
+use sqlx::{Connection, Executor, PgConnection};
+
+pub fn admin_url() -> String {
+    std::env::var("SENTINEL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates a fresh database on the server behind `admin` and returns its URL.
+pub async fn fresh_database(admin: &str) -> String {
+    let mut conn = PgConnection::connect(admin).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {admin} ({e}); start it with scripts/ensure-postgres.sh")
+    });
+    let name = format!("sentinel_t_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database url has a path");
+    format!("{base}/{name}")
+}
+
+pub async fn engine(url: &str) -> Engine {
+    let store = Store::connect(&StoreConfig::new(url)).await.expect("connect and migrate");
+    Engine::new(store, sentinel::bench::registry(None), Arc::new(SystemClock))
+}
+
+/// A `sentinel worker` process; killed with SIGKILL when dropped.
+pub struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    pub fn spawn(url: &str, id: &str, concurrency: usize, lease_ms: u64) -> WorkerProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_sentinel"))
+            .args(["worker", "--id", id, "--poll-ms", "50"])
+            .args(["--concurrency", &concurrency.to_string(), "--lease-ms", &lease_ms.to_string()])
+            .env("DATABASE_URL", url)
+            .env("SENTINEL_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sentinel worker");
+        WorkerProcess(child)
+    }
+
+    /// SIGKILL: no shutdown hook, no released lease, no last checkpoint.
+    pub fn kill(mut self) {
+        self.0.kill().expect("SIGKILL the worker");
+        self.0.wait().expect("reap the worker");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn witness_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("sentinel-witness-{tag}-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// How many times each line occurs in the witness file.
+pub fn witness_counts(path: &Path) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts the run's history is steps 0..n with no gap and no duplicate.
+pub async fn assert_history_contiguous(engine: &Engine, run: RunId) -> Vec<engine::Checkpoint> {
+    let history = engine.detail(run).await.expect("run detail").history;
+    let steps: Vec<i64> = history.iter().map(|c| c.step).collect();
+    assert_eq!(steps, (0..history.len() as i64).collect::<Vec<_>>(), "run {run}: history has a gap or duplicate");
+    history
+}
