@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, after installing and starting what the
+# tests need (PostgreSQL). Safe to run again: every step skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-postgres.sh
+url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+# Test databases left behind by an interrupted run.
+psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sentinel\_t\_%'" |
+    while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+cargo test --workspace --locked
