@@ -274,6 +274,7 @@ async fn run_step(
         signal_seq: run.signal_seq,
         outbox,
         keep_lease_until: (!shutdown.is_cancelled()).then(|| finished_at.saturating_add(config.lease)),
+        lease_refresh_before: finished_at.saturating_add(config.lease / 2),
     };
     commit(engine, config, &write).await
 }

@@ -78,7 +78,11 @@ impl Cluster {
         let data = self.dir.join("data");
         let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
         let log = self.dir.join("log");
-        pg(&self.bin, "pg_ctl", &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"]);
+        pg(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"],
+        );
     }
 
     fn stop(&self) {
@@ -92,7 +96,8 @@ impl Drop for Cluster {
         let data = self.dir.join("data");
         let args = ["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"];
         if is_root() {
-            let _ = Command::new("runuser").args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).args(args).status();
+            let _ =
+                Command::new("runuser").args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).args(args).status();
         } else {
             let _ = Command::new(self.bin.join("pg_ctl")).args(args).status();
         }
