@@ -75,21 +75,18 @@ fn each_guard_alone_blocks_auto_approval() {
 #[test]
 fn guards_at_their_edges() {
     let (c, a) = (config(), action());
-    let mut f = Facts::default();
-    // Out of cooldown exactly at its end; a failure outside the loop window is forgiven.
-    f.last_action_on_service = Some(ago(MIN * 10));
-    f.failed_attempts = vec![FailedAttempt {
-        at: ago(Duration::from_secs(6 * 3600)),
-        action: a.action.clone(),
-        target: a.target.clone(),
-    }];
-    // A failure of another action on the target, or of this action elsewhere, does not count.
-    f.failed_attempts.push(FailedAttempt { at: ago(MIN), action: "scale".into(), target: a.target.clone() });
-    f.failed_attempts.push(FailedAttempt {
-        at: ago(MIN),
-        action: a.action.clone(),
-        target: "kubernetes:prod/cart".into(),
-    });
+    // Out of cooldown exactly at its end; a failure outside the loop window is forgiven;
+    // a failure of another action on the target, or of this action elsewhere, does not count.
+    let failed = |at, action: &str, target: &str| FailedAttempt { at, action: action.into(), target: target.into() };
+    let mut f = Facts {
+        last_action_on_service: Some(ago(MIN * 10)),
+        failed_attempts: vec![
+            failed(ago(Duration::from_secs(6 * 3600)), &a.action, &a.target),
+            failed(ago(MIN), "scale", &a.target),
+            failed(ago(MIN), &a.action, "kubernetes:prod/cart"),
+        ],
+        ..Facts::default()
+    };
     // Four approvals in the last minute are under the limit of five.
     f.auto_approvals = (0..4).map(|i| ago(Duration::from_secs(i * 10))).collect();
     assert_eq!(decide(&c, &a, &f, NOW), Decision::AutoApprove);
