@@ -217,7 +217,8 @@ async fn run_step(
     let heartbeat = async {
         let mut beat = tokio::time::interval(config.lease / 3);
         beat.tick().await;
-        let mut lease_until = started_at.saturating_add(config.lease);
+        // A kept lease may have only half its length left when the step starts.
+        let mut lease_until = started_at.saturating_add(config.lease / 2);
         loop {
             beat.tick().await;
             let now = clock.now();
