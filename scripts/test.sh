@@ -13,4 +13,14 @@ psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sentinel\
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
-cargo test --workspace --locked
+# Run every test binary; then one closing line that totals them all, so the
+# summary does not end on a doc-test binary that happens to hold no test.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -1,6 +1,10 @@
-//! The incident workflow on the engine. So far: the safety policy that decides
-//! whether a planned action may run without a human, and the runbooks that
-//! say which actions to plan.
+//! The incident workflow on the engine. So far, its building blocks: incident
+//! identity and severity, the runbooks that say which actions to plan, the
+//! safety policy that decides whether an action may run without a human, and
+//! the verification of an action's effect. The graph that ties them together
+//! comes next.
 
+pub mod incident;
 pub mod policy;
 pub mod runbook;
+pub mod verify;
