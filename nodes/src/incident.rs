@@ -29,6 +29,9 @@ pub struct Detection {
     pub baseline_stddev: f64,
     pub started_at: Timestamp,
     pub source: Source,
+    /// Labels carried from the source (`platform`, `namespace`, `oom_killed`, …).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How much a service matters: tier 1 takes customer traffic directly.
@@ -143,6 +146,7 @@ mod tests {
             baseline_stddev: 10.0,
             started_at: Timestamp(1_700_000_000_000),
             source: Source::Detector { detector: "zscore".into(), score: 0.9, reason: "z=7".into() },
+            labels: BTreeMap::new(),
         }
     }
 

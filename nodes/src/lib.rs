@@ -4,7 +4,11 @@
 //! the verification of an action's effect. The graph that ties them together
 //! comes next.
 
+pub mod analyze;
 pub mod incident;
 pub mod policy;
+pub mod ports;
+pub mod postmortem;
 pub mod runbook;
 pub mod verify;
+pub mod workflow;

@@ -1,0 +1,215 @@
+//! Root-cause analysis: evidence gathered through the ports, ranked hypotheses
+//! with a composite confidence. Deterministic: no LLM decides anything here.
+//!
+//! Confidence = 0.5 × rule agreement + 0.3 × evidence strength + 0.2 × retrieval
+//! relevance, each in [0, 1]:
+//! * rule agreement: how well the cause explains this anomaly type (a table);
+//! * evidence strength: how strong the supporting signal is (deploy recency,
+//!   upstream deviation in σ, the anomaly's own deviation in σ);
+//! * retrieval: the best relevance among similar past incidents with the same cause.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::Timestamp;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::incident::Detection;
+use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
+use crate::runbook::Evidence;
+
+pub const WEIGHT_RULE: f64 = 0.5;
+pub const WEIGHT_EVIDENCE: f64 = 0.3;
+pub const WEIGHT_RETRIEVAL: f64 = 0.2;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hypothesis {
+    /// `deployment`, `upstream:<service>` or `intrinsic:<anomaly type>`.
+    pub cause: String,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    pub rule: f64,
+    pub strength: f64,
+    pub retrieval: f64,
+    pub confidence: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub hypotheses: Vec<Hypothesis>,
+    pub evidence: BTreeMap<String, Evidence>,
+    pub baseline_mean: f64,
+    pub baseline_stddev: f64,
+    /// Services that call the affected one and show errors too.
+    pub downstream_affected: Vec<String>,
+}
+
+/// Which service calls which: an edge `a → b` means `a` depends on `b`.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceGraph {
+    graph: DiGraph<String, ()>,
+    index: BTreeMap<String, NodeIndex>,
+}
+
+impl ServiceGraph {
+    pub fn new(edges: &[(&str, &str)]) -> Self {
+        let mut g = ServiceGraph::default();
+        for (a, b) in edges {
+            let (a, b) = (g.node(a), g.node(b));
+            g.graph.update_edge(a, b, ());
+        }
+        g
+    }
+
+    fn node(&mut self, name: &str) -> NodeIndex {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
+        let i = self.graph.add_node(name.to_owned());
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+
+    fn neighbours(&self, service: &str, dir: petgraph::Direction) -> Vec<String> {
+        let Some(&i) = self.index.get(service) else { return Vec::new() };
+        let mut v: Vec<String> = self.graph.neighbors_directed(i, dir).map(|n| self.graph[n].clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// What `service` depends on.
+    pub fn upstream(&self, service: &str) -> Vec<String> {
+        self.neighbours(service, petgraph::Direction::Outgoing)
+    }
+
+    /// What depends on `service`.
+    pub fn downstream(&self, service: &str) -> Vec<String> {
+        self.neighbours(service, petgraph::Direction::Incoming)
+    }
+}
+
+/// How well a cause explains an anomaly type.
+fn rule_agreement(cause: &str, anomaly_type: &str) -> f64 {
+    match (cause, anomaly_type) {
+        ("deployment", "bad_deployment" | "crash_loop_backoff" | "image_pull_backoff") => 1.0,
+        ("deployment", "error_rate_spike" | "latency_spike") => 0.8,
+        ("deployment", _) => 0.4,
+        ("upstream", "latency_spike" | "error_rate_spike") => 0.8,
+        ("upstream", _) => 0.3,
+        ("intrinsic", _) => 0.6,
+        _ => 0.0,
+    }
+}
+
+fn mean_stddev(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+    Some((mean, var.sqrt()))
+}
+
+/// Deviation of the latest `recent` samples from the samples before them, in σ.
+async fn deviation(metrics: &dyn MetricStore, service: &str, metric: &str, now: Timestamp) -> Result<Option<f64>, PortError> {
+    let before = metrics.window(service, metric, now.saturating_sub(Duration::from_secs(3600)), now.saturating_sub(Duration::from_secs(600))).await?;
+    let recent = metrics.window(service, metric, now.saturating_sub(Duration::from_secs(600)), now.saturating_add(Duration::from_millis(1))).await?;
+    let (Some((mean, sd)), Some(last)) = (mean_stddev(&before.iter().map(|s| s.1).collect::<Vec<_>>()), recent.last()) else {
+        return Ok(None);
+    };
+    Ok(Some((last.1 - mean) / sd.max(1e-9)))
+}
+
+pub struct Ports<'a> {
+    pub metrics: &'a dyn MetricStore,
+    pub deployments: &'a dyn Deployments,
+    pub index: &'a dyn IncidentIndex,
+    pub services: &'a ServiceGraph,
+}
+
+pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result<Analysis, PortError> {
+    let mut evidence: BTreeMap<String, Evidence> = d
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let e = match v.as_str() {
+                "true" => Evidence::Bool(true),
+                "false" => Evidence::Bool(false),
+                _ => v.parse::<f64>().map(Evidence::Number).unwrap_or_else(|_| Evidence::Text(v.clone())),
+            };
+            (k.clone(), e)
+        })
+        .collect();
+
+    // Baseline: the hour before detection, else what the detector reported.
+    let history = ports.metrics.window(&d.service, &d.metric, d.started_at.saturating_sub(Duration::from_secs(3600)), d.started_at).await?;
+    let (baseline_mean, baseline_stddev) =
+        mean_stddev(&history.iter().map(|s| s.1).collect::<Vec<_>>()).unwrap_or((d.baseline_mean, d.baseline_stddev));
+    let sigmas = (d.observed - baseline_mean).abs() / baseline_stddev.max(1e-9);
+    let cpu = ports.metrics.window(&d.service, "cpu_utilization", now.saturating_sub(Duration::from_secs(600)), now.saturating_add(Duration::from_millis(1))).await?;
+    if let Some((_, c)) = cpu.last() {
+        evidence.insert("cpu_utilization".into(), Evidence::Number(*c));
+    }
+
+    let mut candidates: Vec<(String, String, Vec<String>, f64)> = Vec::new();
+    let deploys = ports.deployments.since(&d.service, d.started_at.saturating_sub(Duration::from_secs(7200))).await?;
+    if let Some(last) = deploys.iter().filter(|x| x.at <= d.started_at).max_by_key(|x| x.at) {
+        let minutes = d.started_at.since(last.at).as_secs_f64() / 60.0;
+        evidence.insert("minutes_since_deploy".into(), Evidence::Number(minutes.round()));
+        candidates.push((
+            "deployment".into(),
+            format!("deployment of {} {} {:.0} min before the anomaly", d.service, last.version, minutes),
+            vec![format!("deployed {} at {}", last.version, last.at.0)],
+            (1.0 - minutes / 120.0).clamp(0.0, 1.0),
+        ));
+    }
+    let mut upstream_degraded = false;
+    for up in ports.services.upstream(&d.service) {
+        if let Some(z) = deviation(ports.metrics, &up, "error_rate", d.started_at).await? {
+            if z > 3.0 {
+                upstream_degraded = true;
+                candidates.push((
+                    format!("upstream:{up}"),
+                    format!("{up}, which {} depends on, is failing too", d.service),
+                    vec![format!("{up} error_rate {z:.1}σ above its baseline")],
+                    (z / 10.0).min(1.0),
+                ));
+            }
+        }
+    }
+    evidence.insert("upstream_degraded".into(), Evidence::Bool(upstream_degraded));
+    let mut downstream_affected = Vec::new();
+    for down in ports.services.downstream(&d.service) {
+        if deviation(ports.metrics, &down, "error_rate", d.started_at).await?.is_some_and(|z| z > 3.0) {
+            downstream_affected.push(down);
+        }
+    }
+    candidates.push((
+        format!("intrinsic:{}", d.anomaly_type),
+        format!("{} in {} itself ({sigmas:.1}σ on {})", d.anomaly_type.replace('_', " "), d.service, d.metric),
+        vec![format!("{} = {:.2} against a baseline of {:.2} ± {:.2}", d.metric, d.observed, baseline_mean, baseline_stddev)],
+        (sigmas / 10.0).min(1.0),
+    ));
+
+    let similar = ports.index.similar(&format!("{} {} {}", d.service, d.anomaly_type, d.metric), 5).await?;
+    let mut hypotheses: Vec<Hypothesis> = candidates
+        .into_iter()
+        .map(|(cause, summary, mut ev, strength)| {
+            let kind = cause.split(':').next().unwrap_or_default();
+            let rule = rule_agreement(kind, &d.anomaly_type);
+            let retrieval = similar
+                .iter()
+                .filter(|s| s.root_cause == cause || s.root_cause == kind)
+                .map(|s| s.relevance)
+                .fold(0.0, f64::max);
+            if retrieval > 0.0 {
+                ev.push(format!("similar past incidents resolved as `{cause}` (relevance {retrieval:.2})"));
+            }
+            let confidence = WEIGHT_RULE * rule + WEIGHT_EVIDENCE * strength + WEIGHT_RETRIEVAL * retrieval;
+            Hypothesis { cause, summary, evidence: ev, rule, strength, retrieval, confidence }
+        })
+        .collect();
+    hypotheses.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.cause.cmp(&b.cause)));
+    Ok(Analysis { hypotheses, evidence, baseline_mean, baseline_stddev, downstream_affected })
+}

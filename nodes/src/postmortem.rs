@@ -1,0 +1,56 @@
+//! A blameless postmortem in Markdown, written from the incident's own record.
+
+use std::fmt::Write as _;
+
+use crate::workflow::Incident;
+
+pub fn render(s: &Incident) -> String {
+    let mut out = String::new();
+    let Some(d) = &s.detection else {
+        return "# Incident\n\nNo detection recorded.\n".to_owned();
+    };
+    let _ = writeln!(out, "# {} on {}\n", d.anomaly_type.replace('_', " "), d.service);
+    let _ = writeln!(out, "- Fingerprint: `{}`", s.fingerprint);
+    let _ = writeln!(out, "- Severity: {:?}", s.severity.map(|x| format!("{x:?}")).unwrap_or_default());
+    let _ = writeln!(out, "- Affected services: {}", s.affected.join(", "));
+    let _ = writeln!(out, "- Outcome: {}", s.outcome.as_deref().unwrap_or("open"));
+    if let Some(m) = s.mttr_secs {
+        let _ = writeln!(out, "- Time to resolve: {m} s");
+    }
+    let _ = writeln!(out, "\n## Detection\n\n{} = {:.2} against a baseline of {:.2} ± {:.2}, from {}.\n",
+        d.metric, d.observed, d.baseline_mean, d.baseline_stddev, d.started_at.0);
+    let _ = writeln!(out, "## Hypotheses\n");
+    for h in &s.analysis.hypotheses {
+        let _ = writeln!(out, "- **{}** — confidence {:.0}% (rule {:.2}, evidence {:.2}, retrieval {:.2}); {}",
+            h.cause, h.confidence * 100.0, h.rule, h.strength, h.retrieval, h.evidence.join("; "));
+    }
+    let _ = writeln!(out, "\n## Decisions\n");
+    for dec in &s.decisions {
+        let _ = writeln!(out, "- {} by {} at {}{}", if dec.approved { "Approved" } else { "Rejected" }, dec.by, dec.at.0,
+            if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) });
+    }
+    let _ = writeln!(out, "\n## Actions\n");
+    for a in &s.actions {
+        let _ = writeln!(out, "- {} `{}` on `{}`{} (runbook {}, step \"{}\")", a.action.executor, a.action.action, a.action.target,
+            if a.dry_run { " (dry run)" } else { "" }, a.action.runbook, a.action.step);
+    }
+    let _ = writeln!(out, "\n## Verification\n\n{}\n", match &s.verdict {
+        Some(v) => format!("{v:?}"),
+        None => "not verified".to_owned(),
+    });
+    let _ = writeln!(out, "## Timeline\n");
+    for t in &s.timeline {
+        let _ = writeln!(out, "- {} `{}` {}", t.at.0, t.node, t.what);
+    }
+    let _ = writeln!(out, "\n## Action items\n");
+    if s.rollbacks > 0 {
+        let _ = writeln!(out, "- Review why {} rollback(s) were needed and fix the runbook's conditions.", s.rollbacks);
+    }
+    if s.decisions.iter().any(|d| d.by == "timeout") {
+        let _ = writeln!(out, "- Nobody decided in time: check the on-call rota and the approval channel.");
+    }
+    if let Some(h) = s.analysis.hypotheses.first() {
+        let _ = writeln!(out, "- Confirm or refute the top hypothesis: {}.", h.summary);
+    }
+    out
+}
