@@ -14,6 +14,8 @@ mod graph;
 mod node;
 mod run;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

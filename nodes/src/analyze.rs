@@ -112,10 +112,30 @@ fn mean_stddev(xs: &[f64]) -> Option<(f64, f64)> {
 }
 
 /// Deviation of the latest `recent` samples from the samples before them, in σ.
-async fn deviation(metrics: &dyn MetricStore, service: &str, metric: &str, now: Timestamp) -> Result<Option<f64>, PortError> {
-    let before = metrics.window(service, metric, now.saturating_sub(Duration::from_secs(3600)), now.saturating_sub(Duration::from_secs(600))).await?;
-    let recent = metrics.window(service, metric, now.saturating_sub(Duration::from_secs(600)), now.saturating_add(Duration::from_millis(1))).await?;
-    let (Some((mean, sd)), Some(last)) = (mean_stddev(&before.iter().map(|s| s.1).collect::<Vec<_>>()), recent.last()) else {
+async fn deviation(
+    metrics: &dyn MetricStore,
+    service: &str,
+    metric: &str,
+    now: Timestamp,
+) -> Result<Option<f64>, PortError> {
+    let before = metrics
+        .window(
+            service,
+            metric,
+            now.saturating_sub(Duration::from_secs(3600)),
+            now.saturating_sub(Duration::from_secs(600)),
+        )
+        .await?;
+    let recent = metrics
+        .window(
+            service,
+            metric,
+            now.saturating_sub(Duration::from_secs(600)),
+            now.saturating_add(Duration::from_millis(1)),
+        )
+        .await?;
+    let (Some((mean, sd)), Some(last)) = (mean_stddev(&before.iter().map(|s| s.1).collect::<Vec<_>>()), recent.last())
+    else {
         return Ok(None);
     };
     Ok(Some((last.1 - mean) / sd.max(1e-9)))
@@ -143,11 +163,22 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
         .collect();
 
     // Baseline: the hour before detection, else what the detector reported.
-    let history = ports.metrics.window(&d.service, &d.metric, d.started_at.saturating_sub(Duration::from_secs(3600)), d.started_at).await?;
+    let history = ports
+        .metrics
+        .window(&d.service, &d.metric, d.started_at.saturating_sub(Duration::from_secs(3600)), d.started_at)
+        .await?;
     let (baseline_mean, baseline_stddev) =
         mean_stddev(&history.iter().map(|s| s.1).collect::<Vec<_>>()).unwrap_or((d.baseline_mean, d.baseline_stddev));
     let sigmas = (d.observed - baseline_mean).abs() / baseline_stddev.max(1e-9);
-    let cpu = ports.metrics.window(&d.service, "cpu_utilization", now.saturating_sub(Duration::from_secs(600)), now.saturating_add(Duration::from_millis(1))).await?;
+    let cpu = ports
+        .metrics
+        .window(
+            &d.service,
+            "cpu_utilization",
+            now.saturating_sub(Duration::from_secs(600)),
+            now.saturating_add(Duration::from_millis(1)),
+        )
+        .await?;
     if let Some((_, c)) = cpu.last() {
         evidence.insert("cpu_utilization".into(), Evidence::Number(*c));
     }
@@ -188,7 +219,10 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
     candidates.push((
         format!("intrinsic:{}", d.anomaly_type),
         format!("{} in {} itself ({sigmas:.1}σ on {})", d.anomaly_type.replace('_', " "), d.service, d.metric),
-        vec![format!("{} = {:.2} against a baseline of {:.2} ± {:.2}", d.metric, d.observed, baseline_mean, baseline_stddev)],
+        vec![format!(
+            "{} = {:.2} against a baseline of {:.2} ± {:.2}",
+            d.metric, d.observed, baseline_mean, baseline_stddev
+        )],
         (sigmas / 10.0).min(1.0),
     ));
 

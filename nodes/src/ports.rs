@@ -24,8 +24,13 @@ pub enum PortError {
 #[async_trait]
 pub trait MetricStore: Send + Sync {
     /// Samples of `metric` for `service` with `from <= ts < to`, oldest first.
-    async fn window(&self, service: &str, metric: &str, from: Timestamp, to: Timestamp)
-        -> Result<Vec<(Timestamp, f64)>, PortError>;
+    async fn window(
+        &self,
+        service: &str,
+        metric: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, f64)>, PortError>;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,10 +69,13 @@ pub trait Remediator: Send + Sync {
     async fn restore(&self, action: &PlannedAction, pre_state: &Value, idempotency_key: &str) -> Result<(), PortError>;
 }
 
+/// Samples by (service, metric), oldest first.
+type Series = BTreeMap<(String, String), Vec<(Timestamp, f64)>>;
+
 /// Metrics kept in memory, for the demo and tests.
 #[derive(Clone, Default)]
 pub struct MemoryMetrics {
-    series: Arc<Mutex<BTreeMap<(String, String), Vec<(Timestamp, f64)>>>>,
+    series: Arc<Mutex<Series>>,
 }
 
 impl MemoryMetrics {
@@ -81,8 +89,13 @@ impl MemoryMetrics {
 
 #[async_trait]
 impl MetricStore for MemoryMetrics {
-    async fn window(&self, service: &str, metric: &str, from: Timestamp, to: Timestamp)
-        -> Result<Vec<(Timestamp, f64)>, PortError> {
+    async fn window(
+        &self,
+        service: &str,
+        metric: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, f64)>, PortError> {
         let s = self.series.lock().expect("metrics lock");
         Ok(s.get(&(service.to_owned(), metric.to_owned()))
             .map(|v| v.iter().filter(|(t, _)| *t >= from && *t < to).copied().collect())

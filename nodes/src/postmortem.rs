@@ -17,27 +17,56 @@ pub fn render(s: &Incident) -> String {
     if let Some(m) = s.mttr_secs {
         let _ = writeln!(out, "- Time to resolve: {m} s");
     }
-    let _ = writeln!(out, "\n## Detection\n\n{} = {:.2} against a baseline of {:.2} ± {:.2}, from {}.\n",
-        d.metric, d.observed, d.baseline_mean, d.baseline_stddev, d.started_at.0);
+    let _ = writeln!(
+        out,
+        "\n## Detection\n\n{} = {:.2} against a baseline of {:.2} ± {:.2}, from {}.\n",
+        d.metric, d.observed, d.baseline_mean, d.baseline_stddev, d.started_at.0
+    );
     let _ = writeln!(out, "## Hypotheses\n");
     for h in &s.analysis.hypotheses {
-        let _ = writeln!(out, "- **{}** — confidence {:.0}% (rule {:.2}, evidence {:.2}, retrieval {:.2}); {}",
-            h.cause, h.confidence * 100.0, h.rule, h.strength, h.retrieval, h.evidence.join("; "));
+        let _ = writeln!(
+            out,
+            "- **{}** — confidence {:.0}% (rule {:.2}, evidence {:.2}, retrieval {:.2}); {}",
+            h.cause,
+            h.confidence * 100.0,
+            h.rule,
+            h.strength,
+            h.retrieval,
+            h.evidence.join("; ")
+        );
     }
     let _ = writeln!(out, "\n## Decisions\n");
     for dec in &s.decisions {
-        let _ = writeln!(out, "- {} by {} at {}{}", if dec.approved { "Approved" } else { "Rejected" }, dec.by, dec.at.0,
-            if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) });
+        let _ = writeln!(
+            out,
+            "- {} by {} at {}{}",
+            if dec.approved { "Approved" } else { "Rejected" },
+            dec.by,
+            dec.at.0,
+            if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) }
+        );
     }
     let _ = writeln!(out, "\n## Actions\n");
     for a in &s.actions {
-        let _ = writeln!(out, "- {} `{}` on `{}`{} (runbook {}, step \"{}\")", a.action.executor, a.action.action, a.action.target,
-            if a.dry_run { " (dry run)" } else { "" }, a.action.runbook, a.action.step);
+        let _ = writeln!(
+            out,
+            "- {} `{}` on `{}`{} (runbook {}, step \"{}\")",
+            a.action.executor,
+            a.action.action,
+            a.action.target,
+            if a.dry_run { " (dry run)" } else { "" },
+            a.action.runbook,
+            a.action.step
+        );
     }
-    let _ = writeln!(out, "\n## Verification\n\n{}\n", match &s.verdict {
-        Some(v) => format!("{v:?}"),
-        None => "not verified".to_owned(),
-    });
+    let _ = writeln!(
+        out,
+        "\n## Verification\n\n{}\n",
+        match &s.verdict {
+            Some(v) => format!("{v:?}"),
+            None => "not verified".to_owned(),
+        }
+    );
     let _ = writeln!(out, "## Timeline\n");
     for t in &s.timeline {
         let _ = writeln!(out, "- {} `{}` {}", t.at.0, t.node, t.what);

@@ -211,21 +211,29 @@ async fn detect(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     s.note(
         ctx.now(),
         "detect",
-        format!("{} on {} ({} = {:.2}, baseline {:.2}): {:?}, impact {:?}", d.anomaly_type, d.service, d.metric, d.observed, d.baseline_mean, severity, impact),
+        format!(
+            "{} on {} ({} = {:.2}, baseline {:.2}): {:?}, impact {:?}",
+            d.anomaly_type, d.service, d.metric, d.observed, d.baseline_mean, severity, impact
+        ),
     );
     Ok((s, Transition::route("next")))
 }
 
 async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let d = s.detection()?.clone();
-    let ports = analyze::Ports { metrics: &*w.metrics, deployments: &*w.deployments, index: &*w.index, services: &w.services };
+    let ports =
+        analyze::Ports { metrics: &*w.metrics, deployments: &*w.deployments, index: &*w.index, services: &w.services };
     let analysis = analyze::analyze(&ports, &d, ctx.now()).await.map_err(port)?;
     for down in &analysis.downstream_affected {
         if !s.affected.contains(down) {
             s.affected.push(down.clone());
         }
     }
-    let top = analysis.hypotheses.first().map(|h| format!("{} ({:.0}%)", h.summary, h.confidence * 100.0)).unwrap_or_default();
+    let top = analysis
+        .hypotheses
+        .first()
+        .map(|h| format!("{} ({:.0}%)", h.summary, h.confidence * 100.0))
+        .unwrap_or_default();
     s.note(ctx.now(), "analyze", format!("{} hypotheses; top: {top}", analysis.hypotheses.len()));
     s.analysis = analysis;
     Ok((s, Transition::route("next")))
@@ -245,15 +253,27 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let namespace = d.labels.get("namespace").map_or("default", String::as_str);
     let planned = runbook.plan(&s.analysis.evidence, &d.service, namespace);
     // Actions already tried and rolled back are not planned again.
-    let tried: Vec<(String, String)> = s.actions.iter().map(|a| (a.action.action.clone(), a.action.target.clone())).collect();
-    let fresh: Vec<PlannedAction> = planned.into_iter().filter(|a| !tried.contains(&(a.action.clone(), a.target.clone()))).collect();
+    let tried: Vec<(String, String)> =
+        s.actions.iter().map(|a| (a.action.action.clone(), a.action.target.clone())).collect();
+    let fresh: Vec<PlannedAction> =
+        planned.into_iter().filter(|a| !tried.contains(&(a.action.clone(), a.target.clone()))).collect();
     s.runbook = Some(runbook.id.clone());
     let Some(first) = fresh.first() else {
         s.note(ctx.now(), "plan", format!("runbook {} has no untried action", runbook.id));
         s.outcome = Some("escalated: no untried action".into());
         return Ok((s, Transition::route("no_action")));
     };
-    s.note(ctx.now(), "plan", format!("runbook {}: {} on {} (downtime {}s)", runbook.id, first.action, first.target, first.estimated_downtime.as_secs()));
+    s.note(
+        ctx.now(),
+        "plan",
+        format!(
+            "runbook {}: {} on {} (downtime {}s)",
+            runbook.id,
+            first.action,
+            first.target,
+            first.estimated_downtime.as_secs()
+        ),
+    );
     s.plan = fresh;
     s.current = 0;
     s.approval_deadline = None;
@@ -279,7 +299,12 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         };
         let decision = policy::decide(&w.config.policy, &proposed, &facts, now);
         if decision == Decision::AutoApprove {
-            s.decisions.push(DecisionRecord { approved: true, by: "policy".into(), reason: decision.reason(), at: now });
+            s.decisions.push(DecisionRecord {
+                approved: true,
+                by: "policy".into(),
+                reason: decision.reason(),
+                at: now,
+            });
             s.note(now, "await_approval", decision.reason());
             ctx.send(topics::DECIDED, json!({ "approved": true, "by": "policy", "action": action.action }));
             return Ok((s, Transition::route("approved")));
@@ -297,7 +322,15 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         let by = signal.payload.get("actor").and_then(|a| a.as_str()).unwrap_or("unknown").to_owned();
         let reason = signal.payload.get("reason").and_then(|a| a.as_str()).unwrap_or("").to_owned();
         s.decisions.push(DecisionRecord { approved, by: by.clone(), reason: reason.clone(), at: now });
-        s.note(now, "await_approval", format!("{} by {by}{}", if approved { "approved" } else { "rejected" }, if reason.is_empty() { String::new() } else { format!(": {reason}") }));
+        s.note(
+            now,
+            "await_approval",
+            format!(
+                "{} by {by}{}",
+                if approved { "approved" } else { "rejected" },
+                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+            ),
+        );
         ctx.send(topics::DECIDED, json!({ "approved": approved, "by": by, "action": action.action }));
         if !approved {
             s.outcome = Some(format!("rejected by {by}"));
@@ -306,9 +339,17 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
     }
     let deadline = s.approval_deadline.unwrap_or(now);
     if now >= deadline {
-        s.decisions.push(DecisionRecord { approved: false, by: "timeout".into(), reason: "nobody decided in time".into(), at: now });
+        s.decisions.push(DecisionRecord {
+            approved: false,
+            by: "timeout".into(),
+            reason: "nobody decided in time".into(),
+            at: now,
+        });
         s.note(now, "await_approval", "approval timed out: escalated and rejected");
-        ctx.send(topics::ESCALATION, json!({ "reason": "approval timed out", "action": action.action, "severity": s.severity }));
+        ctx.send(
+            topics::ESCALATION,
+            json!({ "reason": "approval timed out", "action": action.action, "severity": s.severity }),
+        );
         s.outcome = Some("rejected: approval timed out".into());
         return Ok((s, Transition::route("rejected")));
     }
@@ -320,13 +361,18 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let n = s.actions.len();
     let now = ctx.now();
     if w.config.dry_run {
-        s.actions.push(ActionRecord { action: action.clone(), pre_state: json!(null), outcome: json!({ "dry_run": true }), dry_run: true, at: now });
+        s.actions.push(ActionRecord {
+            action: action.clone(),
+            pre_state: json!(null),
+            outcome: json!({ "dry_run": true }),
+            dry_run: true,
+            at: now,
+        });
         s.note(now, "execute", format!("dry run: would {} on {}", action.action, action.target));
     } else {
         let remediator = w.remediator.clone();
-        let pre_state = ctx
-            .effect(&format!("capture-{n}"), |_| async { remediator.capture(&action).await.map_err(port) })
-            .await?;
+        let pre_state =
+            ctx.effect(&format!("capture-{n}"), |_| async { remediator.capture(&action).await.map_err(port) }).await?;
         let applied = ctx
             .effect(&format!("apply-{n}"), |attempt| async move {
                 match remediator.apply(&action, &attempt.idempotency_key).await {
@@ -360,18 +406,34 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
     let now = ctx.now();
     let acted_at = s.actions.last().map_or(now, |a| a.at);
     let deadline = *s.verify_deadline.get_or_insert(acted_at.saturating_add(w.config.verify_window));
-    let readings = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await.map_err(port)?;
+    let readings = w
+        .metrics
+        .window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1)))
+        .await
+        .map_err(port)?;
     let values: Vec<f64> = readings.iter().map(|r| r.1).collect();
-    let baseline = Baseline { mean: s.analysis.baseline_mean, stddev: s.analysis.baseline_stddev, detected: d.observed };
+    let baseline =
+        Baseline { mean: s.analysis.baseline_mean, stddev: s.analysis.baseline_stddev, detected: d.observed };
     let verdict = verify::assess(&w.config.verify, &baseline, &values);
     match verdict {
         Verdict::Recovered { .. } => {
-            s.note(now, "verify", format!("{} back within {}σ for {} readings", d.metric, w.config.verify.sigma_tolerance, w.config.verify.consecutive));
+            s.note(
+                now,
+                "verify",
+                format!(
+                    "{} back within {}σ for {} readings",
+                    d.metric, w.config.verify.sigma_tolerance, w.config.verify.consecutive
+                ),
+            );
             s.verdict = Some(verdict);
             Ok((s, Transition::route("recovered")))
         }
         Verdict::Worse { reading, .. } => {
-            s.note(now, "verify", format!("{} got worse after the action ({reading:.2}): rolling back at once", d.metric));
+            s.note(
+                now,
+                "verify",
+                format!("{} got worse after the action ({reading:.2}): rolling back at once", d.metric),
+            );
             s.verdict = Some(verdict);
             Ok((s, Transition::route("not_recovered")))
         }

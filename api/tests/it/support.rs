@@ -7,23 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Engine, RunId, Store, StoreConfig, SystemClock};
-use sqlx::{Connection, Executor, PgConnection};
 
-pub fn admin_url() -> String {
-    std::env::var("SENTINEL_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Creates a fresh database on the server behind `admin` and returns its URL.
-pub async fn fresh_database(admin: &str) -> String {
-    let mut conn = PgConnection::connect(admin).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {admin} ({e}); start it with scripts/ensure-postgres.sh")
-    });
-    let name = format!("sentinel_t_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
-    let (base, _) = admin.rsplit_once('/').expect("database url has a path");
-    format!("{base}/{name}")
-}
+pub use engine::testing::{admin_url, create_database as fresh_database};
 
 pub async fn engine(url: &str) -> Engine {
     let store = Store::connect(&StoreConfig::new(url)).await.expect("connect and migrate");

@@ -12,8 +12,8 @@ use engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::on_both_stores;
-use crate::support::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
+use engine::on_both_stores;
+use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Flow {

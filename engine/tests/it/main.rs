@@ -1,4 +1,3 @@
 //! The engine's behaviour, one suite run against PostgreSQL and SQLite.
 mod behaviour;
 mod graph;
-mod support;

@@ -1,11 +1,13 @@
-//! Test databases and helpers. PostgreSQL comes from `SENTINEL_TEST_DATABASE_URL`
-//! (default: the local server) with a fresh database per test; SQLite is a
-//! fresh file per test.
+//! Test support, behind the `testing` feature: fresh databases and background
+//! workers. PostgreSQL comes from `SENTINEL_TEST_DATABASE_URL` (default: the
+//! local server) with a fresh database per test; SQLite is a fresh file per
+//! test. Panics are the point here: a missing database fails the test with a
+//! message that says how to start one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{Clock, Engine, Registry, Run, RunId, Store, StoreConfig, SystemClock, WorkerConfig};
+use crate::{Clock, Engine, Registry, Run, RunId, Store, StoreConfig, SystemClock, WorkerConfig};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,18 @@ pub enum Backend {
 pub fn admin_url() -> String {
     std::env::var("SENTINEL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates a fresh database on the server behind `admin` and returns its URL.
+/// Left behind on purpose: scripts/test.sh drops leftovers before each run.
+pub async fn create_database(admin: &str) -> String {
+    let mut conn = PgConnection::connect(admin).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {admin} ({e}); start it with scripts/ensure-postgres.sh")
+    });
+    let name = format!("sentinel_t_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database url has a path");
+    format!("{base}/{name}")
 }
 
 /// A fresh, migrated database; dropped (PostgreSQL) or deleted (SQLite) with the value.
@@ -41,14 +55,9 @@ impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Postgres => {
-                let admin = admin_url();
-                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL is not reachable at {admin} ({e}); start it with scripts/ensure-postgres.sh")
-                });
-                let name = format!("sentinel_t_{}", uuid::Uuid::new_v4().simple());
-                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
-                let (base, _) = admin.rsplit_once('/').expect("database url has a path");
-                TestDb { url: format!("{base}/{name}"), pg_name: Some(name), _dir: None }
+                let url = create_database(&admin_url()).await;
+                let name = url.rsplit_once('/').map(|(_, n)| n.to_owned());
+                TestDb { url, pg_name: name, _dir: None }
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("sentinel-t-{}", uuid::Uuid::new_v4().simple()));
@@ -143,7 +152,7 @@ pub async fn finished(engine: &Engine, run: RunId) -> Run {
     wait_until(engine, run, Duration::from_secs(20), |r| r.status.is_finished()).await
 }
 
-/// Runs an async test body once per backend.
+/// Runs each named async test body once per backend.
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -151,11 +160,11 @@ macro_rules! on_both_stores {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$name($crate::support::Backend::Postgres).await
+                    super::$name($crate::testing::Backend::Postgres).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name($crate::support::Backend::Sqlite).await
+                    super::$name($crate::testing::Backend::Sqlite).await
                 }
             }
         )*

@@ -1,0 +1,2 @@
+//! The incident workflow end to end on the engine, on PostgreSQL and SQLite.
+mod scenarios;

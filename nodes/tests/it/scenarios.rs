@@ -1,0 +1,242 @@
+//! Each injected fault driven through the whole incident graph: the path it
+//! took, the decisions recorded, the actions sent, and the postmortem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
+use engine::{on_both_stores, Clock, Registry, RunStatus, SystemClock, Timestamp};
+use nodes::analyze::ServiceGraph;
+use nodes::incident::{Detection, Source};
+use nodes::policy::{Facts, PolicyConfig};
+use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex, PortError};
+use nodes::runbook::{load_dir, shipped_dir, PlannedAction};
+use nodes::verify::VerifyConfig;
+use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
+use serde_json::json;
+
+struct NoHistory;
+
+#[async_trait]
+impl SafetyFacts for NoHistory {
+    async fn facts(&self, _: &PlannedAction, _: &str, _: Timestamp) -> Result<Facts, PortError> {
+        Ok(Facts::default())
+    }
+}
+
+struct World {
+    metrics: MemoryMetrics,
+    remediator: MockRemediator,
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+/// An hour of steady baseline (mean 100, a little noise) for `service`/`metric`.
+fn baseline(metrics: &MemoryMetrics, service: &str, metric: &str) {
+    let t0 = now().saturating_sub(Duration::from_secs(3600));
+    for i in 0..60u64 {
+        let wobble = [-8.0, -3.0, 0.0, 4.0, 9.0, -6.0][(i % 6) as usize];
+        metrics.push(service, metric, t0.saturating_add(Duration::from_secs(i * 60)), 100.0 + wobble);
+    }
+}
+
+fn detection(service: &str, anomaly: &str, metric: &str, observed: f64, labels: &[(&str, &str)]) -> Detection {
+    Detection {
+        service: service.into(),
+        anomaly_type: anomaly.into(),
+        metric: metric.into(),
+        observed,
+        baseline_mean: 100.0,
+        baseline_stddev: 6.0,
+        started_at: now(),
+        source: Source::Detector { detector: "zscore".into(), score: 0.95, reason: "z > 4 for 3 of 5 points".into() },
+        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// After an action, the metric reads `value` a few times (just after now).
+fn readings_after(
+    metrics: &MemoryMetrics,
+    service: &str,
+    metric: &str,
+    value: f64,
+) -> Arc<dyn Fn(&PlannedAction) + Send + Sync> {
+    let (metrics, service, metric) = (metrics.clone(), service.to_owned(), metric.to_owned());
+    Arc::new(move |_| {
+        let t = now();
+        for i in 1..=4 {
+            metrics.push(&service, &metric, t.saturating_add(Duration::from_millis(i)), value);
+        }
+    })
+}
+
+async fn engine_for(db: &TestDb, config: WorkflowConfig) -> (engine::Engine, World) {
+    let metrics = MemoryMetrics::default();
+    let remediator = MockRemediator::default();
+    let workflow = Arc::new(Workflow {
+        config,
+        runbooks: load_dir(&shipped_dir()).unwrap(),
+        services: ServiceGraph::new(&[("frontend", "checkout"), ("checkout", "payments")]),
+        metrics: Arc::new(metrics.clone()),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(remediator.clone()),
+        safety: Arc::new(NoHistory),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    (db.engine(registry).await, World { metrics, remediator })
+}
+
+fn config() -> WorkflowConfig {
+    WorkflowConfig {
+        policy: PolicyConfig { allowlist: vec!["kubernetes:prod/*".into()], ..PolicyConfig::default() },
+        verify: VerifyConfig::default(),
+        approval_timeout: Duration::from_secs(60),
+        verify_window: Duration::from_secs(5),
+        verify_interval: Duration::from_millis(50),
+        ..WorkflowConfig::default()
+    }
+}
+
+/// The nodes a run went through, a node that ran several times in a row (a
+/// wait, a verification poll) counted once.
+fn path(history: &[engine::Checkpoint]) -> Vec<String> {
+    let mut nodes: Vec<String> = history.iter().map(|c| c.node.clone()).collect();
+    nodes.dedup();
+    nodes
+}
+
+on_both_stores!(
+    a_low_risk_restart_is_auto_approved_verified_and_resolved,
+    a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal,
+    an_action_that_makes_things_worse_is_rolled_back_and_escalated,
+    nobody_deciding_in_time_escalates_and_rejects,
+);
+
+async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (engine, world) = engine_for(&db, config()).await;
+    baseline(&world.metrics, "checkout", "http_p99_ms");
+    world.remediator.on_apply("restart_deployment", readings_after(&world.metrics, "checkout", "http_p99_ms", 101.0));
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let d = detection(
+        "checkout",
+        "latency_spike",
+        "http_p99_ms",
+        180.0,
+        &[("namespace", "prod"), ("platform", "kubernetes")],
+    );
+    let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+    let detail = engine.detail(run).await.unwrap();
+    assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "execute", "verify", "resolve"]);
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("resolved"));
+    assert_eq!(s.decisions.len(), 1);
+    assert_eq!((s.decisions[0].approved, s.decisions[0].by.as_str()), (true, "policy"));
+    let calls = world.remediator.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].0.as_str(), calls[0].1.as_str()), ("apply", "restart_deployment"));
+    assert_eq!(calls[0].2, format!("{run}:apply-0"), "the engine's idempotency key reaches the executor");
+    let pm = s.postmortem.unwrap();
+    for needle in [
+        "# latency spike on checkout",
+        "Approved by policy",
+        "kubernetes `restart_deployment` on `kubernetes:prod/checkout`",
+        "Recovered",
+        "- Outcome: resolved",
+        "Time to resolve",
+    ] {
+        assert!(pm.contains(needle), "postmortem lacks `{needle}`:\n{pm}");
+    }
+    assert!(s.mttr_secs.is_some());
+}
+
+async fn a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = config();
+    cfg.policy.allowlist.push("kubernetes:node/*".into());
+    let (engine, world) = engine_for(&db, cfg).await;
+    baseline(&world.metrics, "ip-10-0-1-7", "node_ready");
+    world.remediator.on_apply("drain_node", readings_after(&world.metrics, "ip-10-0-1-7", "node_ready", 100.0));
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let d = detection("ip-10-0-1-7", "node_not_ready", "node_ready", 0.0, &[]);
+    let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
+    let waiting = wait_until(&engine, run, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
+    assert_eq!(waiting.node, "await_approval");
+    assert!(world.remediator.calls().is_empty(), "nothing acted before the approval");
+    let outbox = engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap();
+    let request =
+        outbox.iter().find(|m| m.topic == "approval_requested").expect("approval requested through the outbox");
+    assert!(request.payload["reason"].as_str().unwrap().contains("estimated downtime 120s is not under 60s"));
+
+    engine.signal(run, "slack-1", "approve", json!({ "actor": "alice", "reason": "node is gone" })).await.unwrap();
+    engine.signal(run, "slack-1", "approve", json!({ "actor": "alice" })).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("resolved"), "{:#?}", s.timeline);
+    assert_eq!(s.decisions.len(), 1, "a duplicated click is one decision");
+    assert_eq!((s.decisions[0].by.as_str(), s.decisions[0].reason.as_str()), ("alice", "node is gone"));
+    assert!(s.postmortem.unwrap().contains("Approved by alice"));
+}
+
+async fn an_action_that_makes_things_worse_is_rolled_back_and_escalated(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (engine, world) = engine_for(&db, config()).await;
+    baseline(&world.metrics, "checkout", "error_rate");
+    world.remediator.on_apply("restart_deployment", readings_after(&world.metrics, "checkout", "error_rate", 400.0));
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let d = detection("checkout", "error_rate_spike", "error_rate", 200.0, &[("namespace", "prod")]);
+    let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+    let detail = engine.detail(run).await.unwrap();
+    assert_eq!(
+        path(&detail.history),
+        ["detect", "analyze", "plan", "await_approval", "execute", "verify", "rollback", "escalate"]
+    );
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("escalated: the action made things worse"));
+    let verbs: Vec<(String, String)> = world.remediator.calls().into_iter().map(|(v, a, _)| (v, a)).collect();
+    assert_eq!(
+        verbs,
+        [
+            ("apply".to_owned(), "restart_deployment".to_owned()),
+            ("restore".to_owned(), "restart_deployment".to_owned())
+        ]
+    );
+    let escalations = engine.store().outbox_due(Timestamp(i64::MAX), 20).await.unwrap();
+    assert!(escalations.iter().filter(|m| m.topic == "escalation").count() >= 2, "rollback and escalation both notify");
+}
+
+async fn nobody_deciding_in_time_escalates_and_rejects(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = config();
+    cfg.approval_timeout = Duration::from_millis(300);
+    cfg.policy.allowlist.clear();
+    let (engine, world) = engine_for(&db, cfg).await;
+    baseline(&world.metrics, "checkout", "http_p99_ms");
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let d = detection("checkout", "latency_spike", "http_p99_ms", 180.0, &[("namespace", "prod")]);
+    let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("rejected: approval timed out"));
+    assert_eq!(s.decisions.last().map(|d| d.by.as_str()), Some("timeout"));
+    assert!(world.remediator.calls().is_empty());
+    let topics: Vec<String> =
+        engine.store().outbox_due(Timestamp(i64::MAX), 20).await.unwrap().into_iter().map(|m| m.topic).collect();
+    assert_eq!(topics, ["approval_requested", "escalation"]);
+    let detail = engine.detail(run).await.unwrap();
+    assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "closed"]);
+}
