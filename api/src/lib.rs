@@ -4,4 +4,6 @@
 
 pub mod bench;
 pub mod config;
+pub mod demo;
+pub mod facts;
 pub mod server;

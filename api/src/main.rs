@@ -20,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the incident workflow end to end on embedded defaults: simulated
+    /// fleet, detector, engine on SQLite, REST API, mock executors.
+    Demo(DemoArgs),
     /// Apply the database migrations (DATABASE_URL, or the embedded SQLite file) and exit.
     Migrate,
     /// Run workers until SIGINT/SIGTERM.
@@ -27,6 +30,16 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Keep injecting faults for this many seconds (one round of seven takes under a minute).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+    /// Seed of the simulation's noise.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -97,7 +110,30 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied");
         }
         Command::Worker(args) => worker(args).await?,
+        Command::Demo(args) => demo(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
+    }
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let rows = sentinel::demo::run(sentinel::demo::DemoConfig {
+        data_dir: config::data_dir(),
+        run_for: Duration::from_secs(args.seconds),
+        seed: args.seed,
+    })
+    .await?;
+    println!();
+    println!("{:<58} {:<44} {:<40} {:>6}  postmortem", "incident", "decisions", "outcome", "MTTR s");
+    for r in &rows {
+        println!(
+            "{:<58} {:<44} {:<40} {:>6}  {}",
+            r.incident,
+            r.decisions,
+            r.outcome,
+            r.mttr_secs.map_or("-".to_owned(), |m| format!("{m:.1}")),
+            r.postmortem.as_ref().map_or("-".to_owned(), |p| p.display().to_string())
+        );
     }
     Ok(())
 }

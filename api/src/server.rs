@@ -151,12 +151,7 @@ impl From<&engine::Run> for RunSummary {
 }
 
 async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(RunStatus::from_str)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    let status = q.status.as_deref().map(RunStatus::from_str).transpose().map_err(ApiError::BadRequest)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
@@ -208,7 +203,12 @@ pub struct DecisionBody {
     pub request_id: Option<String>,
 }
 
-async fn decide(state: &AppState, id: &str, kind: &str, body: DecisionBody) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn decide(
+    state: &AppState,
+    id: &str,
+    kind: &str,
+    body: DecisionBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = run_id(id)?;
     if body.actor.trim().is_empty() {
         return Err(ApiError::BadRequest("actor must not be empty".into()));
@@ -301,8 +301,8 @@ async fn list_incidents(State(state): State<AppState>) -> Result<Json<Value>, Ap
 
 async fn postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = state.engine.run(run_id(&id)?).await?;
-    let incident: Incident = serde_json::from_value(run.state)
-        .map_err(|_| ApiError::NotFound(format!("run {id} is not an incident")))?;
+    let incident: Incident =
+        serde_json::from_value(run.state).map_err(|_| ApiError::NotFound(format!("run {id} is not an incident")))?;
     let text = incident
         .postmortem
         .ok_or_else(|| ApiError::NotFound(format!("incident {id} has no postmortem yet (it is {})", run.status)))?;

@@ -162,13 +162,15 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
         })
         .collect();
 
-    // Baseline: the hour before detection, else what the detector reported.
-    let history = ports
-        .metrics
-        .window(&d.service, &d.metric, d.started_at.saturating_sub(Duration::from_secs(3600)), d.started_at)
-        .await?;
-    let (baseline_mean, baseline_stddev) =
-        mean_stddev(&history.iter().map(|s| s.1).collect::<Vec<_>>()).unwrap_or((d.baseline_mean, d.baseline_stddev));
+    // Baseline: the detector's own (it knows which points were anomalous), else
+    // the hour before detection.
+    let (baseline_mean, baseline_stddev) = if d.baseline_stddev > 0.0 {
+        (d.baseline_mean, d.baseline_stddev)
+    } else {
+        let from = d.started_at.saturating_sub(Duration::from_secs(3600));
+        let history = ports.metrics.window(&d.service, &d.metric, from, d.started_at).await?;
+        mean_stddev(&history.iter().map(|s| s.1).collect::<Vec<_>>()).unwrap_or((d.baseline_mean, d.baseline_stddev))
+    };
     let sigmas = (d.observed - baseline_mean).abs() / baseline_stddev.max(1e-9);
     let cpu = ports
         .metrics

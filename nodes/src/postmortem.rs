@@ -2,7 +2,15 @@
 
 use std::fmt::Write as _;
 
+use engine::Timestamp;
+
 use crate::workflow::Incident;
+
+/// RFC 3339 in UTC, to the millisecond.
+fn time(t: Timestamp) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.0.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
 
 pub fn render(s: &Incident) -> String {
     let mut out = String::new();
@@ -11,16 +19,21 @@ pub fn render(s: &Incident) -> String {
     };
     let _ = writeln!(out, "# {} on {}\n", d.anomaly_type.replace('_', " "), d.service);
     let _ = writeln!(out, "- Fingerprint: `{}`", s.fingerprint);
-    let _ = writeln!(out, "- Severity: {:?}", s.severity.map(|x| format!("{x:?}")).unwrap_or_default());
+    let _ =
+        writeln!(out, "- Severity: {}", s.severity.map_or("unknown".to_owned(), |x| format!("{x:?}").to_lowercase()));
     let _ = writeln!(out, "- Affected services: {}", s.affected.join(", "));
     let _ = writeln!(out, "- Outcome: {}", s.outcome.as_deref().unwrap_or("open"));
     if let Some(m) = s.mttr_secs {
-        let _ = writeln!(out, "- Time to resolve: {m} s");
+        let _ = writeln!(out, "- Time to resolve: {m:.1} s");
     }
     let _ = writeln!(
         out,
         "\n## Detection\n\n{} = {:.2} against a baseline of {:.2} ± {:.2}, from {}.\n",
-        d.metric, d.observed, d.baseline_mean, d.baseline_stddev, d.started_at.0
+        d.metric,
+        d.observed,
+        d.baseline_mean,
+        d.baseline_stddev,
+        time(d.started_at)
     );
     let _ = writeln!(out, "## Hypotheses\n");
     for h in &s.analysis.hypotheses {
@@ -42,7 +55,7 @@ pub fn render(s: &Incident) -> String {
             "- {} by {} at {}{}",
             if dec.approved { "Approved" } else { "Rejected" },
             dec.by,
-            dec.at.0,
+            time(dec.at),
             if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) }
         );
     }
@@ -69,7 +82,7 @@ pub fn render(s: &Incident) -> String {
     );
     let _ = writeln!(out, "## Timeline\n");
     for t in &s.timeline {
-        let _ = writeln!(out, "- {} `{}` {}", t.at.0, t.node, t.what);
+        let _ = writeln!(out, "- {} `{}` {}", time(t.at), t.node, t.what);
     }
     let _ = writeln!(out, "\n## Action items\n");
     if s.rollbacks > 0 {

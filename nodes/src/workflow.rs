@@ -83,7 +83,7 @@ pub struct Incident {
     pub rollbacks: u32,
     pub outcome: Option<String>,
     pub resolved_at: Option<Timestamp>,
-    pub mttr_secs: Option<u64>,
+    pub mttr_secs: Option<f64>,
     pub postmortem: Option<String>,
     pub timeline: Vec<TimelineEntry>,
 }
@@ -481,9 +481,9 @@ async fn resolve(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let now = ctx.now();
     let started = s.detection()?.started_at;
     s.resolved_at = Some(now);
-    s.mttr_secs = Some(now.since(started).as_secs());
+    s.mttr_secs = Some(now.since(started).as_secs_f64());
     s.outcome = Some("resolved".into());
-    s.note(now, "resolve", format!("resolved; MTTR {}s", now.since(started).as_secs()));
+    s.note(now, "resolve", format!("resolved; MTTR {:.1}s", now.since(started).as_secs_f64()));
     s.postmortem = Some(postmortem::render(&s));
     ctx.send(topics::RESOLVED, json!({ "mttr_secs": s.mttr_secs }));
     Ok((s, Transition::Complete))

@@ -1,0 +1,419 @@
+//! `sentinel demo`: the incident workflow end to end on embedded defaults.
+//!
+//! One process: the engine on a fresh SQLite file, a worker, the REST API on
+//! a loopback port, a simulated fleet with a detector, and mock executors
+//! whose actions change the simulation. Faults are injected one after another;
+//! each becomes an incident that runs through the graph, and the demo approves
+//! the risky ones through the same REST API a human would use.
+
+pub mod sim;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreConfig, SystemClock, WorkerConfig};
+use nodes::analyze::ServiceGraph;
+use nodes::incident::{Detection, Source};
+use nodes::policy::PolicyConfig;
+use nodes::ports::{Deployment, MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
+use nodes::runbook::{load_dir, shipped_dir, PlannedAction};
+use nodes::verify::VerifyConfig;
+use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::facts::RunHistoryFacts;
+use crate::server::{router, AppState};
+use sim::{anomaly_type, Detector, Fault, Fleet};
+
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    pub data_dir: PathBuf,
+    /// Keep injecting faults for this long; the default round of seven takes under a minute.
+    pub run_for: Duration,
+    pub seed: u64,
+}
+
+/// One injected fault and what fixes it.
+struct Scenario {
+    name: &'static str,
+    service: &'static str,
+    metric: &'static str,
+    fault: Fault,
+    labels: &'static [(&'static str, &'static str)],
+    /// Actions that end the fault; any other action leaves it as it is.
+    fixed_by: &'static [&'static str],
+    deploy: bool,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let k8s: &[(&str, &str)] = &[("namespace", "prod"), ("platform", "kubernetes")];
+    vec![
+        Scenario {
+            name: "latency spike",
+            service: "checkout",
+            metric: "http_p99_ms",
+            fault: Fault { factor: 3.0, growth: 0.0 },
+            labels: k8s,
+            fixed_by: &["restart_deployment"],
+            deploy: false,
+        },
+        Scenario {
+            name: "error-rate spike",
+            service: "frontend",
+            metric: "error_rate",
+            fault: Fault { factor: 8.0, growth: 0.0 },
+            labels: k8s,
+            fixed_by: &["restart_deployment"],
+            deploy: false,
+        },
+        Scenario {
+            name: "CPU saturation",
+            service: "inventory",
+            metric: "cpu_utilization",
+            fault: Fault { factor: 2.0, growth: 0.0 },
+            labels: k8s,
+            fixed_by: &["scale_deployment"],
+            deploy: false,
+        },
+        Scenario {
+            name: "memory leak",
+            service: "payments",
+            metric: "memory_mb",
+            fault: Fault { factor: 1.6, growth: 0.01 },
+            labels: &[("namespace", "prod"), ("platform", "kubernetes"), ("oom_killed", "true")],
+            fixed_by: &["patch_memory_limit"],
+            deploy: false,
+        },
+        Scenario {
+            name: "DB connection exhaustion",
+            service: "orders",
+            metric: "db_connections",
+            fault: Fault { factor: 2.5, growth: 0.0 },
+            labels: &[("namespace", "prod"), ("platform", "kubernetes"), ("connection_share", "0.7")],
+            fixed_by: &["restart_deployment"],
+            deploy: false,
+        },
+        Scenario {
+            name: "consumer lag",
+            service: "billing-consumer",
+            metric: "consumer_lag",
+            fault: Fault { factor: 6.0, growth: 0.0 },
+            labels: &[("namespace", "prod"), ("platform", "kubernetes"), ("partitions_per_consumer", "2")],
+            fixed_by: &["restart_deployment"],
+            deploy: false,
+        },
+        Scenario {
+            name: "failed deployment",
+            service: "checkout",
+            metric: "error_rate",
+            fault: Fault { factor: 10.0, growth: 0.0 },
+            labels: k8s,
+            fixed_by: &["rollback_deployment"],
+            deploy: true,
+        },
+    ]
+}
+
+const TICK: Duration = Duration::from_millis(200);
+
+struct Tracked {
+    scenario: String,
+    service: String,
+    anomaly: String,
+    seen_steps: usize,
+    /// The step at which the demo last approved, so each gate is approved once.
+    approved_at_step: Option<i64>,
+}
+
+/// A row of the closing table.
+#[derive(Debug)]
+pub struct Row {
+    pub run: RunId,
+    pub incident: String,
+    pub decisions: String,
+    pub outcome: String,
+    pub mttr_secs: Option<f64>,
+    pub postmortem: Option<PathBuf>,
+}
+
+pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
+    let started = Instant::now();
+    let stamp = SystemClock.now().0;
+    std::fs::create_dir_all(config.data_dir.join("postmortems")).context("creating the data dir")?;
+    let db = config.data_dir.join(format!("demo-{stamp}.db"));
+    let store = Store::connect(&StoreConfig::new(format!("sqlite://{}", db.display()))).await?;
+
+    let metrics = MemoryMetrics::default();
+    let deployments = MemoryDeployments::default();
+    let remediator = MockRemediator::default();
+    let fleet = Arc::new(Mutex::new(Fleet::new(config.seed)));
+    let detector = Arc::new(Mutex::new(Detector::new()));
+    let scenarios = Arc::new(scenarios());
+
+    // Prefill an hour of history, one sample per simulated minute.
+    let now = SystemClock.now();
+    {
+        let mut f = fleet.lock().expect("fleet lock");
+        let mut d = detector.lock().expect("detector lock");
+        for m in 0..60u32 {
+            let at = now.saturating_sub(Duration::from_secs(u64::from(60 - m) * 60));
+            for (service, metric, value) in f.sample(600 + m) {
+                metrics.push(service, metric, at, value);
+                d.observe(service, metric, value);
+            }
+        }
+    }
+
+    // What each mock action does to the simulation.
+    let active: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    for action in [
+        "restart_deployment",
+        "scale_deployment",
+        "patch_memory_limit",
+        "rollback_deployment",
+        "patch_image",
+        "drain_node",
+        "delete_pod",
+    ] {
+        let (fleet, detector, scenarios, active) = (fleet.clone(), detector.clone(), scenarios.clone(), active.clone());
+        remediator.on_apply(
+            action,
+            Arc::new(move |a: &PlannedAction| {
+                let service = a.target.rsplit('/').next().unwrap_or_default().to_owned();
+                let Some(&i) = active.lock().expect("active lock").get(&service) else { return };
+                if scenarios[i].fixed_by.contains(&a.action.as_str()) {
+                    fleet.lock().expect("fleet lock").fix(&service);
+                    detector.lock().expect("detector lock").reset(&service);
+                }
+            }),
+        );
+    }
+
+    let workflow_config = WorkflowConfig {
+        policy: PolicyConfig {
+            allowlist: ["frontend", "checkout", "inventory", "orders", "billing-consumer"]
+                .iter()
+                .map(|s| format!("kubernetes:prod/{s}"))
+                .collect(),
+            ..PolicyConfig::default()
+        },
+        verify: VerifyConfig::default(),
+        approval_timeout: Duration::from_secs(60),
+        verify_window: Duration::from_secs(4),
+        verify_interval: Duration::from_millis(400),
+        ..WorkflowConfig::default()
+    };
+    let services = ServiceGraph::new(&sim::DEPENDENCIES);
+    // The policy reads its facts from the incident runs in the same store.
+    let facts_engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
+    let workflow = Arc::new(Workflow {
+        config: workflow_config,
+        runbooks: load_dir(&shipped_dir()).context("loading runbooks")?,
+        services,
+        metrics: Arc::new(metrics.clone()),
+        deployments: Arc::new(deployments.clone()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(remediator.clone()),
+        safety: Arc::new(RunHistoryFacts {
+            engine: facts_engine,
+            kill_switch: Arc::new(AtomicBool::new(false)),
+            horizon: Duration::from_secs(6 * 3600),
+        }),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
+
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        let config = WorkerConfig {
+            id: "demo-worker".into(),
+            concurrency: 4,
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        };
+        async move { engine.work(config, shutdown).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let app = router(AppState { engine: engine.clone() });
+        async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
+    });
+    println!("sentinel demo: engine on {}, REST API on {api}", db.display());
+    println!("graph:\n{}", engine.registry().mermaid(workflow::GRAPH, None).unwrap_or_default());
+
+    let http = reqwest::Client::new();
+    let mut tracked: BTreeMap<RunId, Tracked> = BTreeMap::new();
+    let mut open_by_fingerprint: BTreeMap<String, RunId> = BTreeMap::new();
+    let mut injected: BTreeSet<usize> = BTreeSet::new();
+    let mut tick: u64 = 0;
+    let deadline = started + config.run_for.max(Duration::from_secs(20)) + Duration::from_secs(50);
+    loop {
+        tick += 1;
+        let at = SystemClock.now();
+        // Inject the next fault every 25 ticks (5 s), round after round while time allows.
+        if tick % 25 == 15 {
+            let round_done = injected.len() == scenarios.len();
+            let keep_going = started.elapsed() < config.run_for;
+            if !round_done || keep_going {
+                if round_done {
+                    injected.clear();
+                }
+                let i = injected.len();
+                let s = &scenarios[i];
+                if !fleet.lock().expect("fleet lock").faulty(s.service) {
+                    injected.insert(i);
+                    active.lock().expect("active lock").insert(s.service.to_owned(), i);
+                    if s.deploy {
+                        deployments.0.lock().expect("deployments lock").push(Deployment {
+                            service: s.service.into(),
+                            version: format!("v2.{tick}"),
+                            at,
+                        });
+                    }
+                    fleet.lock().expect("fleet lock").inject(s.service, s.metric, s.fault.clone());
+                    println!("[{:>5.1}s] inject   {:<17} {}", started.elapsed().as_secs_f64(), s.service, s.name);
+                }
+            }
+        }
+        // One simulated minute of telemetry, through the detector.
+        let samples = fleet.lock().expect("fleet lock").sample(660 + tick as u32 % 1440);
+        for (service, metric, value) in samples {
+            metrics.push(service, metric, at, value);
+            let anomaly = detector.lock().expect("detector lock").observe(service, metric, value);
+            let Some(a) = anomaly else { continue };
+            let scenario_index = active.lock().expect("active lock").get(service).copied();
+            let labels = scenario_index.map(|i| scenarios[i].labels).unwrap_or(&[("namespace", "prod")]);
+            let detection = Detection {
+                service: a.service.clone(),
+                anomaly_type: anomaly_type(&a.metric).to_owned(),
+                metric: a.metric.clone(),
+                observed: a.observed,
+                baseline_mean: a.mean,
+                baseline_stddev: a.stddev,
+                started_at: at,
+                source: Source::Detector {
+                    detector: "rolling z-score".into(),
+                    score: (a.z.abs() / 10.0).min(1.0),
+                    reason: format!("z = {:.1} for 3 of the last 5 points", a.z),
+                },
+                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            };
+            let fingerprint = nodes::incident::fingerprint(&detection);
+            if let Some(&run) = open_by_fingerprint.get(&fingerprint) {
+                if !engine.run(run).await.map(|r| r.status.is_finished()).unwrap_or(true) {
+                    // The same condition while its incident is open: attach, do not open another.
+                    let _ = engine
+                        .signal(run, &format!("attach-{tick}"), "attach", serde_json::to_value(&detection)?)
+                        .await;
+                    continue;
+                }
+            }
+            let run = engine.start(workflow::GRAPH, &Incident::new(detection.clone())).await?;
+            open_by_fingerprint.insert(fingerprint, run);
+            let scenario = scenario_index.map_or("(noise)".to_owned(), |i| scenarios[i].name.to_owned());
+            println!(
+                "[{:>5.1}s] detect   {:<17} {} (z = {:.1}) → incident {run}",
+                started.elapsed().as_secs_f64(),
+                a.service,
+                detection.anomaly_type,
+                a.z
+            );
+            tracked.insert(
+                run,
+                Tracked {
+                    scenario,
+                    service: a.service,
+                    anomaly: detection.anomaly_type,
+                    seen_steps: 0,
+                    approved_at_step: None,
+                },
+            );
+        }
+
+        // Progress from each incident's own checkpoint history; approvals through the API.
+        for (run, t) in tracked.iter_mut() {
+            let detail = engine.detail(*run).await?;
+            for c in detail.history.iter().skip(t.seen_steps) {
+                let what = match &c.outcome {
+                    engine::StepOutcome::Route { route, to } => format!("{} →{route}→ {to}", c.node),
+                    engine::StepOutcome::Wait => format!("{} (waiting)", c.node),
+                    other => format!("{} {}", c.node, other.label()),
+                };
+                println!("[{:>5.1}s] step {:>2}  {:<17} {what}", started.elapsed().as_secs_f64(), c.step, t.service);
+            }
+            t.seen_steps = detail.history.len();
+            let r = &detail.run;
+            if r.status == RunStatus::Waiting && r.node == "await_approval" && t.approved_at_step != Some(r.step) {
+                let url = format!("{api}/v1/runs/{run}/approve");
+                let body = serde_json::json!({ "actor": "demo-operator", "reason": "approved through the REST API by the demo" });
+                let resp = http.post(&url).json(&body).send().await.context("calling the REST API")?;
+                println!(
+                    "[{:>5.1}s] approve  {:<17} POST {url} → {}",
+                    started.elapsed().as_secs_f64(),
+                    t.service,
+                    resp.status()
+                );
+                if resp.status().is_success() {
+                    t.approved_at_step = Some(r.step);
+                }
+            }
+        }
+
+        let all_injected = injected.len() == scenarios.len() && started.elapsed() >= config.run_for;
+        let open = engine
+            .list(&RunFilter { graph: Some(workflow::GRAPH.into()), limit: Some(1000), ..Default::default() })
+            .await?
+            .iter()
+            .filter(|r| !r.status.is_finished())
+            .count();
+        let covered = scenarios.iter().all(|s| tracked.values().any(|t| t.scenario == s.name));
+        if all_injected && covered && open == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!("demo time limit reached with {open} incident(s) still open");
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    shutdown.cancel();
+    worker.await?;
+    server.await??;
+
+    let mut rows = Vec::new();
+    for (run, t) in &tracked {
+        let r = engine.run(*run).await?;
+        let s: Incident = serde_json::from_value(r.state)?;
+        let postmortem = match &s.postmortem {
+            Some(text) => {
+                let path = config.data_dir.join("postmortems").join(format!("{run}.md"));
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
+        rows.push(Row {
+            run: *run,
+            incident: format!("{} {} ({})", t.service, t.anomaly, t.scenario),
+            decisions: s
+                .decisions
+                .iter()
+                .map(|d| format!("{} by {}", if d.approved { "approved" } else { "rejected" }, d.by))
+                .collect::<Vec<_>>()
+                .join(", "),
+            outcome: s.outcome.unwrap_or_else(|| r.status.to_string()),
+            mttr_secs: s.mttr_secs,
+            postmortem,
+        });
+    }
+    store.close().await;
+    Ok(rows)
+}

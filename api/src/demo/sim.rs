@@ -1,0 +1,187 @@
+//! A small simulated fleet: six services with realistic baselines, daily
+//! seasonality and noise, a dependency graph, and faults that can be injected
+//! and fixed. One simulated minute passes per tick.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One metric of one service: its normal level and how much it swings.
+#[derive(Clone, Debug)]
+pub struct Signal {
+    pub service: &'static str,
+    pub metric: &'static str,
+    pub base: f64,
+    /// Daily swing as a fraction of `base` (peak mid-afternoon).
+    pub seasonality: f64,
+    /// Noise standard deviation as a fraction of `base`.
+    pub noise: f64,
+}
+
+pub const SERVICES: [&str; 6] = ["frontend", "checkout", "payments", "orders", "inventory", "billing-consumer"];
+
+/// Who calls whom: `a → b` means `a` depends on `b`.
+pub const DEPENDENCIES: [(&str, &str); 6] = [
+    ("frontend", "checkout"),
+    ("frontend", "inventory"),
+    ("checkout", "payments"),
+    ("checkout", "orders"),
+    ("orders", "inventory"),
+    ("billing-consumer", "orders"),
+];
+
+pub fn signals() -> Vec<Signal> {
+    let mut v = Vec::new();
+    let s = |service, metric, base, seasonality, noise| Signal { service, metric, base, seasonality, noise };
+    for (service, p99) in
+        [("frontend", 120.0), ("checkout", 180.0), ("payments", 250.0), ("orders", 90.0), ("inventory", 60.0)]
+    {
+        v.push(s(service, "http_p99_ms", p99, 0.15, 0.03));
+        v.push(s(service, "error_rate", 0.5, 0.10, 0.04));
+        v.push(s(service, "cpu_utilization", 0.45, 0.25, 0.02));
+        v.push(s(service, "memory_mb", 900.0, 0.02, 0.005));
+    }
+    v.push(s("orders", "db_connections", 40.0, 0.20, 0.03));
+    v.push(s("billing-consumer", "consumer_lag", 200.0, 0.20, 0.05));
+    v.push(s("billing-consumer", "cpu_utilization", 0.35, 0.2, 0.02));
+    v
+}
+
+/// A fault in progress: the metric reads `factor` × normal (or `factor`
+/// added, for rates) until fixed; `growth` makes it worse each tick.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub factor: f64,
+    pub growth: f64,
+}
+
+pub struct Fleet {
+    signals: Vec<Signal>,
+    faults: BTreeMap<(String, String), Fault>,
+    rng: StdRng,
+}
+
+impl Fleet {
+    pub fn new(seed: u64) -> Self {
+        Fleet { signals: signals(), faults: BTreeMap::new(), rng: StdRng::seed_from_u64(seed) }
+    }
+
+    pub fn inject(&mut self, service: &str, metric: &str, fault: Fault) {
+        self.faults.insert((service.to_owned(), metric.to_owned()), fault);
+    }
+
+    /// Ends every fault on `service`; returns how many there were.
+    pub fn fix(&mut self, service: &str) -> usize {
+        let before = self.faults.len();
+        self.faults.retain(|(s, _), _| s != service);
+        before - self.faults.len()
+    }
+
+    pub fn worsen(&mut self, service: &str, by: f64) {
+        for ((s, _), f) in self.faults.iter_mut() {
+            if s == service {
+                f.factor *= by;
+            }
+        }
+    }
+
+    pub fn faulty(&self, service: &str) -> bool {
+        self.faults.keys().any(|(s, _)| s == service)
+    }
+
+    /// Readings for one simulated minute of the day (`minute_of_day` in 0..1440).
+    pub fn sample(&mut self, minute_of_day: u32) -> Vec<(&'static str, &'static str, f64)> {
+        let phase = (f64::from(minute_of_day) / 1440.0 - 0.375) * std::f64::consts::TAU;
+        let mut out = Vec::with_capacity(self.signals.len());
+        for sig in &self.signals {
+            let seasonal = sig.base * (1.0 + sig.seasonality * phase.sin());
+            let noisy = seasonal + self.rng.gen_range(-1.0..1.0) * sig.noise * sig.base * 1.7;
+            let key = (sig.service.to_owned(), sig.metric.to_owned());
+            let value = match self.faults.get_mut(&key) {
+                Some(f) => {
+                    f.factor *= 1.0 + f.growth;
+                    noisy * f.factor
+                }
+                None => noisy,
+            };
+            out.push((sig.service, sig.metric, value.max(0.0)));
+        }
+        out
+    }
+}
+
+/// A rolling z-score detector with a persistence rule: `persist` of the last
+/// `of` points beyond `threshold` σ of the `window` points before them.
+pub struct Detector {
+    window: usize,
+    threshold: f64,
+    persist: usize,
+    of: usize,
+    history: BTreeMap<(String, String), Vec<f64>>,
+}
+
+/// What the detector reports.
+#[derive(Clone, Debug)]
+pub struct Anomaly {
+    pub service: String,
+    pub metric: String,
+    pub observed: f64,
+    pub mean: f64,
+    pub stddev: f64,
+    pub z: f64,
+}
+
+impl Detector {
+    pub fn new() -> Self {
+        Detector { window: 60, threshold: 4.0, persist: 3, of: 5, history: BTreeMap::new() }
+    }
+
+    pub fn observe(&mut self, service: &str, metric: &str, value: f64) -> Option<Anomaly> {
+        let h = self.history.entry((service.to_owned(), metric.to_owned())).or_default();
+        h.push(value);
+        if h.len() > self.window + self.of {
+            h.remove(0);
+        }
+        if h.len() < self.window / 2 + self.of {
+            return None;
+        }
+        let (base, recent) = h.split_at(h.len() - self.of);
+        let mean = base.iter().sum::<f64>() / base.len() as f64;
+        let sd = (base.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (base.len() - 1) as f64).sqrt().max(1e-9);
+        let beyond = recent.iter().filter(|x| ((**x - mean) / sd).abs() > self.threshold).count();
+        let z = (value - mean) / sd;
+        (beyond >= self.persist && z.abs() > self.threshold).then(|| Anomaly {
+            service: service.to_owned(),
+            metric: metric.to_owned(),
+            observed: value,
+            mean,
+            stddev: sd,
+            z,
+        })
+    }
+
+    /// Forgets a series' history, so a fixed fault is judged against fresh data.
+    pub fn reset(&mut self, service: &str) {
+        self.history.retain(|(s, _), _| s != service);
+    }
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The runbook vocabulary for a metric that went wrong.
+pub fn anomaly_type(metric: &str) -> &'static str {
+    match metric {
+        "http_p99_ms" => "latency_spike",
+        "error_rate" => "error_rate_spike",
+        "cpu_utilization" => "cpu_saturation",
+        "memory_mb" => "memory_leak",
+        "db_connections" => "db_connection_exhaustion",
+        "consumer_lag" => "consumer_lag",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,62 @@
+//! The policy's facts, read from the incident runs the engine already keeps:
+//! durable, so the breaker, rate limits, cooldowns and the remediation-loop
+//! guard survive restarts without tables of their own.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use engine::{Engine, RunFilter, Timestamp};
+use nodes::policy::{Facts, FailedAttempt, Outcome};
+use nodes::ports::PortError;
+use nodes::runbook::PlannedAction;
+use nodes::verify::Verdict;
+use nodes::workflow::{self, Incident, SafetyFacts};
+
+pub struct RunHistoryFacts {
+    pub engine: Engine,
+    pub kill_switch: Arc<AtomicBool>,
+    /// How far back to look: the longest policy window.
+    pub horizon: Duration,
+}
+
+#[async_trait]
+impl SafetyFacts for RunHistoryFacts {
+    async fn facts(&self, _: &PlannedAction, service: &str, now: Timestamp) -> Result<Facts, PortError> {
+        let runs = self
+            .engine
+            .list(&RunFilter { graph: Some(workflow::GRAPH.into()), limit: Some(1000), ..Default::default() })
+            .await
+            .map_err(|e| PortError::Unavailable(e.to_string()))?;
+        let since = now.saturating_sub(self.horizon);
+        let mut facts = Facts { kill_switch: self.kill_switch.load(Ordering::SeqCst), ..Facts::default() };
+        for run in runs.iter().filter(|r| r.updated_at >= since) {
+            let Ok(s) = serde_json::from_value::<Incident>(run.state.clone()) else { continue };
+            facts.auto_approvals.extend(s.decisions.iter().filter(|d| d.by == "policy").map(|d| d.at));
+            // Each rollback undoes the action before it, in order: action i failed iff i < rollbacks.
+            let rolled_back = s.rollbacks as usize;
+            for (i, a) in s.actions.iter().enumerate() {
+                if a.dry_run {
+                    continue;
+                }
+                if s.detection.as_ref().is_some_and(|d| d.service == service) {
+                    facts.last_action_on_service = facts.last_action_on_service.max(Some(a.at));
+                }
+                let failed = i < rolled_back;
+                let verified = i + 1 == s.actions.len() && matches!(s.verdict, Some(Verdict::Recovered { .. }));
+                if failed || verified {
+                    facts.outcomes.push(Outcome { at: a.at, succeeded: verified });
+                }
+                if failed {
+                    facts.failed_attempts.push(FailedAttempt {
+                        at: a.at,
+                        action: a.action.action.clone(),
+                        target: a.action.target.clone(),
+                    });
+                }
+            }
+        }
+        Ok(facts)
+    }
+}
