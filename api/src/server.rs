@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// A body axum could not take: its status (400 syntax, 415 content type, 422 shape) and why.
+    Body(StatusCode, String),
     NotFound(String),
     Conflict(String),
     Unavailable(String),
@@ -49,6 +51,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Body(status, m) => (status, "bad_body", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
@@ -87,7 +90,7 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+            Err(rejection) => Err(ApiError::Body(rejection.status(), rejection.body_text())),
         }
     }
 }

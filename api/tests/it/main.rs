@@ -1,6 +1,8 @@
 //! Process-level tests: real `sentinel worker` processes against a real
 //! PostgreSQL, killed with SIGKILL, and a PostgreSQL cluster restarted under
 //! a running engine.
+mod api;
 mod crash;
+mod demo;
 mod pg_restart;
 mod support;
