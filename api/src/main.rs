@@ -23,6 +23,8 @@ enum Command {
     /// Run the incident workflow end to end on embedded defaults: simulated
     /// fleet, detector, engine on SQLite, REST API, mock executors.
     Demo(DemoArgs),
+    /// Serve the REST API (and run workers in the same process unless told not to).
+    Serve(ServeArgs),
     /// Apply the database migrations (DATABASE_URL, or the embedded SQLite file) and exit.
     Migrate,
     /// Run workers until SIGINT/SIGTERM.
@@ -30,6 +32,17 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SENTINEL_LISTEN")]
+    listen: String,
+    /// Serve the API only; runs are executed by `sentinel worker` processes.
+    #[arg(long)]
+    no_worker: bool,
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -111,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Worker(args) => worker(args).await?,
         Command::Demo(args) => demo(args).await?,
+        Command::Serve(args) => serve(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
     }
     Ok(())
@@ -138,10 +152,39 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every graph this binary runs: the incident workflow and the benchmark graphs.
+fn registry(store: &Store) -> engine::Registry {
+    let mut registry = bench::registry(None);
+    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store)));
+    registry
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let url = config::database_url()?;
+    let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
+    let engine = Engine::new(store.clone(), registry(&store), Arc::new(SystemClock));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let worker = (!args.no_worker).then(|| {
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        let config = WorkerConfig { concurrency: args.concurrency, ..WorkerConfig::default() };
+        tokio::spawn(async move { engine.work(config, shutdown).await })
+    });
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, workers = !args.no_worker, "serving");
+    let app = sentinel::server::router(sentinel::server::AppState { engine });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    if let Some(worker) = worker {
+        worker.await?;
+    }
+    Ok(())
+}
+
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let url = config::database_url()?;
     let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
-    let engine = Engine::new(store, bench::registry(None), Arc::new(SystemClock));
+    let engine = Engine::new(store.clone(), registry(&store), Arc::new(SystemClock));
     let mut config = WorkerConfig {
         concurrency: args.concurrency,
         lease: Duration::from_millis(args.lease_ms),

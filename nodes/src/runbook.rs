@@ -256,13 +256,21 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, Error> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
-    let mut runbooks: Vec<Runbook> = Vec::new();
+    let mut texts = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(io(&file))?;
-        let runbook = parse(&file, &text)?;
+        texts.push((file, text));
+    }
+    parse_all(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())))
+}
+
+fn parse_all<'a>(files: impl Iterator<Item = (&'a Path, &'a str)>) -> Result<Vec<Runbook>, Error> {
+    let mut runbooks: Vec<Runbook> = Vec::new();
+    for (file, text) in files {
+        let runbook = parse(file, text)?;
         if runbooks.iter().any(|r| r.id == runbook.id) {
             return Err(Error::Invalid {
-                file,
+                file: file.to_owned(),
                 line: 1,
                 message: format!("runbook id `{}` is used twice", runbook.id),
             });
@@ -272,7 +280,27 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, Error> {
     Ok(runbooks)
 }
 
-/// The runbooks shipped with Sentinel, under `nodes/runbooks/`.
+/// The runbooks shipped with Sentinel (`nodes/runbooks/`), built into the binary.
+pub const SHIPPED: [(&str, &str); NUM_SHIPPED] = [
+    ("bad-deployment.yaml", include_str!("../runbooks/bad-deployment.yaml")),
+    ("consumer-lag.yaml", include_str!("../runbooks/consumer-lag.yaml")),
+    ("cpu-saturation.yaml", include_str!("../runbooks/cpu-saturation.yaml")),
+    ("crash-loop-backoff.yaml", include_str!("../runbooks/crash-loop-backoff.yaml")),
+    ("db-connection-exhaustion.yaml", include_str!("../runbooks/db-connection-exhaustion.yaml")),
+    ("error-rate-spike.yaml", include_str!("../runbooks/error-rate-spike.yaml")),
+    ("image-pull-backoff.yaml", include_str!("../runbooks/image-pull-backoff.yaml")),
+    ("latency-spike.yaml", include_str!("../runbooks/latency-spike.yaml")),
+    ("memory-leak.yaml", include_str!("../runbooks/memory-leak.yaml")),
+    ("node-not-ready.yaml", include_str!("../runbooks/node-not-ready.yaml")),
+];
+const NUM_SHIPPED: usize = 10;
+
+/// Parses the shipped runbooks.
+pub fn shipped() -> Result<Vec<Runbook>, Error> {
+    parse_all(SHIPPED.iter().map(|(name, text)| (Path::new(*name), *text)))
+}
+
+/// Where the shipped runbooks live in the source tree.
 pub fn shipped_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks")
 }

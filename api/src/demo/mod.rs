@@ -20,7 +20,7 @@ use nodes::analyze::ServiceGraph;
 use nodes::incident::{Detection, Source};
 use nodes::policy::PolicyConfig;
 use nodes::ports::{Deployment, MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
-use nodes::runbook::{load_dir, shipped_dir, PlannedAction};
+use nodes::runbook::{self, PlannedAction};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use tokio_util::sync::CancellationToken;
@@ -212,7 +212,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let facts_engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
     let workflow = Arc::new(Workflow {
         config: workflow_config,
-        runbooks: load_dir(&shipped_dir()).context("loading runbooks")?,
+        runbooks: runbook::shipped().context("loading runbooks")?,
         services,
         metrics: Arc::new(metrics.clone()),
         deployments: Arc::new(deployments.clone()),

@@ -30,6 +30,12 @@ fn the_shipped_runbooks_load_and_cover_every_required_fault() {
     assert_eq!(by_alert, ["crash-loop-backoff"]);
 }
 
+#[test]
+fn the_built_in_runbooks_are_exactly_the_files_on_disk() {
+    let from_disk = load_dir(&shipped_dir()).unwrap();
+    assert_eq!(shipped().unwrap(), from_disk, "SHIPPED must list every file under nodes/runbooks/");
+}
+
 fn evidence(pairs: &[(&str, Evidence)]) -> BTreeMap<String, Evidence> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
 }

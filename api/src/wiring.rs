@@ -1,0 +1,33 @@
+//! Ports wired for a standalone `sentinel serve`/`worker`: until the telemetry
+//! and executor adapters exist, metrics and deployments are in memory and
+//! every action is a dry run through the mock remediator (recorded, not done).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{Engine, Registry, Store, SystemClock};
+use nodes::analyze::ServiceGraph;
+use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
+use nodes::runbook;
+use nodes::workflow::{Workflow, WorkflowConfig};
+
+use crate::facts::RunHistoryFacts;
+
+pub fn standalone_workflow(store: &Store) -> Arc<Workflow> {
+    Arc::new(Workflow {
+        config: WorkflowConfig { dry_run: true, ..WorkflowConfig::default() },
+        // The built-in runbooks are checked by the tests; a broken one is a build defect.
+        runbooks: runbook::shipped().unwrap_or_else(|e| panic!("built-in runbooks: {e}")),
+        services: ServiceGraph::default(),
+        metrics: Arc::new(MemoryMetrics::default()),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(MockRemediator::default()),
+        safety: Arc::new(RunHistoryFacts {
+            engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
+            kill_switch: Arc::new(AtomicBool::new(false)),
+            horizon: Duration::from_secs(6 * 3600),
+        }),
+    })
+}
