@@ -2,6 +2,7 @@
 //! PostgreSQL, killed with SIGKILL, and a PostgreSQL cluster restarted under
 //! a running engine.
 mod api;
+mod api_fuzz;
 mod crash;
 mod demo;
 mod pg_restart;
