@@ -75,6 +75,14 @@ fn readings_after(
 }
 
 async fn engine_for(db: &TestDb, config: WorkflowConfig) -> (engine::Engine, World) {
+    engine_with_deployments(db, config, MemoryDeployments::default()).await
+}
+
+async fn engine_with_deployments(
+    db: &TestDb,
+    config: WorkflowConfig,
+    deployments: MemoryDeployments,
+) -> (engine::Engine, World) {
     let metrics = MemoryMetrics::default();
     let remediator = MockRemediator::default();
     let workflow = Arc::new(Workflow {
@@ -82,7 +90,7 @@ async fn engine_for(db: &TestDb, config: WorkflowConfig) -> (engine::Engine, Wor
         runbooks: load_dir(&shipped_dir()).unwrap(),
         services: ServiceGraph::new(&[("frontend", "checkout"), ("checkout", "payments")]),
         metrics: Arc::new(metrics.clone()),
-        deployments: Arc::new(MemoryDeployments::default()),
+        deployments: Arc::new(deployments),
         index: Arc::new(NoIndex),
         remediator: Arc::new(remediator.clone()),
         safety: Arc::new(NoHistory),
@@ -112,6 +120,7 @@ fn path(history: &[engine::Checkpoint]) -> Vec<String> {
 }
 
 on_both_stores!(
+    every_demo_fault_is_remediated_by_its_runbook,
     a_low_risk_restart_is_auto_approved_verified_and_resolved,
     a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal,
     an_action_that_makes_things_worse_is_rolled_back_and_escalated,
@@ -239,4 +248,79 @@ async fn nobody_deciding_in_time_escalates_and_rejects(backend: Backend) {
     assert_eq!(topics, ["approval_requested", "escalation"]);
     let detail = engine.detail(run).await.unwrap();
     assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "closed"]);
+}
+
+/// The seven faults the demo injects, each with the action its runbook should
+/// take given the evidence; that action brings the metric back.
+async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
+    let faults: [(&str, &str, &str, &[(&str, &str)], &str); 7] = [
+        ("svc-latency", "latency_spike", "http_p99_ms", &[], "restart_deployment"),
+        ("svc-errors", "error_rate_spike", "error_rate", &[], "restart_deployment"),
+        ("svc-cpu", "cpu_saturation", "cpu_utilization", &[("platform", "kubernetes")], "scale_deployment"),
+        ("svc-memory", "memory_leak", "memory_mb", &[("oom_killed", "true")], "patch_memory_limit"),
+        ("svc-db", "db_connection_exhaustion", "db_connections", &[("connection_share", "0.7")], "restart_deployment"),
+        ("svc-lag", "consumer_lag", "consumer_lag", &[("partitions_per_consumer", "3")], "scale_deployment"),
+        ("svc-deploy", "error_rate_spike", "error_rate", &[], "rollback_deployment"),
+    ];
+    let db = TestDb::new(backend).await;
+    let deployments = MemoryDeployments::default();
+    // The failed deployment: shipped five minutes before its errors started.
+    deployments.0.lock().unwrap().push(nodes::ports::Deployment {
+        service: "svc-deploy".into(),
+        version: "v42".into(),
+        at: now().saturating_sub(Duration::from_secs(300)),
+    });
+    let mut cfg = config();
+    cfg.policy.max_auto_per_minute = 100;
+    cfg.policy.max_auto_per_hour = 100;
+    let (engine, world) = engine_with_deployments(&db, cfg, deployments).await;
+    for (service, _, metric, _, _) in &faults {
+        baseline(&world.metrics, service, metric);
+    }
+    // Each fixing action brings its service's metric back; any other action does nothing.
+    let metrics = world.metrics.clone();
+    let fixes: BTreeMap<(String, String), String> =
+        faults.iter().map(|(s, _, m, _, a)| (((*s).to_owned(), (*a).to_owned()), (*m).to_owned())).collect();
+    for action in ["restart_deployment", "scale_deployment", "patch_memory_limit", "rollback_deployment"] {
+        let (metrics, fixes) = (metrics.clone(), fixes.clone());
+        world.remediator.on_apply(
+            action,
+            Arc::new(move |a: &PlannedAction| {
+                let service = a.target.rsplit('/').next().unwrap_or_default().to_owned();
+                if let Some(metric) = fixes.get(&(service.clone(), a.action.clone())) {
+                    let t = now();
+                    for i in 1..=4 {
+                        metrics.push(&service, metric, t.saturating_add(Duration::from_millis(i)), 100.0);
+                    }
+                }
+            }),
+        );
+    }
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let mut runs = Vec::new();
+    for (service, anomaly, metric, labels, action) in &faults {
+        let mut all: Vec<(&str, &str)> = vec![("namespace", "prod")];
+        all.extend_from_slice(labels);
+        let d = detection(service, anomaly, metric, 300.0, &all);
+        runs.push((engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap(), *service, *action));
+    }
+    for (run, _, _) in &runs {
+        finished(&engine, *run).await;
+    }
+    worker.stop().await;
+    let calls = world.remediator.calls();
+    for (run, service, action) in runs {
+        let r = engine.run(run).await.unwrap();
+        let s: Incident = serde_json::from_value(r.state).unwrap();
+        assert_eq!(s.outcome.as_deref(), Some("resolved"), "{service}: {:#?}", s.timeline);
+        let applied: Vec<&str> =
+            calls.iter().filter(|(_, _, key)| key.starts_with(&run.to_string())).map(|(_, a, _)| a.as_str()).collect();
+        assert_eq!(applied, [action], "{service} took its runbook's action, once");
+        let detail = engine.detail(run).await.unwrap();
+        assert_eq!(
+            path(&detail.history),
+            ["detect", "analyze", "plan", "await_approval", "execute", "verify", "resolve"],
+            "{service}"
+        );
+    }
 }
