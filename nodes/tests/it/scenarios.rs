@@ -253,7 +253,9 @@ async fn nobody_deciding_in_time_escalates_and_rejects(backend: Backend) {
 /// The seven faults the demo injects, each with the action its runbook should
 /// take given the evidence; that action brings the metric back.
 async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
-    let faults: [(&str, &str, &str, &[(&str, &str)], &str); 7] = [
+    // (service, anomaly type, metric, labels, the action its runbook should take)
+    type Fault = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)], &'static str);
+    let faults: [Fault; 7] = [
         ("svc-latency", "latency_spike", "http_p99_ms", &[], "restart_deployment"),
         ("svc-errors", "error_rate_spike", "error_rate", &[], "restart_deployment"),
         ("svc-cpu", "cpu_saturation", "cpu_utilization", &[("platform", "kubernetes")], "scale_deployment"),
