@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod incident;
+pub mod intake;
 pub mod policy;
 pub mod ports;
 pub mod postmortem;

@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreConfig, SystemClock, WorkerConfig};
 use nodes::analyze::ServiceGraph;
 use nodes::incident::{Detection, Source};
+use nodes::intake::{open_or_attach, Intake};
 use nodes::policy::PolicyConfig;
 use nodes::ports::{Deployment, MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
 use nodes::runbook::{self, PlannedAction};
@@ -251,7 +252,6 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
 
     let http = reqwest::Client::new();
     let mut tracked: BTreeMap<RunId, Tracked> = BTreeMap::new();
-    let mut open_by_fingerprint: BTreeMap<String, RunId> = BTreeMap::new();
     let mut injected: BTreeSet<usize> = BTreeSet::new();
     let mut tick: u64 = 0;
     let deadline = started + config.run_for.max(Duration::from_secs(20)) + Duration::from_secs(50);
@@ -306,18 +306,11 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
                 },
                 labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             };
-            let fingerprint = nodes::incident::fingerprint(&detection);
-            if let Some(&run) = open_by_fingerprint.get(&fingerprint) {
-                if !engine.run(run).await.map(|r| r.status.is_finished()).unwrap_or(true) {
-                    // The same condition while its incident is open: attach, do not open another.
-                    let _ = engine
-                        .signal(run, &format!("attach-{tick}"), "attach", serde_json::to_value(&detection)?)
-                        .await;
-                    continue;
-                }
-            }
-            let run = engine.start(workflow::GRAPH, &Incident::new(detection.clone())).await?;
-            open_by_fingerprint.insert(fingerprint, run);
+            let run = match open_or_attach(&engine, &detection).await? {
+                Intake::Opened(run) => run,
+                // The same condition while its incident is open: attached, not opened again.
+                Intake::Attached(..) => continue,
+            };
             let scenario = scenario_index.map_or("(noise)".to_owned(), |i| scenarios[i].name.to_owned());
             println!(
                 "[{:>5.1}s] detect   {:<17} {} (z = {:.1}) → incident {run}",

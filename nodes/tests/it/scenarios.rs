@@ -120,6 +120,7 @@ fn path(history: &[engine::Checkpoint]) -> Vec<String> {
 }
 
 on_both_stores!(
+    a_second_detection_of_an_open_condition_attaches_to_its_incident,
     every_demo_fault_is_remediated_by_its_runbook,
     a_low_risk_restart_is_auto_approved_verified_and_resolved,
     a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal,
@@ -325,4 +326,46 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
             "{service}"
         );
     }
+}
+
+async fn a_second_detection_of_an_open_condition_attaches_to_its_incident(backend: Backend) {
+    use nodes::intake::{open_or_attach, Intake};
+    let db = TestDb::new(backend).await;
+    let mut cfg = config();
+    cfg.policy.allowlist.clear();
+    let (engine, world) = engine_for(&db, cfg).await;
+    baseline(&world.metrics, "checkout", "http_p99_ms");
+    let first = detection("checkout", "latency_spike", "http_p99_ms", 180.0, &[("namespace", "prod")]);
+    let Intake::Opened(run) = open_or_attach(&engine, &first).await.unwrap() else {
+        panic!("the first detection opens")
+    };
+    let mut again = first.clone();
+    again.observed = 230.0;
+    again.started_at = first.started_at.saturating_add(Duration::from_secs(60));
+    assert_eq!(open_or_attach(&engine, &again).await.unwrap(), Intake::Attached(run, engine::Delivery::Accepted));
+    assert_eq!(open_or_attach(&engine, &again).await.unwrap(), Intake::Attached(run, engine::Delivery::Duplicate));
+    // Another metric of the same service is another condition.
+    let other = detection("checkout", "error_rate_spike", "error_rate", 9.0, &[("namespace", "prod")]);
+    let Intake::Opened(other_run) = open_or_attach(&engine, &other).await.unwrap() else {
+        panic!("another condition opens")
+    };
+    assert_ne!(other_run, run);
+    let signals = engine.detail(run).await.unwrap().signals;
+    assert_eq!(signals.len(), 1);
+    assert_eq!(signals[0].kind, "attach");
+    assert_eq!(signals[0].payload["observed"], json!(230.0));
+    // Once the incident is over, the same condition opens a new one.
+    engine.cancel(run, "c", "test").await.unwrap();
+    let Intake::Opened(next) = open_or_attach(&engine, &again).await.unwrap() else {
+        panic!("a closed incident is not reopened")
+    };
+    assert_ne!(next, run);
+    assert_eq!(
+        engine
+            .list(&engine::RunFilter { graph: Some(workflow::GRAPH.into()), ..Default::default() })
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
