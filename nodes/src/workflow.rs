@@ -187,6 +187,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
         .edge("await_approval", "rejected", "closed")
         .edge("execute", "next", "verify")
         .edge("execute", "failed", "escalate")
+        .edge("execute", "dry_run", "closed")
         .edge("verify", "recovered", "resolve")
         .edge("verify", "not_recovered", "rollback")
         .edge("rollback", "reanalyze", "analyze")
@@ -369,6 +370,9 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             at: now,
         });
         s.note(now, "execute", format!("dry run: would {} on {}", action.action, action.target));
+        s.outcome = Some(format!("dry run: {} on {} recorded, not performed", action.action, action.target));
+        ctx.send(topics::EXECUTED, json!({ "action": action.action, "dry_run": true }));
+        return Ok((s, Transition::route("dry_run")));
     } else {
         let remediator = w.remediator.clone();
         let pre_state =

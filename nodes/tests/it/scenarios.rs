@@ -120,6 +120,7 @@ fn path(history: &[engine::Checkpoint]) -> Vec<String> {
 }
 
 on_both_stores!(
+    a_dry_run_records_the_action_and_performs_nothing,
     a_second_detection_of_an_open_condition_attaches_to_its_incident,
     every_demo_fault_is_remediated_by_its_runbook,
     a_low_risk_restart_is_auto_approved_verified_and_resolved,
@@ -368,4 +369,27 @@ async fn a_second_detection_of_an_open_condition_attaches_to_its_incident(backen
             .len(),
         3
     );
+}
+
+async fn a_dry_run_records_the_action_and_performs_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = config();
+    cfg.dry_run = true;
+    let (engine, world) = engine_for(&db, cfg).await;
+    baseline(&world.metrics, "checkout", "http_p99_ms");
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let d = detection("checkout", "latency_spike", "http_p99_ms", 180.0, &[("namespace", "prod")]);
+    let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+    assert!(world.remediator.calls().is_empty(), "a dry run sends nothing to the executor");
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(
+        s.outcome.as_deref(),
+        Some("dry run: restart_deployment on kubernetes:prod/checkout recorded, not performed")
+    );
+    assert!(s.actions.len() == 1 && s.actions[0].dry_run);
+    assert!(engine.detail(run).await.unwrap().effects.is_empty(), "no side effect was even attempted");
+    let detail = engine.detail(run).await.unwrap();
+    assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "execute", "closed"]);
 }
