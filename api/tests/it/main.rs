@@ -5,5 +5,6 @@ mod api;
 mod api_fuzz;
 mod crash;
 mod demo;
+mod facts;
 mod pg_restart;
 mod support;

@@ -1,0 +1,126 @@
+//! The policy's memory lives in the database: after a restart, a fix that
+//! made things worse on a target is not auto-approved there again.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
+use engine::{Clock, Registry, RunStatus, SystemClock};
+use nodes::analyze::ServiceGraph;
+use nodes::incident::{Detection, Source};
+use nodes::policy::{self, PolicyConfig, ProposedAction, Refusal};
+use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
+use nodes::runbook::{self, PlannedAction};
+use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
+use sentinel::facts::RunHistoryFacts;
+
+fn config() -> WorkflowConfig {
+    WorkflowConfig {
+        policy: PolicyConfig { allowlist: vec!["kubernetes:prod/*".into()], ..PolicyConfig::default() },
+        verify_window: Duration::from_secs(5),
+        verify_interval: Duration::from_millis(50),
+        ..WorkflowConfig::default()
+    }
+}
+
+fn detection() -> Detection {
+    Detection {
+        service: "checkout".into(),
+        anomaly_type: "error_rate_spike".into(),
+        metric: "error_rate".into(),
+        observed: 20.0,
+        baseline_mean: 1.0,
+        baseline_stddev: 0.5,
+        started_at: SystemClock.now(),
+        source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
+        labels: [("namespace".to_owned(), "prod".to_owned())].into_iter().collect(),
+    }
+}
+
+async fn engine(db: &TestDb, metrics: &MemoryMetrics, remediator: &MockRemediator) -> engine::Engine {
+    let store = db.store().await;
+    let facts_engine = engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
+    let workflow = Arc::new(Workflow {
+        config: config(),
+        runbooks: runbook::shipped().unwrap(),
+        services: ServiceGraph::default(),
+        metrics: Arc::new(metrics.clone()),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(remediator.clone()),
+        safety: Arc::new(RunHistoryFacts {
+            engine: facts_engine,
+            kill_switch: Arc::new(AtomicBool::new(false)),
+            horizon: Duration::from_secs(6 * 3600),
+        }),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    engine::Engine::new(store, registry, Arc::new(SystemClock))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let metrics = MemoryMetrics::default();
+    let remediator = MockRemediator::default();
+    {
+        let m = metrics.clone();
+        remediator.on_apply(
+            "restart_deployment",
+            Arc::new(move |_: &PlannedAction| {
+                let t = SystemClock.now();
+                for i in 1..=3 {
+                    m.push("checkout", "error_rate", t.saturating_add(Duration::from_millis(i)), 60.0);
+                }
+            }),
+        );
+    }
+    let first = engine(&db, &metrics, &remediator).await;
+    let worker = BackgroundWorker::start(&first, fast_worker("before-restart"));
+    let run = first.start(workflow::GRAPH, &Incident::new(detection())).await.unwrap();
+    let done = finished(&first, run).await;
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("escalated: the action made things worse"));
+    first.store().close().await;
+
+    // A new process: new connections, facts read back from the runs.
+    let second = engine(&db, &metrics, &remediator).await;
+    let facts_source = RunHistoryFacts {
+        engine: second.clone(),
+        kill_switch: Arc::new(AtomicBool::new(false)),
+        horizon: Duration::from_secs(6 * 3600),
+    };
+    let action = s.actions[0].action.clone();
+    let now = SystemClock.now();
+    let facts = facts_source.facts(&action, "checkout", now).await.unwrap();
+    assert_eq!(facts.failed_attempts.len(), 1);
+    assert_eq!(
+        (facts.failed_attempts[0].action.as_str(), facts.failed_attempts[0].target.as_str()),
+        ("restart_deployment", "kubernetes:prod/checkout")
+    );
+    assert_eq!(facts.auto_approvals.len(), 1);
+    let proposed = ProposedAction {
+        service: "checkout".into(),
+        executor: action.executor.clone(),
+        action: action.action.clone(),
+        target: action.target.clone(),
+        estimated_downtime: action.estimated_downtime,
+    };
+    let policy::Decision::NeedsHuman { refusals } = policy::decide(&config().policy, &proposed, &facts, now) else {
+        panic!("the loop guard refuses");
+    };
+    assert!(refusals.iter().any(|r| matches!(r, Refusal::FailedBefore { .. })), "{refusals:?}");
+
+    // And through the workflow: the same condition again waits for a human.
+    let worker = BackgroundWorker::start(&second, fast_worker("after-restart"));
+    let again = second.start(workflow::GRAPH, &Incident::new(detection())).await.unwrap();
+    let waiting = wait_until(&second, again, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
+    worker.stop().await;
+    assert_eq!(waiting.node, "await_approval");
+    let s: Incident = serde_json::from_value(waiting.state).unwrap();
+    let why = &s.timeline.last().unwrap().what;
+    assert!(why.contains("the same action already failed on this target"), "{why}");
+}
