@@ -19,3 +19,29 @@ pub fn database_url() -> anyhow::Result<String> {
         }
     }
 }
+
+/// Slack interactivity, when `SLACK_SIGNING_SECRET` is set. Approvers come from
+/// `SENTINEL_SLACK_APPROVERS`: Slack user ids separated by commas, allowed for
+/// every incident.
+pub fn slack(engine: engine::Engine) -> anyhow::Result<Option<crate::slack::SlackState>> {
+    let Some(secret) = std::env::var("SLACK_SIGNING_SECRET").ok().filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let anyone: Vec<String> = std::env::var("SENTINEL_SLACK_APPROVERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if anyone.is_empty() {
+        anyhow::bail!(
+            "SLACK_SIGNING_SECRET is set but SENTINEL_SLACK_APPROVERS is empty: nobody could approve in Slack"
+        );
+    }
+    Ok(Some(crate::slack::SlackState {
+        engine,
+        signing_secret: secret,
+        approvers: crate::slack::Approvers { anyone, ..Default::default() },
+    }))
+}

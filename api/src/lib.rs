@@ -7,4 +7,5 @@ pub mod config;
 pub mod demo;
 pub mod facts;
 pub mod server;
+pub mod slack;
 pub mod wiring;

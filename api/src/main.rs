@@ -173,7 +173,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, workers = !args.no_worker, "serving");
-    let app = sentinel::server::router(sentinel::server::AppState { engine });
+    let mut app = sentinel::server::router(sentinel::server::AppState { engine: engine.clone() });
+    if let Some(slack) = config::slack(engine)? {
+        tracing::info!("slack interactions enabled at /slack/interactions");
+        app = app.merge(sentinel::slack::router(slack));
+    }
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
         worker.await?;

@@ -7,4 +7,5 @@ mod crash;
 mod demo;
 mod facts;
 mod pg_restart;
+mod slack;
 mod support;
