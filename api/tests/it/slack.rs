@@ -99,7 +99,9 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
     let stale = signed(&body, now - 6 * 60);
     let other_user = click(&run.to_string(), "U_MALLORY", "1700000000.000200");
     let unknown = click(&RunId::new().to_string(), "U_ALICE", "1700000000.000300");
-    let cases: Vec<(&str, String, Vec<(&str, String)>, StatusCode, &str)> = vec![
+    // (what, body, headers, expected status, text the reply must contain)
+    type Case = (&'static str, String, Vec<(&'static str, String)>, StatusCode, &'static str);
+    let cases: Vec<Case> = vec![
         ("wrong signature", body.clone(), wrong, StatusCode::UNAUTHORIZED, "signature does not match"),
         ("six minutes old", body.clone(), stale, StatusCode::UNAUTHORIZED, "older than 5 minutes"),
         (
