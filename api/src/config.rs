@@ -45,3 +45,21 @@ pub fn slack(engine: engine::Engine) -> anyhow::Result<Option<crate::slack::Slac
         approvers: crate::slack::Approvers { anyone, ..Default::default() },
     }))
 }
+
+/// Slack's Web API for the outbox relay, when `SLACK_BOT_TOKEN` is set: messages go
+/// to `SENTINEL_SLACK_CHANNEL` through `SENTINEL_SLACK_API_URL`.
+pub fn slack_api() -> anyhow::Result<Option<crate::relay::SlackClient>> {
+    let Some(token) = std::env::var("SLACK_BOT_TOKEN").ok().filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let channel = std::env::var("SENTINEL_SLACK_CHANNEL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("SLACK_BOT_TOKEN is set but SENTINEL_SLACK_CHANNEL is not"))?;
+    let base_url = std::env::var("SENTINEL_SLACK_API_URL").unwrap_or_else(|_| "https://slack.com".to_owned());
+    if !base_url.starts_with("http://") {
+        // The HTTP client is built without TLS for now (see README); say so rather than fail every delivery.
+        anyhow::bail!("SENTINEL_SLACK_API_URL must be an http:// endpoint (for example a local egress proxy): this build has no TLS client yet");
+    }
+    Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: reqwest::Client::new() }))
+}

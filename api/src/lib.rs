@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod facts;
+pub mod relay;
 pub mod server;
 pub mod slack;
 pub mod wiring;

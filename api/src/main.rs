@@ -173,6 +173,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, workers = !args.no_worker, "serving");
+    let slack_api = config::slack_api()?;
+    let relay = tokio::spawn(sentinel::relay::run(
+        engine.clone(),
+        slack_api,
+        sentinel::relay::RelayConfig::default(),
+        shutdown.clone(),
+    ));
     let mut app = sentinel::server::router(sentinel::server::AppState { engine: engine.clone() });
     if let Some(slack) = config::slack(engine)? {
         tracing::info!("slack interactions enabled at /slack/interactions");
@@ -182,6 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(worker) = worker {
         worker.await?;
     }
+    relay.await?;
     Ok(())
 }
 

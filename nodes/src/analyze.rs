@@ -172,6 +172,8 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
         mean_stddev(&history.iter().map(|s| s.1).collect::<Vec<_>>()).unwrap_or((d.baseline_mean, d.baseline_stddev))
     };
     let sigmas = (d.observed - baseline_mean).abs() / baseline_stddev.max(1e-9);
+    let deviation_text =
+        if baseline_stddev > 0.0 { format!("{sigmas:.1}σ") } else { "off a baseline with no spread".to_owned() };
     let cpu = ports
         .metrics
         .window(
@@ -220,7 +222,7 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
     }
     candidates.push((
         format!("intrinsic:{}", d.anomaly_type),
-        format!("{} in {} itself ({sigmas:.1}σ on {})", d.anomaly_type.replace('_', " "), d.service, d.metric),
+        format!("{} in {} itself ({deviation_text} on {})", d.anomaly_type.replace('_', " "), d.service, d.metric),
         vec![format!(
             "{} = {:.2} against a baseline of {:.2} ± {:.2}",
             d.metric, d.observed, baseline_mean, baseline_stddev

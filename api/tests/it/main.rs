@@ -7,5 +7,6 @@ mod crash;
 mod demo;
 mod facts;
 mod pg_restart;
+mod relay;
 mod slack;
 mod support;

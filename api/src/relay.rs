@@ -1,0 +1,228 @@
+//! The outbox relay: delivers what checkpoints committed to the outbox, after
+//! commit, at least once. Failed deliveries are retried with exponential
+//! backoff and dead-lettered after `max_attempts` (visible in the outbox).
+//!
+//! Slack: `approval_requested` posts the incident message with Approve/Reject
+//! buttons (chat.postMessage) and records the message's channel and ts on the
+//! run as a `slack_message` signal; later topics update that message
+//! (chat.update). Topics without a configured destination are marked delivered.
+
+use std::time::Duration;
+
+use engine::{Delivery, Engine, PendingMessage, Timestamp};
+use nodes::workflow::{topics, Incident};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::slack::{APPROVE_ACTION, REJECT_ACTION};
+
+/// Slack's Web API, at a configurable base URL so tests can stand in for it.
+#[derive(Clone)]
+pub struct SlackClient {
+    pub base_url: String,
+    pub token: String,
+    pub channel: String,
+    pub http: reqwest::Client,
+}
+
+impl SlackClient {
+    async fn call(&self, method: &str, body: &Value) -> Result<Value, String> {
+        let url = format!("{}/api/{method}", self.base_url.trim_end_matches('/'));
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("{method}: {e}"))?;
+        let status = resp.status();
+        let reply: Value = resp.json().await.map_err(|e| format!("{method}: HTTP {status}, unreadable body: {e}"))?;
+        if reply["ok"] != json!(true) {
+            return Err(format!("{method}: HTTP {status}, error {}", reply["error"]));
+        }
+        Ok(reply)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub max_attempts: i32,
+    pub initial_backoff: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_attempts: 8,
+            initial_backoff: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(engine: Engine, slack: Option<SlackClient>, config: RelayConfig, shutdown: CancellationToken) {
+    loop {
+        let now = engine.clock().now();
+        match engine.store().outbox_due(now, 50).await {
+            Ok(batch) => {
+                for msg in batch {
+                    let result = deliver(&engine, slack.as_ref(), &msg).await;
+                    let now = engine.clock().now();
+                    let recorded = match result {
+                        Ok(()) => engine.store().outbox_delivered(msg.id, now).await,
+                        Err(error) => {
+                            let attempt = msg.attempts + 1;
+                            let retry_at = retry_time(&config, now, attempt);
+                            tracing::warn!(key = %msg.idempotency_key, topic = %msg.topic, attempt, %error, dead = retry_at.is_none(), "outbox delivery failed");
+                            engine.store().outbox_failed(msg.id, &error, retry_at).await
+                        }
+                    };
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "could not record an outbox delivery; it will be sent again");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+async fn deliver(engine: &Engine, slack: Option<&SlackClient>, msg: &PendingMessage) -> Result<(), String> {
+    let Some(slack) = slack else { return Ok(()) };
+    let detail = engine.detail(msg.run_id).await.map_err(|e| e.to_string())?;
+    let incident: Incident =
+        serde_json::from_value(detail.run.state.clone()).map_err(|e| format!("not an incident: {e}"))?;
+    let run = msg.run_id.to_string();
+    let posted = detail.signals.iter().find(|s| s.kind == "slack_message").map(|s| s.payload.clone());
+    match (msg.topic.as_str(), posted) {
+        (topics::APPROVAL_REQUESTED, None) => {
+            let reason = msg.payload["reason"].as_str().unwrap_or_default();
+            let body = json!({ "channel": slack.channel, "text": headline(&incident), "blocks": approval_blocks(&run, &incident, reason) });
+            let reply = slack.call("chat.postMessage", &body).await?;
+            let at = json!({ "channel": reply["channel"], "ts": reply["ts"] });
+            match engine.signal(msg.run_id, "slack-message", "slack_message", at).await {
+                Ok(Delivery::Accepted | Delivery::Duplicate) | Err(engine::Error::RunFinished { .. }) => Ok(()),
+                Err(e) => Err(format!("posted, but could not record the message: {e}")),
+            }
+        }
+        (topics::APPROVAL_REQUESTED, Some(_)) => Ok(()),
+        (_, Some(at)) => {
+            let body = json!({ "channel": at["channel"], "ts": at["ts"], "text": headline(&incident), "blocks": status_blocks(&incident, &msg.topic) });
+            slack.call("chat.update", &body).await.map(|_| ())
+        }
+        // Nothing was posted for this incident (it never needed a human).
+        (_, None) => Ok(()),
+    }
+}
+
+fn headline(s: &Incident) -> String {
+    let severity = s.severity.map_or("unknown".to_owned(), |x| format!("{x:?}").to_lowercase());
+    match &s.detection {
+        Some(d) => format!("{severity}: {} on {}", d.anomaly_type.replace('_', " "), d.service),
+        None => format!("{severity}: incident"),
+    }
+}
+
+fn mrkdwn(text: String) -> Value {
+    json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
+}
+
+fn summary_blocks(s: &Incident) -> Vec<Value> {
+    let mut blocks = vec![json!({ "type": "header", "text": { "type": "plain_text", "text": headline(s) } })];
+    if let Some(d) = &s.detection {
+        blocks.push(mrkdwn(format!(
+            "*{}* = {:.2} (baseline {:.2} ± {:.2}); affected: {}",
+            d.metric,
+            d.observed,
+            d.baseline_mean,
+            d.baseline_stddev,
+            s.affected.join(", ")
+        )));
+    }
+    let hypotheses: Vec<String> = s
+        .analysis
+        .hypotheses
+        .iter()
+        .take(3)
+        .map(|h| format!("• {} — {:.0}%", h.summary, h.confidence * 100.0))
+        .collect();
+    if !hypotheses.is_empty() {
+        blocks.push(mrkdwn(format!("*Hypotheses*\n{}", hypotheses.join("\n"))));
+    }
+    if let Some(a) = s.plan.get(s.current) {
+        blocks.push(mrkdwn(format!(
+            "*Plan*: `{}` on `{}` — downtime ~{} s, blast radius {}, rollback: {}",
+            a.action,
+            a.target,
+            a.estimated_downtime.as_secs(),
+            serde_json::to_value(a.blast_radius).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            a.rollback
+        )));
+    }
+    blocks
+}
+
+fn button(action_id: &str, label: &str, style: &str, run: &str, question: &str) -> Value {
+    json!({
+        "type": "button",
+        "action_id": action_id,
+        "text": { "type": "plain_text", "text": label },
+        "style": style,
+        "value": run,
+        "confirm": {
+            "title": { "type": "plain_text", "text": format!("{label}?") },
+            "text": { "type": "mrkdwn", "text": question },
+            "confirm": { "type": "plain_text", "text": label },
+            "deny": { "type": "plain_text", "text": "Cancel" }
+        }
+    })
+}
+
+fn approval_blocks(run: &str, s: &Incident, reason: &str) -> Vec<Value> {
+    let mut blocks = summary_blocks(s);
+    blocks.push(
+        json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": format!("Why a human: {reason}") }] }),
+    );
+    let action =
+        s.plan.get(s.current).map_or("the planned action".to_owned(), |a| format!("`{}` on `{}`", a.action, a.target));
+    blocks.push(json!({
+        "type": "actions",
+        "block_id": "sentinel_decision",
+        "elements": [
+            button(APPROVE_ACTION, "Approve", "primary", run, &format!("Run {action} now?")),
+            button(REJECT_ACTION, "Reject", "danger", run, &format!("Reject {action}? The incident will be closed."))
+        ]
+    }));
+    blocks
+}
+
+fn status_blocks(s: &Incident, topic: &str) -> Vec<Value> {
+    let mut blocks = summary_blocks(s);
+    let mut lines: Vec<String> = s
+        .decisions
+        .iter()
+        .map(|d| format!("{} by {}", if d.approved { "Approved" } else { "Rejected" }, d.by))
+        .collect();
+    lines.push(match topic {
+        topics::EXECUTED => "Action executed; verifying.".to_owned(),
+        topics::RESOLVED => format!("Resolved (MTTR {:.0} s).", s.mttr_secs.unwrap_or_default()),
+        topics::ESCALATION => format!("Escalated: {}", s.outcome.as_deref().unwrap_or("needs a human")),
+        _ => s.outcome.clone().unwrap_or_else(|| "Decision recorded.".to_owned()),
+    });
+    blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": lines.join(" · ") }] }));
+    blocks
+}
+
+/// The time a failed message is retried after its `attempt`-th failure.
+pub fn retry_time(config: &RelayConfig, now: Timestamp, attempt: i32) -> Option<Timestamp> {
+    (attempt < config.max_attempts)
+        .then(|| now.saturating_add(config.initial_backoff * 2u32.saturating_pow((attempt - 1).clamp(0, 16) as u32)))
+}

@@ -1,0 +1,149 @@
+//! The outbox relay against a local server that speaks Slack's Web API and
+//! records every request: the message is posted once (after a failed first
+//! attempt), updated as the incident moves, and nothing is lost or doubled.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
+use engine::{Clock, Registry, RunStatus, SystemClock, Timestamp};
+use nodes::analyze::ServiceGraph;
+use nodes::incident::{Detection, Source};
+use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
+use nodes::runbook;
+use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
+use sentinel::facts::RunHistoryFacts;
+use sentinel::relay::{run, RelayConfig, SlackClient};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Default)]
+struct FakeSlack {
+    requests: Arc<Mutex<Vec<(String, String, Value)>>>,
+    fail_next: Arc<AtomicBool>,
+}
+
+async fn api(
+    State(slack): State<FakeSlack>,
+    path: axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> (StatusCode, axum::Json<Value>) {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    slack.requests.lock().unwrap().push((path.0.clone(), auth, body.0.clone()));
+    if slack.fail_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "ok": false, "error": "internal_error" })));
+    }
+    (StatusCode::OK, axum::Json(json!({ "ok": true, "channel": body.0["channel"], "ts": "1700000000.000100" })))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
+    let fake = FakeSlack::default();
+    fake.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/api/{method}", post(api)).with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let workflow = Arc::new(Workflow {
+        config: WorkflowConfig { dry_run: true, ..WorkflowConfig::default() },
+        runbooks: runbook::shipped().unwrap(),
+        services: ServiceGraph::default(),
+        metrics: Arc::new(MemoryMetrics::default()),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(MockRemediator::default()),
+        safety: Arc::new(RunHistoryFacts {
+            engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
+            kill_switch: Arc::new(AtomicBool::new(false)),
+            horizon: Duration::from_secs(3600),
+        }),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    let engine = engine::Engine::new(store, registry, Arc::new(SystemClock));
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let shutdown = CancellationToken::new();
+    let slack = SlackClient {
+        base_url: base,
+        token: "xoxb-test".into(),
+        channel: "C0INCIDENTS".into(),
+        http: reqwest::Client::new(),
+    };
+    let config = RelayConfig {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(20),
+    };
+    let relay = tokio::spawn(run(engine.clone(), Some(slack), config, shutdown.clone()));
+
+    let detection = Detection {
+        service: "ip-10-0-1-7".into(),
+        anomaly_type: "node_not_ready".into(),
+        metric: "node_ready".into(),
+        observed: 0.0,
+        baseline_mean: 1.0,
+        baseline_stddev: 0.0,
+        started_at: SystemClock.now(),
+        source: Source::Detector { detector: "rule".into(), score: 1.0, reason: "NotReady".into() },
+        labels: Default::default(),
+    };
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
+    wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
+    // The message is posted (the first attempt failed) and its ts recorded on the run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.detail(run_id).await.unwrap().signals.iter().any(|s| s.kind == "slack_message") {
+        assert!(tokio::time::Instant::now() < deadline, "the message was never posted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.signal(run_id, "slack:U1:1", "approve", json!({ "actor": "slack:U1" })).await.unwrap();
+    wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    relay.await.unwrap();
+    worker.stop().await;
+
+    let requests = fake.requests.lock().unwrap().clone();
+    let methods: Vec<&str> = requests.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert_eq!(methods, ["chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]);
+    assert!(requests.iter().all(|(_, auth, _)| auth == "Bearer xoxb-test"));
+    let posted = &requests[1].2;
+    assert_eq!(posted["channel"], "C0INCIDENTS");
+    assert_eq!(
+        posted["text"], "sev2: node not ready on ip-10-0-1-7",
+        "critical impact on an unlisted (tier 2) service"
+    );
+    let actions = posted["blocks"].as_array().unwrap().iter().find(|b| b["type"] == "actions").expect("buttons");
+    let buttons = actions["elements"].as_array().unwrap();
+    assert_eq!(buttons.len(), 2);
+    assert_eq!(
+        (&buttons[0]["action_id"], &buttons[0]["value"]),
+        (&json!("sentinel_approve"), &json!(run_id.to_string()))
+    );
+    assert_eq!(buttons[1]["action_id"], "sentinel_reject");
+    assert!(
+        buttons.iter().all(|b| b["confirm"]["confirm"]["type"] == "plain_text"),
+        "each button asks for confirmation"
+    );
+    let plan = posted["blocks"].to_string();
+    assert!(plan.contains("`drain_node` on `kubernetes:node/ip-10-0-1-7` — downtime ~120 s, blast radius multiple_services, rollback: uncordon_node"), "{plan}");
+    for (_, _, update) in &requests[2..] {
+        assert_eq!((&update["channel"], &update["ts"]), (&json!("C0INCIDENTS"), &json!("1700000000.000100")));
+        assert!(
+            !update["blocks"].as_array().unwrap().iter().any(|b| b["type"] == "actions"),
+            "no buttons once decided"
+        );
+    }
+    assert!(requests[3].2["blocks"].to_string().contains("Approved by slack:U1"));
+}
