@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use engine::{Delivery, Engine, PendingMessage, Timestamp};
+use engine::{Delivery, Engine, PendingMessage, RetryPolicy, Timestamp};
 use nodes::workflow::{topics, Incident};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -221,8 +221,7 @@ fn status_blocks(s: &Incident, topic: &str) -> Vec<Value> {
     blocks
 }
 
-/// The time a failed message is retried after its `attempt`-th failure.
-pub fn retry_time(config: &RelayConfig, now: Timestamp, attempt: i32) -> Option<Timestamp> {
-    (attempt < config.max_attempts)
-        .then(|| now.saturating_add(config.initial_backoff * 2u32.saturating_pow((attempt - 1).clamp(0, 16) as u32)))
+/// When a message that failed its `attempt`-th delivery is tried again; `None`: dead-lettered.
+fn retry_time(config: &RelayConfig, now: Timestamp, attempt: i32) -> Option<Timestamp> {
+    (attempt < config.retry.max_attempts).then(|| now.saturating_add(config.retry.backoff(attempt)))
 }

@@ -78,14 +78,6 @@ impl Fleet {
         before - self.faults.len()
     }
 
-    pub fn worsen(&mut self, service: &str, by: f64) {
-        for ((s, _), f) in self.faults.iter_mut() {
-            if s == service {
-                f.factor *= by;
-            }
-        }
-    }
-
     pub fn faulty(&self, service: &str) -> bool {
         self.faults.keys().any(|(s, _)| s == service)
     }
