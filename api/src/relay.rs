@@ -48,16 +48,15 @@ impl SlackClient {
 
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    pub max_attempts: i32,
-    pub initial_backoff: Duration,
+    /// Attempts before a message is dead-lettered, and the backoff between them.
+    pub retry: RetryPolicy,
     pub poll_interval: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            max_attempts: 8,
-            initial_backoff: Duration::from_secs(2),
+            retry: RetryPolicy { max_attempts: 8, initial_backoff: Duration::from_secs(2), ..RetryPolicy::default() },
             poll_interval: Duration::from_millis(500),
         }
     }
