@@ -77,11 +77,9 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
         channel: "C0INCIDENTS".into(),
         http: reqwest::Client::new(),
     };
-    let config = RelayConfig {
-        max_attempts: 5,
-        initial_backoff: Duration::from_millis(50),
-        poll_interval: Duration::from_millis(20),
-    };
+    let retry =
+        engine::RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(50), ..Default::default() };
+    let config = RelayConfig { retry, poll_interval: Duration::from_millis(20) };
     let relay = tokio::spawn(run(engine.clone(), Some(slack), config, shutdown.clone()));
 
     let detection = Detection {
