@@ -63,3 +63,17 @@ pub fn slack_api() -> anyhow::Result<Option<crate::relay::SlackClient>> {
     }
     Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: reqwest::Client::new() }))
 }
+
+/// PagerDuty escalation, when `PAGERDUTY_ROUTING_KEY` is set, through
+/// `SENTINEL_PAGERDUTY_URL`.
+pub fn pagerduty() -> anyhow::Result<Option<crate::relay::PagerDuty>> {
+    let Some(routing_key) = std::env::var("PAGERDUTY_ROUTING_KEY").ok().filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let base_url =
+        std::env::var("SENTINEL_PAGERDUTY_URL").unwrap_or_else(|_| "https://events.pagerduty.com".to_owned());
+    if !base_url.starts_with("http://") {
+        anyhow::bail!("SENTINEL_PAGERDUTY_URL must be an http:// endpoint (for example a local egress proxy): this build has no TLS client yet");
+    }
+    Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: reqwest::Client::new() }))
+}

@@ -173,10 +173,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, workers = !args.no_worker, "serving");
-    let slack_api = config::slack_api()?;
+    let destinations = sentinel::relay::Destinations { slack: config::slack_api()?, pagerduty: config::pagerduty()? };
     let relay = tokio::spawn(sentinel::relay::run(
         engine.clone(),
-        slack_api,
+        destinations,
         sentinel::relay::RelayConfig::default(),
         shutdown.clone(),
     ));

@@ -5,7 +5,10 @@
 //! Slack: `approval_requested` posts the incident message with Approve/Reject
 //! buttons (chat.postMessage) and records the message's channel and ts on the
 //! run as a `slack_message` signal; later topics update that message
-//! (chat.update). Topics without a configured destination are marked delivered.
+//! (chat.update). PagerDuty (Events API v2): an `escalation` triggers an alert
+//! keyed by the incident's run id; once triggered, the decision acknowledges
+//! it and the resolution resolves it. Topics without a configured destination
+//! are marked delivered.
 
 use std::time::Duration;
 
@@ -46,6 +49,21 @@ impl SlackClient {
     }
 }
 
+/// PagerDuty's Events API v2, at a configurable base URL.
+#[derive(Clone)]
+pub struct PagerDuty {
+    pub base_url: String,
+    pub routing_key: String,
+    pub http: reqwest::Client,
+}
+
+/// Where the relay delivers.
+#[derive(Clone, Default)]
+pub struct Destinations {
+    pub slack: Option<SlackClient>,
+    pub pagerduty: Option<PagerDuty>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     /// Attempts before a message is dead-lettered, and the backoff between them.
@@ -63,13 +81,13 @@ impl Default for RelayConfig {
 }
 
 /// Runs until `shutdown` fires.
-pub async fn run(engine: Engine, slack: Option<SlackClient>, config: RelayConfig, shutdown: CancellationToken) {
+pub async fn run(engine: Engine, destinations: Destinations, config: RelayConfig, shutdown: CancellationToken) {
     loop {
         let now = engine.clock().now();
         match engine.store().outbox_due(now, 50).await {
             Ok(batch) => {
                 for msg in batch {
-                    let result = deliver(&engine, slack.as_ref(), &msg).await;
+                    let result = deliver(&engine, &destinations, &msg).await;
                     let now = engine.clock().now();
                     let recorded = match result {
                         Ok(()) => engine.store().outbox_delivered(msg.id, now).await,
@@ -94,17 +112,88 @@ pub async fn run(engine: Engine, slack: Option<SlackClient>, config: RelayConfig
     }
 }
 
-async fn deliver(engine: &Engine, slack: Option<&SlackClient>, msg: &PendingMessage) -> Result<(), String> {
-    let Some(slack) = slack else { return Ok(()) };
+async fn deliver(engine: &Engine, to: &Destinations, msg: &PendingMessage) -> Result<(), String> {
+    if to.slack.is_none() && to.pagerduty.is_none() {
+        return Ok(());
+    }
     let detail = engine.detail(msg.run_id).await.map_err(|e| e.to_string())?;
     let incident: Incident =
         serde_json::from_value(detail.run.state.clone()).map_err(|e| format!("not an incident: {e}"))?;
+    if let Some(slack) = &to.slack {
+        deliver_slack(engine, slack, msg, &detail, &incident).await?;
+    }
+    if let Some(pd) = &to.pagerduty {
+        deliver_pagerduty(engine, pd, msg, &detail, &incident).await?;
+    }
+    Ok(())
+}
+
+async fn deliver_pagerduty(
+    engine: &Engine,
+    pd: &PagerDuty,
+    msg: &PendingMessage,
+    detail: &engine::RunDetail,
+    incident: &Incident,
+) -> Result<(), String> {
+    let triggered = detail.signals.iter().any(|s| s.kind == "pagerduty_triggered");
+    let action = match msg.topic.as_str() {
+        topics::ESCALATION => "trigger",
+        topics::DECIDED if triggered => "acknowledge",
+        topics::RESOLVED if triggered => "resolve",
+        _ => return Ok(()),
+    };
+    let severity = match incident.severity {
+        Some(nodes::incident::Severity::Sev1) => "critical",
+        Some(nodes::incident::Severity::Sev2) => "error",
+        Some(nodes::incident::Severity::Sev3) => "warning",
+        _ => "info",
+    };
+    let mut body =
+        json!({ "routing_key": pd.routing_key, "event_action": action, "dedup_key": msg.run_id.to_string() });
+    if action == "trigger" {
+        body["payload"] = json!({
+            "summary": format!("{} — {}", headline(incident), msg.payload["reason"].as_str().unwrap_or("escalated")),
+            "source": incident.detection.as_ref().map_or("sentinel".to_owned(), |d| d.service.clone()),
+            "severity": severity,
+            "custom_details": { "run": msg.run_id.to_string(), "outcome": incident.outcome },
+        });
+    }
+    let url = format!("{}/v2/enqueue", pd.base_url.trim_end_matches('/'));
+    let resp = pd
+        .http
+        .post(&url)
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("pagerduty: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("pagerduty: HTTP {status}: {text}"));
+    }
+    if action == "trigger" && !triggered {
+        match engine.signal(msg.run_id, "pagerduty-trigger", "pagerduty_triggered", json!({})).await {
+            Ok(_) | Err(engine::Error::RunFinished { .. }) => {}
+            Err(e) => return Err(format!("triggered, but could not record it: {e}")),
+        }
+    }
+    Ok(())
+}
+
+async fn deliver_slack(
+    engine: &Engine,
+    slack: &SlackClient,
+    msg: &PendingMessage,
+    detail: &engine::RunDetail,
+    incident: &Incident,
+) -> Result<(), String> {
     let run = msg.run_id.to_string();
     let posted = detail.signals.iter().find(|s| s.kind == "slack_message").map(|s| s.payload.clone());
     match (msg.topic.as_str(), posted) {
         (topics::APPROVAL_REQUESTED, None) => {
             let reason = msg.payload["reason"].as_str().unwrap_or_default();
-            let body = json!({ "channel": slack.channel, "text": headline(&incident), "blocks": approval_blocks(&run, &incident, reason) });
+            let body = json!({ "channel": slack.channel, "text": headline(incident), "blocks": approval_blocks(&run, incident, reason) });
             let reply = slack.call("chat.postMessage", &body).await?;
             let at = json!({ "channel": reply["channel"], "ts": reply["ts"] });
             match engine.signal(msg.run_id, "slack-message", "slack_message", at).await {
@@ -114,7 +203,7 @@ async fn deliver(engine: &Engine, slack: Option<&SlackClient>, msg: &PendingMess
         }
         (topics::APPROVAL_REQUESTED, Some(_)) => Ok(()),
         (_, Some(at)) => {
-            let body = json!({ "channel": at["channel"], "ts": at["ts"], "text": headline(&incident), "blocks": status_blocks(&incident, &msg.topic) });
+            let body = json!({ "channel": at["channel"], "ts": at["ts"], "text": headline(incident), "blocks": status_blocks(incident, &msg.topic) });
             slack.call("chat.update", &body).await.map(|_| ())
         }
         // Nothing was posted for this incident (it never needed a human).

@@ -17,7 +17,7 @@ use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
 use nodes::runbook;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use sentinel::facts::RunHistoryFacts;
-use sentinel::relay::{run, RelayConfig, SlackClient};
+use sentinel::relay::{run, Destinations, PagerDuty, RelayConfig, SlackClient};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -45,30 +45,10 @@ async fn api(
 async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     let fake = FakeSlack::default();
     fake.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route("/api/{method}", post(api)).with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = fake_server(fake.clone()).await;
 
     let db = TestDb::new(Backend::Postgres).await;
-    let store = db.store().await;
-    let workflow = Arc::new(Workflow {
-        config: WorkflowConfig { dry_run: true, ..WorkflowConfig::default() },
-        runbooks: runbook::shipped().unwrap(),
-        services: ServiceGraph::default(),
-        metrics: Arc::new(MemoryMetrics::default()),
-        deployments: Arc::new(MemoryDeployments::default()),
-        index: Arc::new(NoIndex),
-        remediator: Arc::new(MockRemediator::default()),
-        safety: Arc::new(RunHistoryFacts {
-            engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
-            kill_switch: Arc::new(AtomicBool::new(false)),
-            horizon: Duration::from_secs(3600),
-        }),
-    });
-    let mut registry = Registry::new();
-    registry.register(workflow::graph(workflow));
-    let engine = engine::Engine::new(store, registry, Arc::new(SystemClock));
+    let engine = incident_engine(&db, WorkflowConfig { dry_run: true, ..WorkflowConfig::default() }).await;
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let shutdown = CancellationToken::new();
     let slack = SlackClient {
@@ -80,20 +60,14 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     let retry =
         engine::RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(50), ..Default::default() };
     let config = RelayConfig { retry, poll_interval: Duration::from_millis(20) };
-    let relay = tokio::spawn(run(engine.clone(), Some(slack), config, shutdown.clone()));
+    let relay = tokio::spawn(run(
+        engine.clone(),
+        Destinations { slack: Some(slack), pagerduty: None },
+        config,
+        shutdown.clone(),
+    ));
 
-    let detection = Detection {
-        service: "ip-10-0-1-7".into(),
-        anomaly_type: "node_not_ready".into(),
-        metric: "node_ready".into(),
-        observed: 0.0,
-        baseline_mean: 1.0,
-        baseline_stddev: 0.0,
-        started_at: SystemClock.now(),
-        source: Source::Detector { detector: "rule".into(), score: 1.0, reason: "NotReady".into() },
-        labels: Default::default(),
-    };
-    let run_id = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(node_not_ready())).await.unwrap();
     wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
     // The message is posted (the first attempt failed) and its ts recorded on the run.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -144,4 +118,88 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
         );
     }
     assert!(requests[3].2["blocks"].to_string().contains("Approved by slack:U1"));
+}
+
+async fn incident_engine(db: &TestDb, config: WorkflowConfig) -> engine::Engine {
+    let store = db.store().await;
+    let workflow = Arc::new(Workflow {
+        config,
+        runbooks: runbook::shipped().unwrap(),
+        services: ServiceGraph::default(),
+        metrics: Arc::new(MemoryMetrics::default()),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(MockRemediator::default()),
+        safety: Arc::new(RunHistoryFacts {
+            engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
+            kill_switch: Arc::new(AtomicBool::new(false)),
+            horizon: Duration::from_secs(3600),
+        }),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    engine::Engine::new(store, registry, Arc::new(SystemClock))
+}
+
+/// Draining a node takes 120 s of downtime: the policy always wants a human.
+fn node_not_ready() -> Detection {
+    Detection {
+        service: "ip-10-0-1-7".into(),
+        anomaly_type: "node_not_ready".into(),
+        metric: "node_ready".into(),
+        observed: 0.0,
+        baseline_mean: 1.0,
+        baseline_stddev: 0.0,
+        started_at: SystemClock.now(),
+        source: Source::Detector { detector: "rule".into(), score: 1.0, reason: "NotReady".into() },
+        labels: Default::default(),
+    }
+}
+
+async fn fake_server(fake: FakeSlack) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/api/{method}", post(api)).route("/v2/{method}", post(api)).with_state(fake);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
+    let fake = FakeSlack::default();
+    let base = fake_server(fake.clone()).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let config =
+        WorkflowConfig { dry_run: true, approval_timeout: Duration::from_millis(300), ..WorkflowConfig::default() };
+    let engine = incident_engine(&db, config).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let shutdown = CancellationToken::new();
+    let pagerduty = PagerDuty { base_url: base, routing_key: "R0UTINGKEY".into(), http: reqwest::Client::new() };
+    let config = RelayConfig { retry: engine::RetryPolicy::default(), poll_interval: Duration::from_millis(20) };
+    let relay = tokio::spawn(run(
+        engine.clone(),
+        Destinations { slack: None, pagerduty: Some(pagerduty) },
+        config,
+        shutdown.clone(),
+    ));
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(node_not_ready())).await.unwrap();
+    wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    relay.await.unwrap();
+    worker.stop().await;
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "one trigger, nothing else: {requests:#?}");
+    let (path, _, body) = &requests[0];
+    assert_eq!(path, "enqueue");
+    assert_eq!(body["routing_key"], "R0UTINGKEY");
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(body["dedup_key"], run_id.to_string());
+    assert_eq!(body["payload"]["severity"], "error", "sev2 pages as error");
+    assert_eq!(body["payload"]["source"], "ip-10-0-1-7");
+    assert_eq!(body["payload"]["summary"], "sev2: node not ready on ip-10-0-1-7 — approval timed out");
 }
