@@ -22,13 +22,13 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Default)]
-struct FakeSlack {
+struct FakeApi {
     requests: Arc<Mutex<Vec<(String, String, Value)>>>,
     fail_next: Arc<AtomicBool>,
 }
 
 async fn api(
-    State(slack): State<FakeSlack>,
+    State(slack): State<FakeApi>,
     path: axum::extract::Path<String>,
     headers: HeaderMap,
     body: axum::Json<Value>,
@@ -43,7 +43,7 @@ async fn api(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
-    let fake = FakeSlack::default();
+    let fake = FakeApi::default();
     fake.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
     let base = fake_server(fake.clone()).await;
 
@@ -156,7 +156,7 @@ fn node_not_ready() -> Detection {
     }
 }
 
-async fn fake_server(fake: FakeSlack) -> String {
+async fn fake_server(fake: FakeApi) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new().route("/api/{method}", post(api)).route("/v2/{method}", post(api)).with_state(fake);
@@ -166,7 +166,7 @@ async fn fake_server(fake: FakeSlack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
-    let fake = FakeSlack::default();
+    let fake = FakeApi::default();
     let base = fake_server(fake.clone()).await;
     let db = TestDb::new(Backend::Sqlite).await;
     let config =
