@@ -19,7 +19,28 @@ pub struct AppState {
     pub engine: Engine,
 }
 
+/// Request bodies larger than this are refused with 413 before they are read.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The API: every request gets an `x-request-id` (kept when the client sent
+/// one, generated otherwise), echoed in the response and carried by the
+/// request's tracing span, so every log line of a request names it.
 pub fn router(state: AppState) -> Router {
+    use axum::http::HeaderName;
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    });
+    routes(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/runs", get(list_runs))

@@ -130,7 +130,10 @@ fn reply(status: StatusCode, text: impl Into<String>) -> Response {
 
 /// The Slack routes, to merge into the API router when Slack is configured.
 pub fn router(state: SlackState) -> axum::Router {
-    axum::Router::new().route("/slack/interactions", axum::routing::post(interactions)).with_state(state)
+    axum::Router::new()
+        .route("/slack/interactions", axum::routing::post(interactions))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::server::MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 pub async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -106,4 +106,18 @@ async fn decisions_errors_and_inspection() {
     assert!(v.as_str().unwrap().starts_with("flowchart TD"));
     let (status, v) = call(&app, "GET", "/health", None).await;
     assert_eq!((status, v), (StatusCode::OK, json!({ "status": "ok" })));
+
+    // Oversized bodies are refused before they are read, in our error format.
+    let huge = format!(r#"{{"actor":"alice","reason":"{}"}}"#, "x".repeat(sentinel::server::MAX_BODY_BYTES));
+    let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "bad_body");
+
+    // Every response carries a request id: the client's, or a fresh one.
+    let req = Request::builder().uri("/health").header("x-request-id", "req-123").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-123");
+    let resp = app.clone().oneshot(Request::builder().uri("/health").body(Body::empty()).unwrap()).await.unwrap();
+    let generated = resp.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 }
