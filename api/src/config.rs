@@ -23,7 +23,10 @@ pub fn database_url() -> anyhow::Result<String> {
 /// Slack interactivity, when `SLACK_SIGNING_SECRET` is set. Approvers come from
 /// `SENTINEL_SLACK_APPROVERS`: Slack user ids separated by commas, allowed for
 /// every incident.
-pub fn slack(engine: engine::Engine) -> anyhow::Result<Option<crate::slack::SlackState>> {
+pub fn slack(
+    engine: engine::Engine,
+    access: crate::access::Access,
+) -> anyhow::Result<Option<crate::slack::SlackState>> {
     let Some(secret) = std::env::var("SLACK_SIGNING_SECRET").ok().filter(|s| !s.trim().is_empty()) else {
         return Ok(None);
     };
@@ -41,6 +44,7 @@ pub fn slack(engine: engine::Engine) -> anyhow::Result<Option<crate::slack::Slac
     }
     Ok(Some(crate::slack::SlackState {
         engine,
+        access,
         signing_secret: secret,
         approvers: crate::slack::Approvers { anyone, ..Default::default() },
     }))
@@ -76,4 +80,27 @@ pub fn pagerduty() -> anyhow::Result<Option<crate::relay::PagerDuty>> {
         anyhow::bail!("SENTINEL_PAGERDUTY_URL must be an http:// endpoint (for example a local egress proxy): this build has no TLS client yet");
     }
     Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: reqwest::Client::new() }))
+}
+
+/// Requests per API key: `SENTINEL_API_RATE_PER_SEC` (default 20) with bursts
+/// up to `SENTINEL_API_BURST` (default 40).
+pub fn rate_limit() -> anyhow::Result<crate::security::RateLimit> {
+    let mut limit = crate::security::RateLimit::default();
+    let read = |name: &str| -> anyhow::Result<Option<std::num::NonZeroU32>> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("{name} must be a whole number above 0, not `{v}`")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(n) = read("SENTINEL_API_RATE_PER_SEC")? {
+        limit.per_second = n;
+    }
+    if let Some(n) = read("SENTINEL_API_BURST")? {
+        limit.burst = n;
+    }
+    Ok(limit)
 }

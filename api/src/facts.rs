@@ -2,8 +2,6 @@
 //! durable, so the breaker, rate limits, cooldowns and the remediation-loop
 //! guard survive restarts without tables of their own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +12,12 @@ use nodes::runbook::PlannedAction;
 use nodes::verify::Verdict;
 use nodes::workflow::{self, Incident, SafetyFacts};
 
+use crate::access::Access;
+
 pub struct RunHistoryFacts {
     pub engine: Engine,
-    pub kill_switch: Arc<AtomicBool>,
+    /// Where the kill switch is kept.
+    pub switches: Access,
     /// How far back to look: the longest policy window.
     pub horizon: Duration,
 }
@@ -30,7 +31,8 @@ impl SafetyFacts for RunHistoryFacts {
             .await
             .map_err(|e| PortError::Unavailable(e.to_string()))?;
         let since = now.saturating_sub(self.horizon);
-        let mut facts = Facts { kill_switch: self.kill_switch.load(Ordering::SeqCst), ..Facts::default() };
+        let kill_switch = self.switches.kill_switch().await.map_err(|e| PortError::Unavailable(e.to_string()))?;
+        let mut facts = Facts { kill_switch: kill_switch.enabled, ..Facts::default() };
         for run in runs.iter().filter(|r| r.updated_at >= since) {
             let Ok(s) = serde_json::from_value::<Incident>(run.state.clone()) else { continue };
             facts.auto_approvals.extend(s.decisions.iter().filter(|d| d.by == "policy").map(|d| d.at));

@@ -2,11 +2,14 @@
 //! benchmark graphs and the benchmarks, so integration tests can drive the
 //! same code the binary runs.
 
+pub mod access;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod facts;
 pub mod relay;
+pub mod security;
 pub mod server;
 pub mod slack;
 pub mod wiring;

@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use engine::{Engine, Store, StoreConfig, SystemClock, WorkerConfig};
+use sentinel::access::Access;
 use sentinel::bench::{self, EngineBench};
+use sentinel::cli;
 use sentinel::config;
+use sentinel::security::Security;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -32,6 +35,27 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Inspect and decide on runs through the REST API.
+    Runs {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        command: cli::RunsCommand,
+    },
+    /// Create, revoke and list API keys (admin).
+    Keys {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+    },
+    /// The kill switch: when on, no action is auto-approved (admin).
+    Killswitch {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        command: cli::KillSwitchCommand,
+    },
 }
 
 #[derive(Args)]
@@ -118,14 +142,21 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Migrate => {
-            let url = config::database_url()?;
-            Store::connect(&StoreConfig::new(&url)).await.context("migrating the database")?;
+            open_database().await?;
             eprintln!("migrations applied");
         }
         Command::Worker(args) => worker(args).await?,
         Command::Demo(args) => demo(args).await?,
         Command::Serve(args) => serve(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
+        Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
+        Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
+            let (_, access) = open_database().await?;
+            let key = access.create_key(&name, role, "cli --direct").await.context("creating the key")?;
+            cli::Client::new(remote).print_new_key(&key)?;
+        }
+        Command::Keys { remote, command } => cli::Client::new(remote).keys(command).await?,
+        Command::Killswitch { remote, command } => cli::Client::new(remote).kill_switch(command).await?,
     }
     Ok(())
 }
@@ -153,16 +184,29 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Every graph this binary runs: the incident workflow and the benchmark graphs.
-fn registry(store: &Store) -> engine::Registry {
+fn registry(store: &Store, access: Access) -> engine::Registry {
     let mut registry = bench::registry(None);
-    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store)));
+    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access)));
     registry
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The database with the engine's and the API's migrations applied.
+async fn open_database() -> anyhow::Result<(Store, Access)> {
     let url = config::database_url()?;
     let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
-    let engine = Engine::new(store.clone(), registry(&store), Arc::new(SystemClock));
+    let access = Access::new(&store, Arc::new(SystemClock)).await.context("migrating the API tables")?;
+    Ok((store, access))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (store, access) = open_database().await?;
+    let engine = Engine::new(store.clone(), registry(&store, access.clone()), Arc::new(SystemClock));
+    if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
+        tracing::warn!(
+            "no API key exists: every /v1 call will be refused; create one with \
+             `sentinel keys create --direct --name NAME --role admin`"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let worker = (!args.no_worker).then(|| {
@@ -180,11 +224,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sentinel::relay::RelayConfig::default(),
         shutdown.clone(),
     ));
-    let mut app = sentinel::server::router(sentinel::server::AppState { engine: engine.clone() });
-    if let Some(slack) = config::slack(engine)? {
+    let slack = config::slack(engine.clone(), access.clone())?;
+    if slack.is_some() {
         tracing::info!("slack interactions enabled at /slack/interactions");
-        app = app.merge(sentinel::slack::router(slack));
     }
+    let security = Security::new(access, config::rate_limit()?);
+    let app = sentinel::server::router(sentinel::server::AppState { engine: engine.clone(), security, slack });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
         worker.await?;
@@ -194,9 +239,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let url = config::database_url()?;
-    let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
-    let engine = Engine::new(store.clone(), registry(&store), Arc::new(SystemClock));
+    let (store, access) = open_database().await?;
+    let engine = Engine::new(store.clone(), registry(&store, access), Arc::new(SystemClock));
     let mut config = WorkerConfig {
         concurrency: args.concurrency,
         lease: Duration::from_millis(args.lease_ms),

@@ -2,21 +2,33 @@
 //! and out; every refusal is a JSON body that says what was wrong.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::get;
+use axum::{Extension, Router};
 use engine::{Delivery, Engine, Error as EngineError, RunFilter, RunId, RunStatus};
 use nodes::workflow::{self, Incident};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::access::{ApiKey, AuditEntry, KillSwitch, NewKey, Role};
+use crate::security::{self, Caller, Security};
+use crate::slack::SlackState;
 
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub security: Security,
+    /// Slack interactivity, when configured: `POST /slack/interactions`.
+    pub slack: Option<SlackState>,
 }
 
 /// Request bodies larger than this are refused with 413 before they are read.
@@ -33,26 +45,80 @@ pub fn router(state: AppState) -> Router {
         let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
-    routes(state)
+    let (api, doc) = api_routes(state.clone()).split_for_parts();
+    let doc = Arc::new(doc);
+    let slack = state.slack.clone().map(crate::slack::router).unwrap_or_default();
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))
+        .with_state(state)
+        .merge(api)
+        .merge(slack)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/runs", get(list_runs))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/runs/{id}/approve", post(approve))
-        .route("/v1/runs/{id}/reject", post(reject))
-        .route("/v1/runs/{id}/cancel", post(cancel))
-        .route("/v1/runs/{id}/retry", post(retry))
-        .route("/v1/graphs/{name}/mermaid", get(mermaid))
-        .route("/v1/incidents", get(list_incidents))
-        .route("/v1/incidents/{id}/postmortem", get(postmortem))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sentinel", description = "Durable incident-response workflows with human approval gates."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "runs", description = "Workflow runs: inspection and decisions"),
+        (name = "incidents", description = "Incidents and their postmortems"),
+        (name = "admin", description = "API keys, the kill switch and the audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme =
+            HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key (`snl_…`)")).build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The `/v1` routes in three groups by the role they need. Every route is
+/// behind an API key; the operator and admin groups audit what they change.
+fn api_routes(state: AppState) -> OpenApiRouter {
+    let sec = state.security.clone();
+    let viewer = OpenApiRouter::new()
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(mermaid))
+        .routes(routes!(list_incidents))
+        .routes(routes!(postmortem))
+        .routes(routes!(get_kill_switch))
+        .route_layer(from_fn_with_state((sec.clone(), Role::Viewer), security::require));
+    let operator = OpenApiRouter::new()
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .route_layer(from_fn_with_state(sec.clone(), security::audit))
+        .route_layer(from_fn_with_state((sec.clone(), Role::Operator), security::require));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(set_kill_switch))
+        .routes(routes!(audit_log))
+        .route_layer(from_fn_with_state(sec.clone(), security::audit))
+        .route_layer(from_fn_with_state((sec.clone(), Role::Admin), security::require));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(viewer)
+        .merge(operator)
+        .merge(admin)
+        .layer(from_fn_with_state(sec, security::authenticate))
         .with_state(state)
 }
 
@@ -122,6 +188,26 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Unavailable(format!("the database is unavailable: {e}"))
+    }
+}
+
+/// The error body every refusal carries.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `bad_body`, `unauthorized`, `forbidden`, `rate_limited`,
+    /// `not_found`, `conflict`, `unavailable` or `internal`.
+    pub code: String,
+    pub message: String,
+}
+
 fn run_id(s: &str) -> Result<RunId, ApiError> {
     RunId::from_str(s).map_err(|_| ApiError::BadRequest(format!("`{s}` is not a run id (a UUID)")))
 }
@@ -131,15 +217,18 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "status": "ok" })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// runnable, running, waiting, completed, failed or cancelled.
     status: Option<String>,
     graph: Option<String>,
+    /// 1 to 1000; 100 when absent.
     limit: Option<i64>,
 }
 
 /// A run as the API shows it in lists.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RunSummary {
     pub id: String,
     pub graph: String,
@@ -174,69 +263,156 @@ impl From<&engine::Run> for RunSummary {
     }
 }
 
-async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+}
+
+/// List runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<RunList>, ApiError> {
     let status = q.status.as_deref().map(RunStatus::from_str).transpose().map_err(ApiError::BadRequest)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
     }
     let runs = state.engine.list(&RunFilter { status, graph: q.graph, limit: Some(limit) }).await?;
-    Ok(Json(json!({ "runs": runs.iter().map(RunSummary::from).collect::<Vec<_>>() })))
+    Ok(Json(RunList { runs: runs.iter().map(RunSummary::from).collect() }))
 }
 
-async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// One checkpoint of a run's history.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    pub step: i64,
+    pub node: String,
+    pub attempt: i32,
+    #[schema(value_type = Object)]
+    pub outcome: Value,
+    #[schema(value_type = Object)]
+    pub state_before: Value,
+    #[schema(value_type = Object)]
+    pub state_after: Value,
+    pub worker: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SignalEntry {
+    pub id: String,
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub received_at: i64,
+    pub consumed_step: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct EffectEntry {
+    pub key: String,
+    pub step: i64,
+    pub intent_at: i64,
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<Value>,
+    pub completed_at: Option<i64>,
+}
+
+/// A run with its state, history, signals and side effects.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RunDetailBody {
+    pub run: RunSummary,
+    #[schema(value_type = Object)]
+    pub state: Value,
+    pub history: Vec<HistoryEntry>,
+    pub signals: Vec<SignalEntry>,
+    pub effects: Vec<EffectEntry>,
+}
+
+/// One run: state, checkpoint history, signals and side-effect records.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 200, body = RunDetailBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunDetailBody>, ApiError> {
     let detail = state.engine.detail(run_id(&id)?).await?;
-    let history: Vec<Value> = detail
+    let history = detail
         .history
         .iter()
-        .map(|c| {
-            json!({
-                "step": c.step, "node": c.node, "attempt": c.attempt, "outcome": c.outcome,
-                "state_before": c.state_before, "state_after": c.state_after, "worker": c.worker,
-                "started_at": c.started_at.0, "finished_at": c.finished_at.0,
-            })
+        .map(|c| HistoryEntry {
+            step: c.step,
+            node: c.node.clone(),
+            attempt: c.attempt,
+            outcome: serde_json::to_value(&c.outcome).unwrap_or(Value::Null),
+            state_before: c.state_before.clone(),
+            state_after: c.state_after.clone(),
+            worker: c.worker.clone(),
+            started_at: c.started_at.0,
+            finished_at: c.finished_at.0,
         })
         .collect();
-    let signals: Vec<Value> = detail
+    let signals = detail
         .signals
         .iter()
-        .map(|s| json!({ "id": s.id, "kind": s.kind, "payload": s.payload, "received_at": s.received_at.0, "consumed_step": s.consumed_step }))
+        .map(|s| SignalEntry {
+            id: s.id.clone(),
+            kind: s.kind.clone(),
+            payload: s.payload.clone(),
+            received_at: s.received_at.0,
+            consumed_step: s.consumed_step,
+        })
         .collect();
-    let effects: Vec<Value> = detail
+    let effects = detail
         .effects
         .iter()
-        .map(|e| json!({ "key": e.key, "step": e.step, "intent_at": e.intent_at.0, "outcome": e.outcome, "completed_at": e.completed_at.map(|t| t.0) }))
+        .map(|e| EffectEntry {
+            key: e.key.clone(),
+            step: e.step,
+            intent_at: e.intent_at.0,
+            outcome: e.outcome.clone(),
+            completed_at: e.completed_at.map(|t| t.0),
+        })
         .collect();
-    Ok(Json(json!({
-        "run": RunSummary::from(&detail.run),
-        "state": detail.run.state,
-        "history": history,
-        "signals": signals,
-        "effects": effects,
-    })))
+    Ok(Json(RunDetailBody { run: RunSummary::from(&detail.run), state: detail.run.state, history, signals, effects }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    /// Who decides (a person's id).
-    pub actor: String,
+    /// Who decides, when the key acts for a person; the key's name otherwise.
+    #[serde(default)]
+    pub actor: Option<String>,
     #[serde(default)]
     pub reason: String,
-    /// Deduplicates retried requests; defaults to one decision per actor and run.
+    /// Deduplicates retried requests; defaults to one decision per actor and step.
     pub request_id: Option<String>,
+}
+
+/// What a decision or cancellation did.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SignalAccepted {
+    pub run: String,
+    pub signal: String,
+    /// `accepted`, or `duplicate` when this request id was seen before.
+    #[schema(value_type = String)]
+    pub delivery: Delivery,
+}
+
+fn actor(caller: &Caller, body: &DecisionBody) -> Result<String, ApiError> {
+    match body.actor.as_deref().map(str::trim) {
+        None => Ok(caller.name.clone()),
+        Some("") => Err(ApiError::BadRequest("actor must not be empty".into())),
+        Some(a) => Ok(a.to_owned()),
+    }
 }
 
 async fn decide(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     kind: &str,
     body: DecisionBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(id)?;
-    if body.actor.trim().is_empty() {
-        return Err(ApiError::BadRequest("actor must not be empty".into()));
-    }
+    let actor = actor(caller, &body)?;
     let run = state.engine.run(id).await?;
     if run.status != RunStatus::Waiting || !run.wait_signals.iter().any(|s| s == kind) {
         return Err(ApiError::Conflict(format!(
@@ -244,51 +420,82 @@ async fn decide(
             run.status, run.node
         )));
     }
-    let signal_id = body.request_id.unwrap_or_else(|| format!("api:{}:{}", body.actor, run.step));
-    let delivery = state
-        .engine
-        .signal(id, &signal_id, kind, json!({ "actor": body.actor, "reason": body.reason, "via": "api" }))
-        .await?;
+    let signal = body.request_id.unwrap_or_else(|| format!("api:{actor}:{}", run.step));
+    let payload = json!({ "actor": actor, "reason": body.reason, "via": "api", "key": caller.name });
+    let delivery = state.engine.signal(id, &signal, kind, payload).await?;
     let status = match delivery {
         Delivery::Accepted => StatusCode::ACCEPTED,
         Delivery::Duplicate => StatusCode::OK,
     };
-    Ok((status, Json(json!({ "run": id.to_string(), "signal": signal_id, "delivery": delivery }))))
+    Ok((status, Json(SignalAccepted { run: id.to_string(), signal, delivery })))
 }
 
+/// Approve the action a run waits on (operator).
+#[utoipa::path(post, path = "/v1/runs/{id}/approve", tag = "runs", request_body = DecisionBody,
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 202, body = SignalAccepted), (status = 200, description = "Duplicate request", body = SignalAccepted),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody)))]
 async fn approve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    decide(&state, &id, "approve", body).await
+) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
+    decide(&state, &caller, &id, "approve", body).await
 }
 
+/// Reject the action a run waits on (operator).
+#[utoipa::path(post, path = "/v1/runs/{id}/reject", tag = "runs", request_body = DecisionBody,
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 202, body = SignalAccepted), (status = 200, description = "Duplicate request", body = SignalAccepted),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody)))]
 async fn reject(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    decide(&state, &id, "reject", body).await
+) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
+    decide(&state, &caller, &id, "reject", body).await
 }
 
+/// Cancel a run (operator): it stops at its next step.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", request_body = DecisionBody,
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 202, body = SignalAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<DecisionBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(&id)?;
-    let signal_id = body.request_id.unwrap_or_else(|| format!("api-cancel:{}", body.actor));
-    let delivery = state.engine.cancel(id, &signal_id, &body.reason).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id.to_string(), "delivery": delivery }))))
+    let actor = actor(&caller, &body)?;
+    let signal = body.request_id.unwrap_or_else(|| format!("api-cancel:{actor}"));
+    let delivery = state.engine.cancel(id, &signal, &body.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(SignalAccepted { run: id.to_string(), signal, delivery })))
 }
 
-async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RetryAccepted {
+    pub run: String,
+    pub status: String,
+}
+
+/// Retry a failed run from the step that failed (operator).
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 202, body = RetryAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RetryAccepted>), ApiError> {
     let id = run_id(&id)?;
     state.engine.retry(id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "run": id.to_string(), "status": "runnable" }))))
+    Ok((StatusCode::ACCEPTED, Json(RetryAccepted { run: id.to_string(), status: "runnable".into() })))
 }
 
+/// A registered graph as a Mermaid flowchart.
+#[utoipa::path(get, path = "/v1/graphs/{name}/mermaid", tag = "runs", params(("name" = String, Path)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
 async fn mermaid(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let text = state
         .engine
@@ -298,31 +505,57 @@ async fn mermaid(State(state): State<AppState>, Path(name): Path<String>) -> Res
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn list_incidents(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// An incident as listed.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct IncidentSummary {
+    pub run: String,
+    pub status: String,
+    pub node: String,
+    pub service: Option<String>,
+    pub anomaly_type: Option<String>,
+    pub fingerprint: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub severity: Option<Value>,
+    pub outcome: Option<String>,
+    pub mttr_secs: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct IncidentList {
+    pub incidents: Vec<IncidentSummary>,
+}
+
+/// The 200 newest incidents.
+#[utoipa::path(get, path = "/v1/incidents", tag = "incidents", responses((status = 200, body = IncidentList)))]
+async fn list_incidents(State(state): State<AppState>) -> Result<Json<IncidentList>, ApiError> {
     let runs = state
         .engine
         .list(&RunFilter { graph: Some(workflow::GRAPH.into()), limit: Some(200), ..Default::default() })
         .await?;
-    let incidents: Vec<Value> = runs
+    let incidents = runs
         .iter()
         .map(|r| {
             let s: Option<Incident> = serde_json::from_value(r.state.clone()).ok();
-            json!({
-                "run": r.id.to_string(),
-                "status": r.status.to_string(),
-                "node": r.node,
-                "service": s.as_ref().and_then(|s| s.detection.as_ref().map(|d| d.service.clone())),
-                "anomaly_type": s.as_ref().and_then(|s| s.detection.as_ref().map(|d| d.anomaly_type.clone())),
-                "fingerprint": s.as_ref().map(|s| s.fingerprint.clone()),
-                "severity": s.as_ref().and_then(|s| s.severity),
-                "outcome": s.as_ref().and_then(|s| s.outcome.clone()),
-                "mttr_secs": s.as_ref().and_then(|s| s.mttr_secs),
-            })
+            let detection = s.as_ref().and_then(|s| s.detection.as_ref());
+            IncidentSummary {
+                run: r.id.to_string(),
+                status: r.status.to_string(),
+                node: r.node.clone(),
+                service: detection.map(|d| d.service.clone()),
+                anomaly_type: detection.map(|d| d.anomaly_type.clone()),
+                fingerprint: s.as_ref().map(|s| s.fingerprint.clone()),
+                severity: s.as_ref().and_then(|s| s.severity).and_then(|v| serde_json::to_value(v).ok()),
+                outcome: s.as_ref().and_then(|s| s.outcome.clone()),
+                mttr_secs: s.as_ref().and_then(|s| s.mttr_secs),
+            }
         })
         .collect();
-    Ok(Json(json!({ "incidents": incidents })))
+    Ok(Json(IncidentList { incidents }))
 }
 
+/// An incident's blameless postmortem, in Markdown.
+#[utoipa::path(get, path = "/v1/incidents/{id}/postmortem", tag = "incidents", params(("id" = String, Path, description = "Run id (UUID)")),
+    responses((status = 200, content_type = "text/markdown", body = String), (status = 404, body = ErrorBody)))]
 async fn postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = state.engine.run(run_id(&id)?).await?;
     let incident: Incident =
@@ -331,4 +564,100 @@ async fn postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Re
         .postmortem
         .ok_or_else(|| ApiError::NotFound(format!("incident {id} has no postmortem yet (it is {})", run.status)))?;
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
+}
+
+// ---- admin ------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<ApiKey>,
+}
+
+/// Every API key, revoked ones included; never their secrets (admin).
+#[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = KeyList), (status = 403, body = ErrorBody)))]
+async fn list_keys(State(state): State<AppState>) -> Result<Json<KeyList>, ApiError> {
+    Ok(Json(KeyList { keys: state.security.access.list_keys().await? }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Create an API key (admin). The secret is in this answer and nowhere else.
+#[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = CreateKey,
+    responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_key(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, Json<NewKey>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest("name must be 1 to 100 characters".into()));
+    }
+    let key = state.security.access.create_key(name, body.role, &caller.name).await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+/// Revoke an API key (admin); it stops working at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "admin", params(("id" = String, Path, description = "Key id (key_…)")),
+    responses((status = 200, body = ApiKey), (status = 404, body = ErrorBody)))]
+async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ApiKey>, ApiError> {
+    let access = &state.security.access;
+    if !access.revoke_key(&id).await? {
+        return Err(ApiError::NotFound(format!("no active API key `{id}`")));
+    }
+    let key = access.list_keys().await?.into_iter().find(|k| k.id == id);
+    key.map(Json).ok_or_else(|| ApiError::NotFound(format!("no API key `{id}`")))
+}
+
+/// The kill switch: when on, no action is auto-approved.
+#[utoipa::path(get, path = "/v1/killswitch", tag = "admin", responses((status = 200, body = KillSwitch)))]
+async fn get_kill_switch(State(state): State<AppState>) -> Result<Json<KillSwitch>, ApiError> {
+    Ok(Json(state.security.access.kill_switch().await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetKillSwitch {
+    pub enabled: bool,
+}
+
+/// Turn the kill switch on or off (admin).
+#[utoipa::path(put, path = "/v1/killswitch", tag = "admin", request_body = SetKillSwitch,
+    responses((status = 200, body = KillSwitch), (status = 403, body = ErrorBody)))]
+async fn set_kill_switch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<SetKillSwitch>,
+) -> Result<Json<KillSwitch>, ApiError> {
+    let switch = state.security.access.set_kill_switch(body.enabled, &caller.name).await?;
+    tracing::warn!(enabled = body.enabled, by = %caller.name, "kill switch set");
+    Ok(Json(switch))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// 1 to 1000; 100 when absent.
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)))]
+async fn audit_log(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Result<Json<AuditList>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    Ok(Json(AuditList { entries: state.security.access.audit_log(limit).await? }))
 }

@@ -22,6 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
+use crate::access::{Access, AuditStart};
+
 /// The action ids of the buttons Sentinel posts; their value is the run id.
 pub const APPROVE_ACTION: &str = "sentinel_approve";
 pub const REJECT_ACTION: &str = "sentinel_reject";
@@ -53,6 +55,8 @@ impl Approvers {
 #[derive(Clone)]
 pub struct SlackState {
     pub engine: Engine,
+    /// Where clicks are audited.
+    pub access: Access,
     pub signing_secret: String,
     pub approvers: Approvers,
 }
@@ -136,9 +140,37 @@ pub fn router(state: SlackState) -> axum::Router {
         .with_state(state)
 }
 
+/// Verified clicks on a run are audited with the answer given; forged or
+/// stale requests are not (they are logged), so nobody can fill the audit log
+/// without the signing secret.
 pub async fn interactions(State(state): State<SlackState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+    let mut audited: Option<(String, String, String)> = None;
+    let resp = interact(&state, &headers, &body, &mut audited).await;
+    if let Some((actor, action, target)) = audited {
+        let entry = AuditStart {
+            actor: &actor,
+            key_id: None,
+            action: &action,
+            target: &target,
+            request_id: &request_id,
+            detail: "",
+        };
+        if let Err(e) = state.access.audit(&entry, resp.status().as_u16()).await {
+            tracing::error!(error = %e, "could not audit a Slack interaction");
+        }
+    }
+    resp
+}
+
+async fn interact(
+    state: &SlackState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    audited: &mut Option<(String, String, String)>,
+) -> Response {
     let now = state.engine.clock().now();
-    if let Err(refusal) = verify(&state.signing_secret, &headers, &body, now.0 / 1000) {
+    if let Err(refusal) = verify(&state.signing_secret, headers, body, now.0 / 1000) {
         tracing::warn!(?refusal, "slack request refused");
         let text = match refusal {
             Refusal::MissingHeader(h) => format!("missing header {h}"),
@@ -147,7 +179,7 @@ pub async fn interactions(State(state): State<SlackState>, headers: HeaderMap, b
         };
         return reply(StatusCode::UNAUTHORIZED, text);
     }
-    let payload: Payload = match serde_urlencoded::from_bytes::<Form>(&body)
+    let payload: Payload = match serde_urlencoded::from_bytes::<Form>(body)
         .map_err(|e| e.to_string())
         .and_then(|f| serde_json::from_str(&f.payload).map_err(|e| e.to_string()))
     {
@@ -166,6 +198,7 @@ pub async fn interactions(State(state): State<SlackState>, headers: HeaderMap, b
     };
     let kind = if action.action_id == APPROVE_ACTION { "approve" } else { "reject" };
     let actor = format!("slack:{}", payload.user.id);
+    *audited = Some((actor.clone(), format!("slack {kind}"), format!("/v1/runs/{run}")));
     let r = match state.engine.run(run).await {
         Ok(r) => r,
         Err(engine::Error::RunNotFound(_)) => {

@@ -2,7 +2,6 @@
 //! and executor adapters exist, metrics and deployments are in memory and
 //! every action is a dry run through the mock remediator (recorded, not done).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +11,10 @@ use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
 use nodes::runbook;
 use nodes::workflow::{Workflow, WorkflowConfig};
 
+use crate::access::Access;
 use crate::facts::RunHistoryFacts;
 
-pub fn standalone_workflow(store: &Store) -> Arc<Workflow> {
+pub fn standalone_workflow(store: &Store, switches: Access) -> Arc<Workflow> {
     Arc::new(Workflow {
         config: WorkflowConfig { dry_run: true, ..WorkflowConfig::default() },
         // The built-in runbooks are checked by the tests; a broken one is a build defect.
@@ -26,7 +26,7 @@ pub fn standalone_workflow(store: &Store) -> Arc<Workflow> {
         remediator: Arc::new(MockRemediator::default()),
         safety: Arc::new(RunHistoryFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
-            kill_switch: Arc::new(AtomicBool::new(false)),
+            switches,
             horizon: Duration::from_secs(6 * 3600),
         }),
     })

@@ -10,7 +10,6 @@ pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,9 @@ use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{Access, Role};
 use crate::facts::RunHistoryFacts;
+use crate::security::{RateLimit, Security};
 use crate::server::{router, AppState};
 use sim::{anomaly_type, Detector, Fault, Fleet};
 
@@ -210,6 +211,10 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     };
     let services = ServiceGraph::new(&sim::DEPENDENCIES);
     // The policy reads its facts from the incident runs in the same store.
+    let access = Access::new(&store, Arc::new(SystemClock)).await.context("migrating the API tables")?;
+    // The demo approves through the API like any operator: with an operator key.
+    let key =
+        access.create_key("demo-operator", Role::Operator, "demo").await.context("creating the demo's API key")?;
     let facts_engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
     let workflow = Arc::new(Workflow {
         config: workflow_config,
@@ -221,7 +226,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         remediator: Arc::new(remediator.clone()),
         safety: Arc::new(RunHistoryFacts {
             engine: facts_engine,
-            kill_switch: Arc::new(AtomicBool::new(false)),
+            switches: access.clone(),
             horizon: Duration::from_secs(6 * 3600),
         }),
     });
@@ -244,7 +249,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let api = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
-        let app = router(AppState { engine: engine.clone() });
+        let security = Security::new(access.clone(), RateLimit::default());
+        let app = router(AppState { engine: engine.clone(), security, slack: None });
         async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
     });
     println!("sentinel demo: engine on {}, REST API on {api}", db.display());
@@ -346,8 +352,14 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
             let r = &detail.run;
             if r.status == RunStatus::Waiting && r.node == "await_approval" && t.approved_at_step != Some(r.step) {
                 let url = format!("{api}/v1/runs/{run}/approve");
-                let body = serde_json::json!({ "actor": "demo-operator", "reason": "approved through the REST API by the demo" });
-                let resp = http.post(&url).json(&body).send().await.context("calling the REST API")?;
+                let body = serde_json::json!({ "reason": "approved through the REST API by the demo" });
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&key.secret)
+                    .json(&body)
+                    .send()
+                    .await
+                    .context("calling the REST API")?;
                 println!(
                     "[{:>5.1}s] approve  {:<17} POST {url} → {}",
                     started.elapsed().as_secs_f64(),

@@ -8,7 +8,6 @@ use axum::http::{Request, StatusCode};
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
 use engine::{Graph, NodeContext, Registry, RunStatus, Transition};
 use http_body_util::BodyExt;
-use sentinel::server::{router, AppState};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -26,8 +25,18 @@ fn gate_graph() -> Graph<Value> {
         .unwrap()
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+/// Calls the API with an API key (None: without one).
+pub async fn call_as(
+    app: &axum::Router,
+    key: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -46,7 +55,12 @@ async fn decisions_errors_and_inspection() {
     let mut registry = Registry::new();
     registry.register(gate_graph());
     let engine = db.engine(registry).await;
-    let app = router(AppState { engine: engine.clone() });
+    let (app, _, keys) = crate::support::app(&engine).await;
+    let call = |app: &axum::Router, method: &str, uri: &str, body: Option<&str>| {
+        let (app, key, method, uri, body) =
+            (app.clone(), keys.operator.clone(), method.to_owned(), uri.to_owned(), body.map(str::to_owned));
+        async move { call_as(&app, Some(&key), &method, &uri, body.as_deref()).await }
+    };
     let run = engine.start("gate", &json!({})).await.unwrap();
 
     // No worker yet: the run has not reached its gate, so a decision is a conflict that says why.
@@ -60,7 +74,7 @@ async fn decisions_errors_and_inspection() {
     // Bad input: each a 4xx with a JSON error, and the run untouched.
     for (method, uri, body, want) in [
         ("POST", format!("/v1/runs/{run}/approve"), Some("{not json"), StatusCode::BAD_REQUEST),
-        ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"reason":"no actor"}"#), StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"reason":5}"#), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"actor":"  "}"#), StatusCode::BAD_REQUEST),
         ("POST", "/v1/runs/not-a-uuid/approve".to_owned(), Some(body), StatusCode::BAD_REQUEST),
         ("POST", "/v1/runs/01a2054b-87bb-7445-bf0f-830483e586af/approve".to_owned(), Some(body), StatusCode::NOT_FOUND),
@@ -76,7 +90,7 @@ async fn decisions_errors_and_inspection() {
         if status != StatusCode::UNPROCESSABLE_ENTITY {
             assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {uri}: {v}");
         } else {
-            assert!(v["error"]["message"].as_str().unwrap().contains("missing field `actor`"), "{v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("reason: invalid type"), "{v}");
         }
     }
     assert_eq!(engine.run(run).await.unwrap().status, RunStatus::Waiting);

@@ -7,7 +7,6 @@ use engine::testing::{Backend, TestDb};
 use engine::{Graph, NodeContext, Registry, Transition};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use sentinel::server::{router, AppState};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -43,7 +42,10 @@ fn any_path(run: String) -> impl Strategy<Value = String> {
         Just("/v1/incidents/"),
         Just("/v1/graphs/"),
         Just("/"),
-        Just("/v1/runs?status=")
+        Just("/v1/runs?status="),
+        Just("/v1/keys/"),
+        Just("/v1/killswitch"),
+        Just("/v1/audit?limit=")
     ];
     (roots, ids, verbs).prop_map(|(r, i, v)| format!("{r}{i}{v}"))
 }
@@ -51,7 +53,7 @@ fn any_path(run: String) -> impl Strategy<Value = String> {
 #[test]
 fn arbitrary_requests_never_get_a_5xx() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (app, run, _db) = rt.block_on(async {
+    let (app, run, _db, keys) = rt.block_on(async {
         let db = TestDb::new(Backend::Sqlite).await;
         let mut registry = Registry::new();
         registry.register(
@@ -66,14 +68,27 @@ fn arbitrary_requests_never_get_a_5xx() {
         );
         let engine = db.engine(registry).await;
         let run = engine.start("gate", &json!({})).await.unwrap();
-        (router(AppState { engine }), run.to_string(), db)
+        let (app, _, keys) = crate::support::app(&engine).await;
+        (app, run.to_string(), db, keys)
     });
     let methods = prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("DELETE")];
+    // No key, a forged one, a malformed header, or a real key of each role.
+    let auths = prop_oneof![
+        Just(None),
+        Just(Some("Bearer snl_0000".to_owned())),
+        Just(Some("Basic YWRtaW46YWRtaW4=".to_owned())),
+        Just(Some(format!("Bearer {}", keys.viewer))),
+        Just(Some(format!("Bearer {}", keys.operator))),
+        Just(Some(format!("Bearer {}", keys.admin))),
+    ];
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..ProptestConfig::default() });
     runner
-        .run(&(methods, any_path(run), any_body(), any::<bool>()), |(method, path, body, json_type)| {
+        .run(&(methods, any_path(run), any_body(), any::<bool>(), auths), |(method, path, body, json_type, auth)| {
             let Ok(uri) = path.parse::<axum::http::Uri>() else { return Ok(()) };
             let mut req = Request::builder().method(method).uri(uri);
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
             if json_type {
                 req = req.header("content-type", "application/json");
             }

@@ -1,7 +1,6 @@
 //! The policy's memory lives in the database: after a restart, a fix that
 //! made things worse on a target is not auto-approved there again.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use nodes::policy::{self, PolicyConfig, ProposedAction, Refusal};
 use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
 use nodes::runbook::{self, PlannedAction};
 use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
+use sentinel::access::Access;
 use sentinel::facts::RunHistoryFacts;
 
 fn config() -> WorkflowConfig {
@@ -41,6 +41,7 @@ fn detection() -> Detection {
 async fn engine(db: &TestDb, metrics: &MemoryMetrics, remediator: &MockRemediator) -> engine::Engine {
     let store = db.store().await;
     let facts_engine = engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
+    let switches = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
     let workflow = Arc::new(Workflow {
         config: config(),
         runbooks: runbook::shipped().unwrap(),
@@ -49,11 +50,7 @@ async fn engine(db: &TestDb, metrics: &MemoryMetrics, remediator: &MockRemediato
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
         remediator: Arc::new(remediator.clone()),
-        safety: Arc::new(RunHistoryFacts {
-            engine: facts_engine,
-            kill_switch: Arc::new(AtomicBool::new(false)),
-            horizon: Duration::from_secs(6 * 3600),
-        }),
+        safety: Arc::new(RunHistoryFacts { engine: facts_engine, switches, horizon: Duration::from_secs(6 * 3600) }),
     });
     let mut registry = Registry::new();
     registry.register(workflow::graph(workflow));
@@ -88,11 +85,9 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
 
     // A new process: new connections, facts read back from the runs.
     let second = engine(&db, &metrics, &remediator).await;
-    let facts_source = RunHistoryFacts {
-        engine: second.clone(),
-        kill_switch: Arc::new(AtomicBool::new(false)),
-        horizon: Duration::from_secs(6 * 3600),
-    };
+    let switches = Access::new(second.store(), Arc::new(SystemClock)).await.unwrap();
+    let facts_source =
+        RunHistoryFacts { engine: second.clone(), switches: switches.clone(), horizon: Duration::from_secs(6 * 3600) };
     let action = s.actions[0].action.clone();
     let now = SystemClock.now();
     let facts = facts_source.facts(&action, "checkout", now).await.unwrap();
@@ -113,6 +108,12 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
         panic!("the loop guard refuses");
     };
     assert!(refusals.iter().any(|r| matches!(r, Refusal::FailedBefore { .. })), "{refusals:?}");
+
+    // The kill switch is read from the database, so every process sees it at once.
+    assert!(!facts.kill_switch);
+    switches.set_kill_switch(true, "test").await.unwrap();
+    assert!(facts_source.facts(&action, "checkout", now).await.unwrap().kill_switch);
+    switches.set_kill_switch(false, "test").await.unwrap();
 
     // And through the workflow: the same condition again waits for a human.
     let worker = BackgroundWorker::start(&second, fast_worker("after-restart"));

@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod facts;
 mod pg_restart;
+mod rbac;
 mod relay;
 mod slack;
 mod support;

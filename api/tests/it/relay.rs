@@ -16,6 +16,7 @@ use nodes::incident::{Detection, Source};
 use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
 use nodes::runbook;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
+use sentinel::access::Access;
 use sentinel::facts::RunHistoryFacts;
 use sentinel::relay::{run, Destinations, PagerDuty, RelayConfig, SlackClient};
 use serde_json::{json, Value};
@@ -132,7 +133,7 @@ async fn incident_engine(db: &TestDb, config: WorkflowConfig) -> engine::Engine 
         remediator: Arc::new(MockRemediator::default()),
         safety: Arc::new(RunHistoryFacts {
             engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
-            kill_switch: Arc::new(AtomicBool::new(false)),
+            switches: Access::new(&store, Arc::new(SystemClock)).await.unwrap(),
             horizon: Duration::from_secs(3600),
         }),
     });

@@ -10,6 +10,7 @@ use engine::{Clock, Graph, NodeContext, Registry, RunId, RunStatus, SystemClock,
 use http_body_util::BodyExt;
 use nodes::incident::{Detection, Source};
 use nodes::workflow::Incident;
+use sentinel::access::Access;
 use sentinel::slack::{router, sign, Approvers, SlackState, APPROVE_ACTION};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -72,7 +73,15 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
         by_service: [("checkout".to_owned(), vec!["U_ALICE".to_owned()])].into_iter().collect(),
         ..Approvers::default()
     };
-    let app = router(SlackState { engine: engine.clone(), signing_secret: SECRET.into(), approvers });
+    let access = Access::new(engine.store(), std::sync::Arc::new(SystemClock)).await.unwrap();
+    let app =
+        router(SlackState { engine: engine.clone(), access: access.clone(), signing_secret: SECRET.into(), approvers });
+    // (status, actor, action) of each audit entry, oldest first.
+    let audit = |access: Access| async move {
+        let mut entries = access.audit_log(100).await.unwrap();
+        entries.reverse();
+        entries.into_iter().map(|e| (e.status, e.actor, e.action, e.target)).collect::<Vec<_>>()
+    };
     let detection = Detection {
         service: "checkout".into(),
         anomaly_type: "latency_spike".into(),
@@ -148,6 +157,21 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
         assert!(reply["text"].as_str().unwrap_or_default().contains(text), "{what}: {reply}");
         assert_eq!(unchanged(engine.clone(), run).await, (RunStatus::Waiting, 0), "{what} changed the run");
     }
+    // Forged, stale and malformed requests leave no trace in the audit log;
+    // signed clicks on a run are audited with the answer they got.
+    let unknown_run =
+        serde_json::from_str::<Value>(&serde_urlencoded::from_str::<Vec<(String, String)>>(&unknown).unwrap()[0].1)
+            .unwrap()["actions"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let entry = |status: u16, user: &str, target: &str| {
+        (Some(i64::from(status)), format!("slack:{user}"), "slack approve".to_owned(), format!("/v1/runs/{target}"))
+    };
+    assert_eq!(
+        audit(access.clone()).await,
+        vec![entry(404, "U_ALICE", &unknown_run), entry(403, "U_MALLORY", &run.to_string())]
+    );
     let refused = engine.detail(run).await.unwrap().signals;
     assert_eq!(refused.len(), 1, "the non-approver's click is recorded, deciding nothing");
     assert_eq!(refused[0].payload["actor"], "slack:U_MALLORY");
@@ -164,4 +188,7 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
     worker.stop().await;
     let signals = engine.detail(run).await.unwrap().signals;
     assert_eq!(signals.iter().filter(|s| s.kind == "approve").count(), 1);
+    let log = audit(access.clone()).await;
+    let run = run.to_string();
+    assert_eq!(log[2..], [entry(200, "U_ALICE", &run), entry(409, "U_ALICE", &run), entry(409, "U_ALICE", &run)]);
 }

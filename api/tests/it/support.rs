@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Engine, RunId, Store, StoreConfig, SystemClock};
+use sentinel::access::{Access, Role};
+use sentinel::security::{RateLimit, Security};
+use sentinel::server::{router, AppState};
 
 pub use engine::testing::{admin_url, create_database as fresh_database};
 
@@ -77,4 +80,31 @@ pub async fn assert_history_contiguous(engine: &Engine, run: RunId) -> Vec<engin
     let steps: Vec<i64> = history.iter().map(|c| c.step).collect();
     assert_eq!(steps, (0..history.len() as i64).collect::<Vec<_>>(), "run {run}: history has a gap or duplicate");
     history
+}
+
+/// One API key of each role, in the engine's database.
+pub struct Keys {
+    pub viewer: String,
+    pub operator: String,
+    pub admin: String,
+}
+
+/// The API's gatekeeping over the engine's database, with a key per role.
+pub async fn security(engine: &Engine, limit: RateLimit) -> (Security, Keys) {
+    let access = Access::new(engine.store(), Arc::new(SystemClock)).await.expect("API migrations");
+    let mut secrets = Vec::new();
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        secrets.push(access.create_key(&format!("{role}-key"), role, "test").await.expect("create key").secret);
+    }
+    let admin = secrets.pop().unwrap();
+    let operator = secrets.pop().unwrap();
+    let viewer = secrets.pop().unwrap();
+    (Security::new(access, limit), Keys { viewer, operator, admin })
+}
+
+/// The API router with a key per role and no Slack.
+pub async fn app(engine: &Engine) -> (axum::Router, Security, Keys) {
+    let (security, keys) = security(engine, RateLimit::default()).await;
+    let state = AppState { engine: engine.clone(), security: security.clone(), slack: None };
+    (router(state), security, keys)
 }

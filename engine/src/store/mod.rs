@@ -198,12 +198,24 @@ impl Store {
         Ok(Store { pool, dialect, url: config.url.as_str().into(), local_wake: Arc::new(Notify::new()) })
     }
 
+    /// Applies the engine's migrations (versions below 1000). Crates built on
+    /// the engine keep their own tables in the same database with versions
+    /// from 1000 up, so each migrator ignores the other's entries.
     pub async fn migrate(&self) -> Result<()> {
-        match self.dialect {
-            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-        }
+        let mut migrator = match self.dialect {
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// The connection pool, for crates that keep tables of their own beside
+    /// the engine's (API keys, audit log). Engine tables are written only
+    /// through this type.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -1,0 +1,176 @@
+//! The API's gatekeeping, as middleware: who is calling (an API key in
+//! `Authorization: Bearer`), whether they are within their rate limit,
+//! whether their role allows the route, and an audit entry for every call that
+//! can change something, written before the call acts.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+
+use crate::access::{Access, AuditStart, Role};
+
+/// The caller of a request, once its key is known.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub key_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// Requests per key: a steady rate and the burst allowed above it.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        const PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
+        const BURST: NonZeroU32 = NonZeroU32::new(40).unwrap();
+        RateLimit { per_second: PER_SECOND, burst: BURST }
+    }
+}
+
+#[derive(Clone)]
+pub struct Security {
+    pub access: Access,
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+impl Security {
+    pub fn new(access: Access, limit: RateLimit) -> Security {
+        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        Security { access, limiter: Arc::new(RateLimiter::keyed(quota)) }
+    }
+}
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+}
+
+pub fn request_id(req: &Request) -> String {
+    req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
+}
+
+/// Finds the caller's key and applies its rate limit. Unauthenticated calls
+/// are answered 401 and never reach a handler.
+pub async fn authenticate(State(sec): State<Security>, mut req: Request, next: Next) -> Response {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` (create one with `sentinel keys create`)",
+        );
+    };
+    let Some(secret) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+        return unauthorized("the Authorization header must be `Bearer <key>`");
+    };
+    let key = match sec.access.authenticate(secret).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return unauthorized("unknown or revoked API key"),
+        Err(e) => {
+            tracing::error!(error = %e, "key lookup failed");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot check the API key: the database is unavailable",
+            );
+        }
+    };
+    if let Err(not_until) = sec.limiter.check_key(&key.id) {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut resp = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("key `{}` is over its rate limit; retry in {secs} s", key.name),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return resp;
+    }
+    req.extensions_mut().insert(Caller { key_id: key.id, name: key.name, role: key.role });
+    next.run(req).await
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = refuse(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Refuses callers whose role is below `needed`. Refusals of calls that would
+/// have changed something are audited too.
+pub async fn require(State((sec, needed)): State<(Security, Role)>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return unauthorized("no API key");
+    };
+    if caller.role >= needed {
+        return next.run(req).await;
+    }
+    let message = format!("this call needs the {needed} role; key `{}` has {}", caller.name, caller.role);
+    if req.method() != Method::GET {
+        let action = action(&req);
+        let entry = AuditStart {
+            actor: &caller.name,
+            key_id: Some(&caller.key_id),
+            action: &action,
+            target: req.uri().path(),
+            request_id: &request_id(&req),
+            detail: &message,
+        };
+        if let Err(e) = sec.access.audit(&entry, StatusCode::FORBIDDEN.as_u16()).await {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+    }
+    refuse(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn action(req: &Request) -> String {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| req.uri().path(), |p| p.as_str());
+    format!("{} {route}", req.method())
+}
+
+/// Writes the audit entry of a mutating call before it acts and its status
+/// after. When the entry cannot be written the call is refused: nothing
+/// changes without a record of it.
+pub async fn audit(State(sec): State<Security>, req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return unauthorized("no API key");
+    };
+    let action = action(&req);
+    let target = req.uri().path().to_owned();
+    let request_id = request_id(&req);
+    let entry = AuditStart {
+        actor: &caller.name,
+        key_id: Some(&caller.key_id),
+        action: &action,
+        target: &target,
+        request_id: &request_id,
+        detail: "",
+    };
+    let id = match sec.access.audit_begin(&entry).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "could not open an audit entry");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot write the audit log; nothing was changed",
+            );
+        }
+    };
+    let resp = next.run(req).await;
+    if let Err(e) = sec.access.audit_end(id, resp.status().as_u16()).await {
+        tracing::error!(error = %e, audit_id = id, "could not complete an audit entry");
+    }
+    resp
+}
