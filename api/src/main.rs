@@ -199,6 +199,7 @@ async fn open_database() -> anyhow::Result<(Store, Access)> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    sentinel::observe::prometheus();
     let (store, access) = open_database().await?;
     let engine = Engine::new(store.clone(), registry(&store, access.clone()), Arc::new(SystemClock));
     if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {

@@ -11,7 +11,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use engine::{Delivery, Engine, Error as EngineError, RunFilter, RunId, RunStatus};
+use engine::{Delivery, Engine, Error as EngineError, OutboxEntry, RunFilter, RunId, RunStatus};
 use nodes::workflow::{self, Incident};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -50,11 +50,14 @@ pub fn router(state: AppState) -> Router {
     let slack = state.slack.clone().map(crate::slack::router).unwrap_or_default();
     Router::new()
         .route("/health", get(health))
+        .route("/health/detailed", get(crate::observe::health_detailed))
+        .route("/metrics", get(crate::observe::metrics_endpoint))
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.as_ref().clone()))))
         .with_state(state)
         .merge(api)
         .merge(slack)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(crate::observe::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(trace)
@@ -69,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     tags(
         (name = "runs", description = "Workflow runs: inspection and decisions"),
         (name = "incidents", description = "Incidents and their postmortems"),
+        (name = "outbox", description = "Notifications to Slack and PagerDuty, and their dead letters"),
         (name = "admin", description = "API keys, the kill switch and the audit log"),
     )
 )]
@@ -99,12 +103,14 @@ fn api_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(list_incidents))
         .routes(routes!(postmortem))
         .routes(routes!(get_kill_switch))
+        .routes(routes!(list_outbox))
         .route_layer(from_fn_with_state((sec.clone(), Role::Viewer), security::require));
     let operator = OpenApiRouter::new()
         .routes(routes!(approve))
         .routes(routes!(reject))
         .routes(routes!(cancel))
         .routes(routes!(retry))
+        .routes(routes!(requeue_outbox))
         .route_layer(from_fn_with_state(sec.clone(), security::audit))
         .route_layer(from_fn_with_state((sec.clone(), Role::Operator), security::require));
     let admin = OpenApiRouter::new()
@@ -660,4 +666,54 @@ async fn audit_log(State(state): State<AppState>, Query(q): Query<AuditQuery>) -
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
     }
     Ok(Json(AuditList { entries: state.security.access.audit_log(limit).await? }))
+}
+
+// ---- outbox -------------------------------------------------------------------
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct OutboxQuery {
+    /// pending, delivered or dead.
+    status: Option<String>,
+    /// 1 to 1000; 100 when absent.
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutboxList {
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<OutboxEntry>,
+}
+
+/// Outbox messages, newest first: `?status=dead` lists the dead letters.
+#[utoipa::path(get, path = "/v1/outbox", tag = "outbox", params(OutboxQuery),
+    responses((status = 200, body = OutboxList), (status = 400, body = ErrorBody)))]
+async fn list_outbox(
+    State(state): State<AppState>,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<OutboxList>, ApiError> {
+    if let Some(s) = q.status.as_deref() {
+        if !["pending", "delivered", "dead"].contains(&s) {
+            return Err(ApiError::BadRequest(format!("unknown outbox status `{s}` (pending, delivered or dead)")));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    Ok(Json(OutboxList { messages: state.engine.store().outbox_list(q.status.as_deref(), limit).await? }))
+}
+
+/// Send a dead letter again (operator): back to pending with fresh attempts.
+#[utoipa::path(post, path = "/v1/outbox/{id}/requeue", tag = "outbox", params(("id" = i64, Path)),
+    responses((status = 202, body = Object), (status = 404, body = ErrorBody)))]
+async fn requeue_outbox(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::BadRequest(format!("`{id}` is not an outbox message id")))?;
+    if !state.engine.store().outbox_requeue(id, state.engine.clock().now()).await? {
+        return Err(ApiError::NotFound(format!("no dead-lettered outbox message {id}")));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "pending" }))))
 }

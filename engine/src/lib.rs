@@ -24,8 +24,8 @@ pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Registry};
 pub use node::{EffectAttempt, Node, NodeContext, NodeError, RetryPolicy, Transition};
 pub use run::{
-    Checkpoint, Delivery, EffectRecord, OutboxMessage, PendingMessage, Run, RunDetail, RunFilter, RunId, RunStatus,
-    Signal, StepOutcome,
+    Checkpoint, Delivery, EffectRecord, OutboxEntry, OutboxMessage, OutboxStats, PendingMessage, Run, RunDetail,
+    RunFilter, RunId, RunStatus, Signal, StepOutcome,
 };
 pub use store::{Dialect, NewSignal, Store, StoreConfig, CANCEL};
 pub use worker::WorkerConfig;

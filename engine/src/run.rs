@@ -222,6 +222,31 @@ pub struct OutboxMessage {
     pub payload: Value,
 }
 
+/// An outbox message with its delivery record, for inspection.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub run_id: String,
+    pub idempotency_key: String,
+    pub topic: String,
+    /// `pending`, `delivered`, or `dead` (retries exhausted).
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// How far behind the outbox is.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub dead: i64,
+    /// When the oldest message still pending was written.
+    pub oldest_pending_at: Option<i64>,
+}
+
 /// An outbox message as stored, with its idempotency key `run:step:index`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PendingMessage {

@@ -154,7 +154,17 @@ async fn run_claimed(engine: &Engine, config: &WorkerConfig, shutdown: &Cancella
             }
             return;
         }
-        let span = tracing::info_span!("step", run = %current.id, graph = %graph.name(), node = %current.node, step = current.step);
+        // A root span: each step is its own trace, named by run, node and step.
+        let span = tracing::info_span!(
+            parent: None,
+            "step",
+            run = %current.id,
+            graph = %graph.name(),
+            node = %current.node,
+            step = current.step,
+            attempt = current.attempt,
+            worker = %config.id,
+        );
         let next = run_step(engine, config, shutdown, &*graph, &current, pending.take()).instrument(span).await;
         match next {
             Some(Kept { run, pending: p }) if !shutdown.is_cancelled() => {
@@ -185,6 +195,7 @@ async fn run_step(
     let store = engine.store();
     let clock = engine.clock();
     let started_at = clock.now();
+    let timer = std::time::Instant::now();
     let pending = match pending {
         Some(p) => p,
         None => match store.pending_signals(run.id).await {
@@ -245,7 +256,15 @@ async fn run_step(
     };
 
     let finished_at = clock.now();
+    let node_time = timer.elapsed();
     let (outcome, state_after, next, keep_effects) = decide(graph, run, executed, finished_at);
+    metrics::histogram!(
+        "sentinel_node_duration_seconds",
+        "graph" => graph.name().to_owned(),
+        "node" => run.node.clone(),
+        "outcome" => outcome.label(),
+    )
+    .record(node_time.as_secs_f64());
     let (consumed, outbox) = if keep_effects {
         let c = collected.lock().expect("context lock poisoned");
         (c.consumed.clone(), c.outbox.clone())
@@ -277,7 +296,10 @@ async fn run_step(
         keep_lease_until: (!shutdown.is_cancelled()).then(|| finished_at.saturating_add(config.lease)),
         lease_refresh_before: finished_at.saturating_add(config.lease / 2),
     };
-    commit(engine, config, &write).await
+    let timer = std::time::Instant::now();
+    let kept = commit(engine, config, &write).await;
+    metrics::histogram!("sentinel_checkpoint_duration_seconds").record(timer.elapsed().as_secs_f64());
+    kept
 }
 
 /// Writes the checkpoint, retrying while the database is away. Retrying is

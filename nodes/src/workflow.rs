@@ -299,6 +299,12 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
             estimated_downtime: action.estimated_downtime,
         };
         let decision = policy::decide(&w.config.policy, &proposed, &facts, now);
+        let open =
+            matches!(policy::breaker(&w.config.policy.breaker, &facts.outcomes, now), policy::Breaker::Open { .. });
+        metrics::gauge!("sentinel_breaker_open").set(if open { 1.0 } else { 0.0 });
+        let verdict = if decision == Decision::AutoApprove { "approved" } else { "needs_human" };
+        metrics::counter!("sentinel_approval_decisions_total", "decider" => "policy", "decision" => verdict)
+            .increment(1);
         if decision == Decision::AutoApprove {
             s.decisions.push(DecisionRecord {
                 approved: true,
@@ -320,6 +326,9 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
     }
     if let Some(signal) = ctx.take_signal(&["approve", "reject"]) {
         let approved = signal.kind == "approve";
+        let decision = if approved { "approved" } else { "rejected" };
+        metrics::counter!("sentinel_approval_decisions_total", "decider" => "human", "decision" => decision)
+            .increment(1);
         let by = signal.payload.get("actor").and_then(|a| a.as_str()).unwrap_or("unknown").to_owned();
         let reason = signal.payload.get("reason").and_then(|a| a.as_str()).unwrap_or("").to_owned();
         s.decisions.push(DecisionRecord { approved, by: by.clone(), reason: reason.clone(), at: now });
@@ -340,6 +349,8 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
     }
     let deadline = s.approval_deadline.unwrap_or(now);
     if now >= deadline {
+        metrics::counter!("sentinel_approval_decisions_total", "decider" => "timeout", "decision" => "rejected")
+            .increment(1);
         s.decisions.push(DecisionRecord {
             approved: false,
             by: "timeout".into(),
@@ -369,6 +380,7 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             dry_run: true,
             at: now,
         });
+        executed_metric(&action, "dry_run");
         s.note(now, "execute", format!("dry run: would {} on {}", action.action, action.target));
         s.outcome = Some(format!("dry run: {} on {} recorded, not performed", action.action, action.target));
         ctx.send(topics::EXECUTED, json!({ "action": action.action, "dry_run": true }));
@@ -387,6 +399,8 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             })
             .await?;
         let action = current(&s)?;
+        let result = if applied.is_ok() { "applied" } else { "refused" };
+        executed_metric(&action, result);
         match applied {
             Ok(outcome) => {
                 s.note(now, "execute", format!("{} on {}", action.action, action.target));
@@ -403,6 +417,12 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     s.verify_deadline = None;
     s.verdict = None;
     Ok((s, Transition::route("next")))
+}
+
+fn executed_metric(action: &PlannedAction, outcome: &'static str) {
+    let labels =
+        [("executor", action.executor.clone()), ("action", action.action.clone()), ("outcome", outcome.to_owned())];
+    metrics::counter!("sentinel_executor_actions_total", &labels).increment(1);
 }
 
 async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
@@ -467,6 +487,7 @@ async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         .await?;
     }
     s.rollbacks += 1;
+    metrics::counter!("sentinel_rollbacks_total").increment(1);
     let last = s.actions.last().cloned().ok_or_else(|| NodeError::fatal("no action"))?;
     s.note(now, "rollback", format!("restored {} to its state before {}", last.action.target, last.action.action));
     ctx.send(topics::ESCALATION, json!({ "reason": "rollback", "action": last.action.action }));

@@ -56,10 +56,12 @@ async fn each_role_is_allowed_and_refused_exactly_its_table() {
         (Method::GET, "/v1/incidents".into(), None, Needs::Viewer),
         (Method::GET, format!("/v1/incidents/{run}/postmortem"), None, Needs::Viewer),
         (Method::GET, "/v1/killswitch".into(), None, Needs::Viewer),
+        (Method::GET, "/v1/outbox?status=dead".into(), None, Needs::Viewer),
         (Method::POST, format!("/v1/runs/{missing}/approve"), Some(decision), Needs::Operator),
         (Method::POST, format!("/v1/runs/{missing}/reject"), Some(decision), Needs::Operator),
         (Method::POST, format!("/v1/runs/{missing}/cancel"), Some(decision), Needs::Operator),
         (Method::POST, format!("/v1/runs/{missing}/retry"), None, Needs::Operator),
+        (Method::POST, "/v1/outbox/999999/requeue".into(), None, Needs::Operator),
         (Method::GET, "/v1/keys".into(), None, Needs::Admin),
         (Method::POST, "/v1/keys".into(), Some(r#"{"name":"","role":"viewer"}"#), Needs::Admin),
         (Method::DELETE, "/v1/keys/key_000000000000".into(), None, Needs::Admin),
@@ -235,5 +237,5 @@ async fn cors_is_off_and_openapi_matches_the_routes() {
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         }
     }
-    assert_eq!(operations, 15, "every /v1 operation is documented");
+    assert_eq!(operations, 17, "every /v1 operation is documented");
 }

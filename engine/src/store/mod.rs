@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::run::{
-    Checkpoint, Delivery, EffectRecord, OutboxMessage, PendingMessage, Run, RunDetail, RunFilter, RunId, RunStatus,
-    Signal, StepOutcome,
+    Checkpoint, Delivery, EffectRecord, OutboxEntry, OutboxMessage, OutboxStats, PendingMessage, Run, RunDetail,
+    RunFilter, RunId, RunStatus, Signal, StepOutcome,
 };
 
 /// The PostgreSQL channel on which a run that became runnable is announced.
@@ -853,6 +853,63 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Outbox messages newest first, optionally only those in one status.
+    pub async fn outbox_list(&self, status: Option<&str>, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, idempotency_key, topic, status, attempts, next_attempt_at, last_error, created_at, delivered_at
+             FROM outbox WHERE (CAST($1 AS TEXT) IS NULL OR status = CAST($1 AS TEXT)) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    topic: r.try_get("topic")?,
+                    status: r.try_get("status")?,
+                    attempts: r.try_get("attempts")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    last_error: r.try_get("last_error")?,
+                    created_at: r.try_get("created_at")?,
+                    delivered_at: r.try_get("delivered_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn outbox_stats(&self) -> Result<OutboxStats> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+                    COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+                    MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest
+             FROM outbox WHERE status <> 'delivered'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxStats {
+            pending: row.try_get("pending")?,
+            dead: row.try_get("dead")?,
+            oldest_pending_at: row.try_get("oldest")?,
+        })
+    }
+
+    /// Puts a dead-lettered message back in the queue, due now; false when no
+    /// dead message has that id.
+    pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2 WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- wake-ups ---------------------------------------------------------
