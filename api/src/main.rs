@@ -125,22 +125,17 @@ struct EngineBenchArgs {
     json: bool,
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let json = std::env::var("SENTINEL_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Before the runtime: the trace exporter runs on threads of its own and
+    // must be flushed after the runtime has stopped.
+    let _logging = sentinel::logging::init()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    init_tracing();
-    match Cli::parse().command {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Migrate => {
             open_database().await?;
             eprintln!("migrations applied");

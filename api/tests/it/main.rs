@@ -11,3 +11,4 @@ mod rbac;
 mod relay;
 mod slack;
 mod support;
+mod traces;
