@@ -61,10 +61,7 @@ pub fn slack_api() -> anyhow::Result<Option<crate::relay::SlackClient>> {
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| anyhow::anyhow!("SLACK_BOT_TOKEN is set but SENTINEL_SLACK_CHANNEL is not"))?;
     let base_url = std::env::var("SENTINEL_SLACK_API_URL").unwrap_or_else(|_| "https://slack.com".to_owned());
-    if !base_url.starts_with("http://") {
-        // The HTTP client is built without TLS for now (see README); say so rather than fail every delivery.
-        anyhow::bail!("SENTINEL_SLACK_API_URL must be an http:// endpoint (for example a local egress proxy): this build has no TLS client yet");
-    }
+    check_url("SENTINEL_SLACK_API_URL", &base_url)?;
     Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: reqwest::Client::new() }))
 }
 
@@ -76,9 +73,7 @@ pub fn pagerduty() -> anyhow::Result<Option<crate::relay::PagerDuty>> {
     };
     let base_url =
         std::env::var("SENTINEL_PAGERDUTY_URL").unwrap_or_else(|_| "https://events.pagerduty.com".to_owned());
-    if !base_url.starts_with("http://") {
-        anyhow::bail!("SENTINEL_PAGERDUTY_URL must be an http:// endpoint (for example a local egress proxy): this build has no TLS client yet");
-    }
+    check_url("SENTINEL_PAGERDUTY_URL", &base_url)?;
     Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: reqwest::Client::new() }))
 }
 
@@ -103,4 +98,12 @@ pub fn rate_limit() -> anyhow::Result<crate::security::RateLimit> {
         limit.burst = n;
     }
     Ok(limit)
+}
+
+/// An endpoint URL: https (rustls, system roots), or http for local relays and tests.
+fn check_url(name: &str, url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        anyhow::bail!("{name} must be an http:// or https:// URL, not `{url}`");
+    }
+    Ok(())
 }
