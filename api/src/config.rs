@@ -21,8 +21,9 @@ pub fn database_url() -> anyhow::Result<String> {
 }
 
 /// Slack interactivity, when `SLACK_SIGNING_SECRET` is set. Approvers come from
-/// `SENTINEL_SLACK_APPROVERS`: Slack user ids separated by commas, allowed for
-/// every incident.
+/// `SENTINEL_SLACK_APPROVERS_FILE` (YAML: `anyone`, `by_service`, `by_severity`,
+/// each listing Slack user ids) and/or `SENTINEL_SLACK_APPROVERS` (user ids
+/// separated by commas, allowed for every incident).
 pub fn slack(
     engine: engine::Engine,
     access: crate::access::Access,
@@ -30,24 +31,28 @@ pub fn slack(
     let Some(secret) = std::env::var("SLACK_SIGNING_SECRET").ok().filter(|s| !s.trim().is_empty()) else {
         return Ok(None);
     };
-    let anyone: Vec<String> = std::env::var("SENTINEL_SLACK_APPROVERS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if anyone.is_empty() {
+    let mut approvers = match std::env::var("SENTINEL_SLACK_APPROVERS_FILE").ok().filter(|s| !s.trim().is_empty()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
+            serde_yaml_ng::from_str::<crate::slack::Approvers>(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+        }
+        None => crate::slack::Approvers::default(),
+    };
+    approvers.anyone.extend(
+        std::env::var("SENTINEL_SLACK_APPROVERS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    );
+    if approvers.is_empty() {
         anyhow::bail!(
-            "SLACK_SIGNING_SECRET is set but SENTINEL_SLACK_APPROVERS is empty: nobody could approve in Slack"
+            "SLACK_SIGNING_SECRET is set but no approver is configured (SENTINEL_SLACK_APPROVERS or \
+             SENTINEL_SLACK_APPROVERS_FILE): nobody could approve in Slack"
         );
     }
-    Ok(Some(crate::slack::SlackState {
-        engine,
-        access,
-        signing_secret: secret,
-        approvers: crate::slack::Approvers { anyone, ..Default::default() },
-    }))
+    Ok(Some(crate::slack::SlackState { engine, access, signing_secret: secret, approvers }))
 }
 
 /// Slack's Web API for the outbox relay, when `SLACK_BOT_TOKEN` is set: messages go
@@ -62,7 +67,7 @@ pub fn slack_api() -> anyhow::Result<Option<crate::relay::SlackClient>> {
         .ok_or_else(|| anyhow::anyhow!("SLACK_BOT_TOKEN is set but SENTINEL_SLACK_CHANNEL is not"))?;
     let base_url = std::env::var("SENTINEL_SLACK_API_URL").unwrap_or_else(|_| "https://slack.com".to_owned());
     check_url("SENTINEL_SLACK_API_URL", &base_url)?;
-    Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: reqwest::Client::new() }))
+    Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: http_client()? }))
 }
 
 /// PagerDuty escalation, when `PAGERDUTY_ROUTING_KEY` is set, through
@@ -74,7 +79,7 @@ pub fn pagerduty() -> anyhow::Result<Option<crate::relay::PagerDuty>> {
     let base_url =
         std::env::var("SENTINEL_PAGERDUTY_URL").unwrap_or_else(|_| "https://events.pagerduty.com".to_owned());
     check_url("SENTINEL_PAGERDUTY_URL", &base_url)?;
-    Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: reqwest::Client::new() }))
+    Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: http_client()? }))
 }
 
 /// Requests per API key: `SENTINEL_API_RATE_PER_SEC` (default 20) with bursts
@@ -106,4 +111,14 @@ fn check_url(name: &str, url: &str) -> anyhow::Result<()> {
         anyhow::bail!("{name} must be an http:// or https:// URL, not `{url}`");
     }
     Ok(())
+}
+
+/// The client for outbound notifications: a request that hangs is abandoned
+/// after 10 s and retried by the relay, well inside its claim on the message.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))
 }

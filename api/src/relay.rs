@@ -69,6 +69,9 @@ pub struct RelayConfig {
     /// Attempts before a message is dead-lettered, and the backoff between them.
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
+    /// How long a claimed batch is this relay's: a relay that dies leaves its
+    /// messages to the others after this.
+    pub claim_lease: Duration,
 }
 
 impl Default for RelayConfig {
@@ -76,6 +79,7 @@ impl Default for RelayConfig {
         RelayConfig {
             retry: RetryPolicy { max_attempts: 8, initial_backoff: Duration::from_secs(2), ..RetryPolicy::default() },
             poll_interval: Duration::from_millis(500),
+            claim_lease: Duration::from_secs(60),
         }
     }
 }
@@ -84,7 +88,7 @@ impl Default for RelayConfig {
 pub async fn run(engine: Engine, destinations: Destinations, config: RelayConfig, shutdown: CancellationToken) {
     loop {
         let now = engine.clock().now();
-        match engine.store().outbox_due(now, 50).await {
+        match engine.store().outbox_claim(now, now.saturating_add(config.claim_lease), 50).await {
             Ok(batch) => {
                 for msg in batch {
                     let result = deliver(&engine, &destinations, &msg).await;

@@ -33,6 +33,7 @@ const MAX_SKEW_SECS: i64 = 5 * 60;
 /// Who may decide. A Slack user may approve when listed for the incident's
 /// service, for its severity, or in `anyone`.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Approvers {
     #[serde(default)]
     pub anyone: Vec<String>,
@@ -44,6 +45,12 @@ pub struct Approvers {
 }
 
 impl Approvers {
+    pub fn is_empty(&self) -> bool {
+        self.anyone.is_empty()
+            && self.by_service.values().all(Vec::is_empty)
+            && self.by_severity.values().all(Vec::is_empty)
+    }
+
     fn allows(&self, user: &str, incident: &Incident) -> bool {
         let listed = |users: Option<&Vec<String>>| users.is_some_and(|u| u.iter().any(|x| x == user));
         let service = incident.detection.as_ref().map(|d| d.service.clone()).unwrap_or_default();

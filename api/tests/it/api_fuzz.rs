@@ -103,3 +103,103 @@ fn arbitrary_requests_never_get_a_5xx() {
         })
         .unwrap();
 }
+
+/// Slack's endpoint under arbitrary input: unsigned and signed bodies, random
+/// forms, payloads with random types, users, action ids, run ids and
+/// timestamps. Nothing panics or answers 5xx; only a signed click by an
+/// approver on a waiting run could decide, and none here is by an approver.
+#[test]
+fn arbitrary_slack_interactions_never_get_a_5xx_or_decide() {
+    use sentinel::slack::{sign, Approvers, SlackState};
+    const SECRET: &str = "fuzz-secret";
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (app, run, engine, _db) = rt.block_on(async {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut registry = Registry::new();
+        registry.register(
+            Graph::builder("gate", 1)
+                .node("gate", |s: Value, _: NodeContext| async move {
+                    Ok((s, Transition::wait_for(["approve", "reject"], None)))
+                })
+                .start("gate")
+                .build()
+                .unwrap(),
+        );
+        let engine = db.engine(registry).await;
+        let run = engine.start("gate", &json!({})).await.unwrap();
+        let (security, _) = crate::support::security(&engine, sentinel::security::RateLimit::default()).await;
+        let slack = SlackState {
+            engine: engine.clone(),
+            access: security.access.clone(),
+            signing_secret: SECRET.into(),
+            approvers: Approvers { anyone: vec!["U_ONLY_APPROVER".into()], ..Approvers::default() },
+        };
+        let app = sentinel::server::router(sentinel::server::AppState {
+            engine: engine.clone(),
+            security,
+            slack: Some(slack),
+        });
+        (app, run, engine, db)
+    });
+    let run_s = run.to_string();
+    let payload = (
+        prop_oneof![3 => Just("block_actions".to_owned()), 1 => Just("view_submission".to_owned()), 1 => "[a-z_]{0,12}"],
+        prop_oneof![Just("U_MALLORY".to_owned()), "[A-Z0-9_]{0,12}"],
+        prop_oneof![Just("sentinel_approve".to_owned()), Just("sentinel_reject".to_owned()), "[a-z_]{0,16}"],
+        prop_oneof![Just(run_s), "[a-f0-9-]{0,40}"],
+        "[0-9.]{0,20}",
+        any::<bool>(),
+    )
+        .prop_map(|(kind, user, action, value, ts, with_actions)| {
+            let actions = if with_actions {
+                json!([{ "action_id": action, "value": value, "action_ts": ts }])
+            } else {
+                json!("not a list")
+            };
+            let p = json!({ "type": kind, "user": { "id": user }, "actions": actions });
+            serde_urlencoded::to_string([("payload", p.to_string())]).unwrap()
+        });
+    let bodies = prop_oneof![3 => payload, 1 => "\\PC{0,120}", 1 => "payload=[%a-zA-Z0-9{}:\",]{0,80}"];
+    // Signed correctly, signed with another secret, a stale or garbage timestamp, or unsigned.
+    let signing = prop_oneof![4 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3), 1 => Just(4)];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..ProptestConfig::default() });
+    runner
+        .run(&(bodies, signing), |(body, signing)| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            let mut req = Request::builder()
+                .method("POST")
+                .uri("/slack/interactions")
+                .header("content-type", "application/x-www-form-urlencoded");
+            match signing {
+                0 => {
+                    req = req.header("x-slack-request-timestamp", now.to_string());
+                    req = req.header("x-slack-signature", sign(SECRET, now, body.as_bytes()));
+                }
+                1 => {
+                    req = req.header("x-slack-request-timestamp", now.to_string());
+                    req = req.header("x-slack-signature", sign("other", now, body.as_bytes()));
+                }
+                2 => {
+                    req = req.header("x-slack-request-timestamp", (now - 400).to_string());
+                    req = req.header("x-slack-signature", sign(SECRET, now - 400, body.as_bytes()));
+                }
+                3 => {
+                    req = req.header("x-slack-request-timestamp", "yesterday");
+                    req = req.header("x-slack-signature", "v0=zz");
+                }
+                _ => {}
+            }
+            let req = req.body(Body::from(body.clone())).unwrap();
+            let (status, bytes) = rt.block_on(async {
+                let resp = app.clone().oneshot(req).await.unwrap();
+                let status = resp.status();
+                (status, resp.into_body().collect().await.unwrap().to_bytes())
+            });
+            prop_assert!(!status.is_server_error(), "{body} → {status}: {}", String::from_utf8_lossy(&bytes));
+            Ok(())
+        })
+        .unwrap();
+    let signals = rt.block_on(engine.detail(run)).unwrap().signals;
+    assert!(signals.iter().all(|s| s.kind == "refused_decision"), "no click decided: {signals:?}");
+    assert!(!signals.is_empty(), "some signed clicks reached the approver check");
+}

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 struct FakeApi {
     requests: Arc<Mutex<Vec<(String, String, Value)>>>,
     fail_next: Arc<AtomicBool>,
+    /// The next request is recorded and never answered.
+    hang_next: Arc<AtomicBool>,
 }
 
 async fn api(
@@ -36,6 +38,9 @@ async fn api(
 ) -> (StatusCode, axum::Json<Value>) {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     slack.requests.lock().unwrap().push((path.0.clone(), auth, body.0.clone()));
+    if slack.hang_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     if slack.fail_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "ok": false, "error": "internal_error" })));
     }
@@ -60,7 +65,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     };
     let retry =
         engine::RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(50), ..Default::default() };
-    let config = RelayConfig { retry, poll_interval: Duration::from_millis(20) };
+    let config = RelayConfig { retry, poll_interval: Duration::from_millis(20), ..RelayConfig::default() };
     let relay = tokio::spawn(run(
         engine.clone(),
         Destinations { slack: Some(slack), pagerduty: None },
@@ -176,7 +181,11 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let shutdown = CancellationToken::new();
     let pagerduty = PagerDuty { base_url: base, routing_key: "R0UTINGKEY".into(), http: reqwest::Client::new() };
-    let config = RelayConfig { retry: engine::RetryPolicy::default(), poll_interval: Duration::from_millis(20) };
+    let config = RelayConfig {
+        retry: engine::RetryPolicy::default(),
+        poll_interval: Duration::from_millis(20),
+        ..RelayConfig::default()
+    };
     let relay = tokio::spawn(run(
         engine.clone(),
         Destinations { slack: None, pagerduty: Some(pagerduty) },
@@ -203,4 +212,63 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     assert_eq!(body["payload"]["severity"], "error", "sev2 pages as error");
     assert_eq!(body["payload"]["source"], "ip-10-0-1-7");
     assert_eq!(body["payload"]["summary"], "sev2: node not ready on ip-10-0-1-7 — approval timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
+    let fake = FakeApi::default();
+    fake.hang_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    let base = fake_server(fake.clone()).await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let engine = incident_engine(&db, WorkflowConfig { dry_run: true, ..WorkflowConfig::default() }).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let slack =
+        SlackClient { base_url: base, token: "xoxb-test".into(), channel: "C0".into(), http: reqwest::Client::new() };
+    let destinations = Destinations { slack: Some(slack), pagerduty: None };
+    let config = RelayConfig {
+        retry: engine::RetryPolicy { initial_backoff: Duration::from_millis(50), ..Default::default() },
+        poll_interval: Duration::from_millis(20),
+        claim_lease: Duration::from_millis(500),
+    };
+    let requests = |fake: &FakeApi| fake.requests.lock().unwrap().iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+
+    // Relay A claims the approval request and dies while Slack has not answered.
+    let doomed = CancellationToken::new();
+    let relay_a = tokio::spawn(run(engine.clone(), destinations.clone(), config.clone(), doomed.clone()));
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(node_not_ready())).await.unwrap();
+    crate::support::eventually("relay A sends", Duration::from_secs(20), || {
+        let n = requests(&fake).len();
+        async move { n == 1 }
+    })
+    .await;
+    relay_a.abort();
+    assert!(relay_a.await.unwrap_err().is_cancelled());
+    assert_eq!(engine.store().outbox_stats().await.unwrap().pending, 1, "the message is still owed");
+
+    // Two relays: the message is sent again once its claim runs out, and once only.
+    let shutdown = CancellationToken::new();
+    let relays: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(run(engine.clone(), destinations.clone(), config.clone(), shutdown.clone())))
+        .collect();
+    crate::support::eventually("the message is delivered", Duration::from_secs(20), || {
+        let engine = engine.clone();
+        async move { engine.store().outbox_stats().await.unwrap().pending == 0 }
+    })
+    .await;
+    engine.signal(run_id, "slack:U1:1", "approve", json!({ "actor": "slack:U1" })).await.unwrap();
+    wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
+    crate::support::eventually("the outbox drains", Duration::from_secs(20), || {
+        let engine = engine.clone();
+        async move { engine.store().outbox_stats().await.unwrap().pending == 0 }
+    })
+    .await;
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    worker.stop().await;
+    assert_eq!(requests(&fake), ["chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]);
+    let delivered = engine.store().outbox_list(Some("delivered"), 10).await.unwrap();
+    assert_eq!(delivered.len(), 3);
+    assert!(delivered.iter().all(|m| m.attempts == 1), "{delivered:?}");
 }

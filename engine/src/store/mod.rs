@@ -830,6 +830,32 @@ impl Store {
         rows.iter().map(rows::message).collect()
     }
 
+    /// Claims up to `limit` due messages for one relay until `lease_until`:
+    /// their next attempt moves to the lease's end, so other relays skip them,
+    /// and a relay that dies while sending leaves them due again when the lease
+    /// runs out (at-least-once, never lost). Oldest first.
+    pub async fn outbox_claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<PendingMessage>> {
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            // One writer connection: the UPDATE is atomic on its own.
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $2
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $3 {lock})
+             RETURNING id, run_id, idempotency_key, topic, payload, attempts, created_at"
+        );
+        let rows = sqlx::query(&sql).bind(now.0).bind(lease_until.0).bind(limit).fetch_all(&self.pool).await?;
+        let mut messages = rows.iter().map(rows::message).collect::<Result<Vec<_>>>()?;
+        messages.sort_by_key(|m| m.id);
+        Ok(messages)
+    }
+
     pub async fn outbox_delivered(&self, id: i64, now: Timestamp) -> Result<()> {
         sqlx::query("UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1 WHERE id = $1")
             .bind(id)
