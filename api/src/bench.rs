@@ -9,6 +9,8 @@
 //!   first checks the witness file, as a real executor checks the world.
 //! * `bench.wait`: parks until a `go` signal arrives.
 
+pub mod api;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;

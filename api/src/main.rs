@@ -101,6 +101,24 @@ enum BenchCommand {
     /// run start latency, and memory with many waiting runs; on PostgreSQL
     /// (DATABASE_URL) and on SQLite.
     Engine(EngineBenchArgs),
+    /// Requests/s and latency of the REST API (key check, audit, decision) and
+    /// of Slack interactions (signature, approver check, decision), over HTTP
+    /// on loopback; on PostgreSQL (DATABASE_URL) and SQLite.
+    Api(ApiBenchArgs),
+}
+
+#[derive(Args)]
+struct ApiBenchArgs {
+    /// Requests per call measured.
+    #[arg(long, default_value_t = 2000)]
+    requests: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_owned(), "sqlite".to_owned()])]
+    backends: Vec<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -144,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo(args).await?,
         Command::Serve(args) => serve(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
+        Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
             let (_, access) = open_database().await?;
@@ -273,21 +292,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 async fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for backend in &args.backends {
-        let (url, _tmp) = match backend.as_str() {
-            "postgres" => {
-                let url = std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|u| u.starts_with("postgres"))
-                    .context("the postgres benchmark needs DATABASE_URL=postgres://…")?;
-                (url, None)
-            }
-            "sqlite" => {
-                let dir = std::env::temp_dir().join(format!("sentinel-bench-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir)?;
-                (format!("sqlite://{}", dir.join("bench.db").display()), Some(TempDir(dir)))
-            }
-            other => anyhow::bail!("unknown backend `{other}` (postgres, sqlite)"),
-        };
+        let (url, _tmp) = bench_database(backend)?;
         eprintln!("benchmarking {backend} …");
         let figures = bench::run_engine_bench(&EngineBench {
             url,
@@ -326,6 +331,57 @@ async fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
             "{:<9} {:>13.2} {:>13.2} {:>9} {:>15.1} {:>17.1}",
             f.backend, f.start_p50_ms, f.start_p99_ms, f.waiting_runs, f.rss_before_mb, f.rss_with_waiting_mb
         );
+    }
+    Ok(())
+}
+
+/// The database URL a benchmark backend runs on; SQLite in a temporary directory.
+fn bench_database(backend: &str) -> anyhow::Result<(String, Option<TempDir>)> {
+    match backend {
+        "postgres" => {
+            let url = std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| u.starts_with("postgres"))
+                .context("the postgres benchmark needs DATABASE_URL=postgres://…")?;
+            Ok((url, None))
+        }
+        "sqlite" => {
+            let dir = std::env::temp_dir().join(format!("sentinel-bench-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir)?;
+            Ok((format!("sqlite://{}", dir.join("bench.db").display()), Some(TempDir(dir))))
+        }
+        other => anyhow::bail!("unknown backend `{other}` (postgres, sqlite)"),
+    }
+}
+
+async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for backend in &args.backends {
+        let (url, _tmp) = bench_database(backend)?;
+        eprintln!("benchmarking the API on {backend} …");
+        let bench = bench::api::ApiBench {
+            url,
+            backend: backend.clone(),
+            requests: args.requests,
+            concurrency: args.concurrency,
+        };
+        results.push(bench::api::run_api_bench(&bench).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:<28} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8}",
+        "backend", "call", "requests", "conc", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for f in &results {
+        for c in &f.calls {
+            println!(
+                "{:<9} {:<28} {:>9} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2}",
+                f.backend, c.call, c.requests, c.concurrency, c.per_sec, c.p50_ms, c.p99_ms, c.max_ms
+            );
+        }
     }
     Ok(())
 }
