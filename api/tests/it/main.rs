@@ -3,6 +3,7 @@
 //! a running engine.
 mod api;
 mod api_fuzz;
+mod cli;
 mod crash;
 mod demo;
 mod facts;

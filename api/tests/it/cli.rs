@@ -1,0 +1,98 @@
+//! The operator CLI against a real `sentinel serve`: the first admin key made
+//! directly in the database, then keys, runs and the kill switch over the REST
+//! API, as tables and as JSON; refusals exit non-zero with the API's words.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::eventually;
+
+fn sentinel(data: &Path, url: &str, key: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sentinel"));
+    cmd.args(args).env("SENTINEL_DATA_DIR", data).env("SENTINEL_URL", url).env_remove("DATABASE_URL");
+    cmd.env_remove("SENTINEL_API_KEY");
+    if let Some(key) = key {
+        cmd.env("SENTINEL_API_KEY", key);
+    }
+    cmd.env("SENTINEL_LOG", "warn").stdin(Stdio::null()).output().expect("run sentinel")
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_runs_and_the_kill_switch_from_the_command_line() {
+    let data = std::env::temp_dir().join(format!("sentinel-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+
+    let admin = ok_json(sentinel(
+        &data,
+        &url,
+        None,
+        &["keys", "create", "--direct", "--name", "root", "--role", "admin", "--json"],
+    ));
+    let admin = admin["secret"].as_str().unwrap().to_owned();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_sentinel"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SENTINEL_DATA_DIR", &data)
+        .env_remove("DATABASE_URL")
+        .env("SENTINEL_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    eventually("serve answers", Duration::from_secs(20), || {
+        let req = http.get(format!("{url}/health"));
+        async move { req.send().await.is_ok() }
+    })
+    .await;
+
+    // Keys: created over the API, listed as a table and as JSON, revoked.
+    let viewer = ok_json(sentinel(
+        &data,
+        &url,
+        Some(&admin),
+        &["keys", "create", "--name", "dash", "--role", "viewer", "--json"],
+    ));
+    let (viewer_id, viewer_secret) = (viewer["id"].as_str().unwrap(), viewer["secret"].as_str().unwrap());
+    let table = sentinel(&data, &url, Some(&admin), &["keys", "list"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("dash") && table.contains("viewer") && table.contains("root"), "{table}");
+    assert!(!table.contains(viewer_secret), "secrets are never listed");
+    let runs = ok_json(sentinel(&data, &url, Some(viewer_secret), &["runs", "list", "--json"]));
+    assert_eq!(runs["runs"], Value::Array(vec![]));
+
+    // A viewer may not touch the kill switch: non-zero exit, the API's reason.
+    let refused = sentinel(&data, &url, Some(viewer_secret), &["killswitch", "on"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("403") && stderr.contains("needs the admin role"), "{stderr}");
+    let on = ok_json(sentinel(&data, &url, Some(&admin), &["killswitch", "on", "--json"]));
+    assert_eq!((on["enabled"].as_bool(), on["updated_by"].as_str()), (Some(true), Some("root")));
+    let status = sentinel(&data, &url, Some(viewer_secret), &["killswitch", "status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("kill switch ON"));
+
+    // Deciding on a run that does not exist: 404, said plainly.
+    let missing = sentinel(&data, &url, Some(&admin), &["runs", "approve", "01a2054b-87bb-7445-bf0f-830483e586af"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("404 Not Found: run 01a2054b-87bb-7445-bf0f-830483e586af not found"));
+
+    let revoked = ok_json(sentinel(&data, &url, Some(&admin), &["keys", "revoke", viewer_id, "--json"]));
+    assert!(revoked["revoked_at"].is_i64());
+    let after = sentinel(&data, &url, Some(viewer_secret), &["runs", "list"]);
+    assert!(String::from_utf8_lossy(&after.stderr).contains("401 Unauthorized: unknown or revoked API key"));
+    let no_key = sentinel(&data, &url, None, &["runs", "list"]);
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("no API key"));
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}
