@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing and starting what the
-# tests need (PostgreSQL). Safe to run again: every step skips what is done.
+# tests need (PostgreSQL, a moto server). Safe to run again: every step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
+scripts/ensure-moto.sh
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # Test databases left behind by an interrupted run.

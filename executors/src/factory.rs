@@ -1,0 +1,81 @@
+//! Builds the configured executors, each behind the guardrails, and finds the
+//! one an action names: the caller never knows which backend it talks to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::aws::{AwsConfig, Ec2Executor, EcsExecutor};
+use crate::mock::MockExecutor;
+use crate::{Action, ExecError, Executor, Guarded, Guardrails, KillSwitch, Outcome};
+
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorsConfig {
+    /// EC2 and ECS executors, when set.
+    pub aws: Option<AwsConfig>,
+    /// A mock executor answering for these kinds (the demo maps `kubernetes`,
+    /// `ecs` and `ec2` onto it).
+    pub mock_kinds: Vec<String>,
+    pub guardrails: Guardrails,
+}
+
+/// The executors by kind.
+#[derive(Clone)]
+pub struct Executors {
+    by_kind: BTreeMap<String, Arc<Guarded>>,
+}
+
+impl Executors {
+    pub async fn build(config: &ExecutorsConfig, kill_switch: Arc<dyn KillSwitch>) -> Result<Executors, ExecError> {
+        let mut raw: Vec<(String, Arc<dyn Executor>)> = Vec::new();
+        if let Some(aws) = &config.aws {
+            raw.push(("ec2".into(), Arc::new(Ec2Executor::new(aws.clone()).await)));
+            raw.push(("ecs".into(), Arc::new(EcsExecutor::new(aws.clone()).await)));
+        }
+        if !config.mock_kinds.is_empty() {
+            let mock: Arc<dyn Executor> = Arc::new(MockExecutor::default());
+            for kind in &config.mock_kinds {
+                raw.push((kind.clone(), mock.clone()));
+            }
+        }
+        Executors::from_parts(raw, &config.guardrails, kill_switch)
+    }
+
+    /// Wraps already-built executors (tests, embedders) in the guardrails.
+    pub fn from_parts(
+        executors: Vec<(String, Arc<dyn Executor>)>,
+        rails: &Guardrails,
+        kill_switch: Arc<dyn KillSwitch>,
+    ) -> Result<Executors, ExecError> {
+        let mut by_kind = BTreeMap::new();
+        for (kind, executor) in executors {
+            by_kind.insert(kind, Arc::new(Guarded::new(executor, rails.clone(), kill_switch.clone())?));
+        }
+        Ok(Executors { by_kind })
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.by_kind.keys().cloned().collect()
+    }
+
+    fn get(&self, action: &Action) -> Result<&Arc<Guarded>, ExecError> {
+        self.by_kind.get(&action.executor).ok_or_else(|| ExecError::NoExecutor(action.executor.clone()))
+    }
+
+    pub async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
+        self.get(action)?.describe(action).await
+    }
+
+    pub async fn dry_run(&self, action: &Action, pre: &Value) -> Result<Outcome, ExecError> {
+        self.get(action)?.dry_run(action, pre).await
+    }
+
+    pub async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
+        self.get(action)?.execute(action, pre, key).await
+    }
+
+    pub async fn rollback(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
+        self.get(action)?.rollback(action, pre, key).await
+    }
+}

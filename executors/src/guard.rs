@@ -1,0 +1,188 @@
+//! Guardrails enforced inside the executor layer, whoever calls: the target
+//! allowlist, the kill switch, a cooldown per target, the blast-radius limits
+//! and dry-run mode. Each refusal is [`ExecError::Refused`] naming its guard;
+//! nothing is done when one refuses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::Value;
+
+use crate::{Action, ExecError, Executor, Outcome};
+
+/// Whether the operators stopped all automation. Read at every execution.
+#[async_trait]
+pub trait KillSwitch: Send + Sync {
+    async fn engaged(&self) -> Result<bool, ExecError>;
+}
+
+/// A kill switch that is never on (tests, tools).
+pub struct NoKillSwitch;
+
+#[async_trait]
+impl KillSwitch for NoKillSwitch {
+    async fn engaged(&self) -> Result<bool, ExecError> {
+        Ok(false)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Guardrails {
+    /// Targets that may be acted on, as globs over `KIND:SCOPE/NAME`
+    /// (`ecs:prod/*`, `kubernetes:*/checkout`). Empty: nothing may be.
+    pub allowlist: Vec<String>,
+    /// Record and describe, never mutate.
+    pub dry_run: bool,
+    /// No new action on a target within this long of the last one.
+    pub cooldown: Duration,
+    /// Never scale to more than this many times the current count.
+    pub max_scale_factor: f64,
+    /// Never drain a node while this many others are cordoned.
+    pub max_nodes_cordoned: u64,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            allowlist: Vec::new(),
+            dry_run: false,
+            cooldown: Duration::from_secs(300),
+            max_scale_factor: 2.0,
+            max_nodes_cordoned: 0,
+        }
+    }
+}
+
+/// An executor behind the guardrails.
+pub struct Guarded {
+    inner: Arc<dyn Executor>,
+    rails: Guardrails,
+    allow: GlobSet,
+    kill_switch: Arc<dyn KillSwitch>,
+    last_action: Mutex<HashMap<String, Instant>>,
+}
+
+fn refused(guard: &'static str, reason: impl Into<String>) -> ExecError {
+    ExecError::Refused { guard, reason: reason.into() }
+}
+
+impl Guarded {
+    pub fn new(
+        inner: Arc<dyn Executor>,
+        rails: Guardrails,
+        kill_switch: Arc<dyn KillSwitch>,
+    ) -> Result<Guarded, ExecError> {
+        let mut set = GlobSetBuilder::new();
+        for pattern in &rails.allowlist {
+            let glob =
+                Glob::new(pattern).map_err(|e| ExecError::BadAction(format!("allowlist pattern `{pattern}`: {e}")))?;
+            set.add(glob);
+        }
+        let allow = set.build().map_err(|e| ExecError::BadAction(format!("allowlist: {e}")))?;
+        Ok(Guarded { inner, rails, allow, kill_switch, last_action: Mutex::new(HashMap::new()) })
+    }
+
+    fn check_allowlist(&self, action: &Action) -> Result<(), ExecError> {
+        action.target()?;
+        if !self.allow.is_match(&action.target) {
+            return Err(refused("allowlist", format!("`{}` matches no allowlist pattern", action.target)));
+        }
+        Ok(())
+    }
+
+    fn check_cooldown(&self, action: &Action) -> Result<(), ExecError> {
+        let last = self.last_action.lock().expect("cooldown lock").get(&action.target).copied();
+        if let Some(at) = last {
+            let since = at.elapsed();
+            if since < self.rails.cooldown {
+                let left = self.rails.cooldown - since;
+                return Err(refused(
+                    "cooldown",
+                    format!("`{}` was acted on {}s ago; wait {}s", action.target, since.as_secs(), left.as_secs() + 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_blast(&self, action: &Action, plan: &Outcome) -> Result<(), ExecError> {
+        if let Some((before, after)) = plan.blast.replicas {
+            // From zero, one replica is the smallest step there is.
+            let limit = ((before.max(1) as f64) * self.rails.max_scale_factor).floor() as u64;
+            if after > limit {
+                return Err(refused(
+                    "blast_radius",
+                    format!(
+                        "{action} would scale {before} → {after}, above {}× ({limit})",
+                        self.rails.max_scale_factor
+                    ),
+                ));
+            }
+        }
+        if let Some(cordoned) = plan.blast.other_nodes_cordoned {
+            if cordoned > self.rails.max_nodes_cordoned {
+                return Err(refused(
+                    "blast_radius",
+                    format!(
+                        "{cordoned} other node(s) already cordoned; at most {} may be at once",
+                        self.rails.max_nodes_cordoned + 1
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Executor for Guarded {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
+        self.check_allowlist(action)?;
+        self.inner.describe(action).await
+    }
+
+    async fn dry_run(&self, action: &Action, pre_state: &Value) -> Result<Outcome, ExecError> {
+        self.check_allowlist(action)?;
+        self.inner.dry_run(action, pre_state).await
+    }
+
+    /// Allowlist, kill switch, cooldown, then the plan's blast radius; in
+    /// dry-run mode the plan is the answer and nothing is mutated.
+    async fn execute(&self, action: &Action, pre_state: &Value, key: &str) -> Result<Outcome, ExecError> {
+        self.check_allowlist(action)?;
+        if self.kill_switch.engaged().await? {
+            return Err(refused("kill_switch", "the kill switch is on"));
+        }
+        self.check_cooldown(action)?;
+        let plan = self.inner.dry_run(action, pre_state).await?;
+        self.check_blast(action, &plan)?;
+        if self.rails.dry_run {
+            return Ok(Outcome { changed: false, summary: format!("dry run: {}", plan.summary), ..plan });
+        }
+        let outcome = self.inner.execute(action, pre_state, key).await?;
+        self.last_action.lock().expect("cooldown lock").insert(action.target.clone(), Instant::now());
+        Ok(outcome)
+    }
+
+    /// Restoring the pre-state is allowed past the kill switch and cooldown
+    /// (it undoes Sentinel's own change), not past the allowlist or dry run.
+    async fn rollback(&self, action: &Action, pre_state: &Value, key: &str) -> Result<Outcome, ExecError> {
+        self.check_allowlist(action)?;
+        if self.rails.dry_run {
+            return Ok(Outcome {
+                changed: false,
+                summary: format!("dry run: would restore {} to its pre-state", action.target),
+                after: pre_state.clone(),
+                blast: Default::default(),
+            });
+        }
+        self.inner.rollback(action, pre_state, key).await
+    }
+}
