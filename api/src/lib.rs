@@ -11,6 +11,7 @@ pub mod facts;
 pub mod logging;
 pub mod observe;
 pub mod relay;
+pub mod remediate;
 pub mod security;
 pub mod server;
 pub mod slack;

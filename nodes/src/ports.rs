@@ -65,7 +65,9 @@ pub trait IncidentIndex: Send + Sync {
 pub trait Remediator: Send + Sync {
     /// The target's current state, enough to restore it later.
     async fn capture(&self, action: &PlannedAction) -> Result<Value, PortError>;
-    async fn apply(&self, action: &PlannedAction, idempotency_key: &str) -> Result<Value, PortError>;
+    /// Acts from the captured pre-state (the same one the rollback restores).
+    async fn apply(&self, action: &PlannedAction, pre_state: &Value, idempotency_key: &str)
+        -> Result<Value, PortError>;
     async fn restore(&self, action: &PlannedAction, pre_state: &Value, idempotency_key: &str) -> Result<(), PortError>;
 }
 
@@ -165,7 +167,7 @@ impl Remediator for MockRemediator {
         Ok(serde_json::json!({ "target": action.target, "replicas": 3 }))
     }
 
-    async fn apply(&self, action: &PlannedAction, key: &str) -> Result<Value, PortError> {
+    async fn apply(&self, action: &PlannedAction, _pre_state: &Value, key: &str) -> Result<Value, PortError> {
         if let Some(reason) = self.refusals.lock().expect("mock lock").get(&action.action) {
             return Err(PortError::Refused(reason.clone()));
         }

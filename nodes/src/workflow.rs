@@ -389,9 +389,10 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         let remediator = w.remediator.clone();
         let pre_state =
             ctx.effect(&format!("capture-{n}"), |_| async { remediator.capture(&action).await.map_err(port) }).await?;
+        let pre = &pre_state;
         let applied = ctx
             .effect(&format!("apply-{n}"), |attempt| async move {
-                match remediator.apply(&action, &attempt.idempotency_key).await {
+                match remediator.apply(&action, pre, &attempt.idempotency_key).await {
                     Ok(v) => Ok(Ok(v)),
                     Err(PortError::Refused(reason)) => Ok(Err(reason)),
                     Err(e) => Err(port(e)),

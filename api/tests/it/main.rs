@@ -10,6 +10,7 @@ mod facts;
 mod pg_restart;
 mod rbac;
 mod relay;
+mod remediation;
 mod slack;
 mod support;
 mod traces;

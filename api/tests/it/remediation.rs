@@ -1,0 +1,141 @@
+//! Through the workflow, against a real moto server: an incident whose
+//! runbook says "scale the ECS service" is auto-approved, executed by the ECS
+//! executor behind its guardrails, fails verification (the metric gets worse),
+//! is rolled back, and the service's desired count ends where it started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ecs::config::Credentials;
+use engine::testing::{fast_worker, finished, Backend, BackgroundWorker, TestDb};
+use engine::{Clock, Registry, SystemClock};
+use executors::aws::{AwsConfig, EcsExecutor};
+use executors::{Executor, Executors, Guardrails};
+use nodes::analyze::ServiceGraph;
+use nodes::incident::{Detection, Source};
+use nodes::policy::PolicyConfig;
+use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex};
+use nodes::runbook;
+use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
+use sentinel::access::Access;
+use sentinel::facts::RunHistoryFacts;
+use sentinel::remediate::{ExecutorRemediator, SharedKillSwitch};
+
+fn moto() -> String {
+    std::env::var("SENTINEL_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned())
+}
+
+async fn desired(ecs: &aws_sdk_ecs::Client, cluster: &str) -> i32 {
+    let out = ecs.describe_services().cluster(cluster).services("orders").send().await.unwrap();
+    out.services()[0].desired_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
+    let url = moto();
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_ok(),
+        "no moto server answers at {url}: run scripts/ensure-moto.sh (the test command does)"
+    );
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "sentinel-tests"))
+        .load()
+        .await;
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let cluster = format!("prod-{}", uuid::Uuid::new_v4().simple());
+    ecs.create_cluster().cluster_name(&cluster).send().await.unwrap();
+    let container =
+        aws_sdk_ecs::types::ContainerDefinition::builder().name("orders").image("orders:7").memory(256).build();
+    let task = ecs.register_task_definition().family("orders").container_definitions(container).send().await.unwrap();
+    let task = task.task_definition().unwrap().task_definition_arn().unwrap().to_owned();
+    ecs.create_service()
+        .cluster(&cluster)
+        .service_name("orders")
+        .task_definition(task)
+        .desired_count(3)
+        .send()
+        .await
+        .unwrap();
+    // moto marks tasks running once the count is set through UpdateService.
+    ecs.update_service().cluster(&cluster).service("orders").desired_count(3).send().await.unwrap();
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
+    let target_glob = format!("ecs:{cluster}/*");
+    let aws = AwsConfig {
+        endpoint_url: Some(url.clone()),
+        wait_timeout: Duration::from_secs(20),
+        poll_interval: Duration::from_millis(100),
+        ..AwsConfig::default()
+    };
+    let ecs_exec: Arc<dyn Executor> = Arc::new(EcsExecutor::from_sdk(&sdk, aws));
+    let rails = Guardrails { allowlist: vec![target_glob.clone()], ..Guardrails::default() };
+    let executors =
+        Executors::from_parts(vec![("ecs".into(), ecs_exec)], &rails, SharedKillSwitch::arc(access.clone())).unwrap();
+
+    // CPU stays saturated, worse than when detected, after the scale-out.
+    let metrics = MemoryMetrics::default();
+    let now = SystemClock.now();
+    for i in 0..50u64 {
+        metrics.push("orders", "cpu_pct", now.saturating_add(Duration::from_millis(100 * i)), 99.0);
+    }
+    let workflow = Arc::new(Workflow {
+        config: WorkflowConfig {
+            policy: PolicyConfig { allowlist: vec![target_glob], ..PolicyConfig::default() },
+            verify_window: Duration::from_secs(3),
+            verify_interval: Duration::from_millis(100),
+            ..WorkflowConfig::default()
+        },
+        runbooks: runbook::shipped().unwrap(),
+        services: ServiceGraph::default(),
+        metrics: Arc::new(metrics),
+        deployments: Arc::new(MemoryDeployments::default()),
+        index: Arc::new(NoIndex),
+        remediator: Arc::new(ExecutorRemediator { executors }),
+        safety: Arc::new(RunHistoryFacts {
+            engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
+            switches: access,
+            horizon: Duration::from_secs(3600),
+        }),
+    });
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(workflow));
+    let engine = engine::Engine::new(store, registry, Arc::new(SystemClock));
+    let worker = BackgroundWorker::start(&engine, fast_worker("remediation"));
+
+    let detection = Detection {
+        service: "orders".into(),
+        anomaly_type: "cpu_saturation".into(),
+        metric: "cpu_pct".into(),
+        observed: 92.0,
+        baseline_mean: 40.0,
+        baseline_stddev: 5.0,
+        started_at: now,
+        source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
+        labels: [("platform".to_owned(), "ecs".to_owned()), ("namespace".to_owned(), cluster.clone())]
+            .into_iter()
+            .collect(),
+    };
+    let run = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
+    let done = finished(&engine, run).await;
+    worker.stop().await;
+
+    let history = engine.detail(run).await.unwrap().history;
+    let path: Vec<&str> = history.iter().map(|c| c.node.as_str()).collect();
+    let at = |node: &str| path.iter().position(|n| *n == node).unwrap_or_else(|| panic!("{node} not in {path:?}"));
+    assert!(at("execute") < at("verify") && at("verify") < at("rollback"), "{path:?}");
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.actions.len(), 1);
+    assert_eq!(s.actions[0].pre_state["desired_count"], 3);
+    assert_eq!(s.actions[0].outcome["after"]["desired_count"], 6, "scaled ×2 in moto: {:?}", s.actions[0].outcome);
+    assert_eq!(s.rollbacks, 1);
+    assert_eq!(desired(&ecs, &cluster).await, 3, "the desired count ends where it started");
+    let effects = engine.detail(run).await.unwrap().effects;
+    let keys: Vec<&str> = effects.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["capture-0", "apply-0", "restore-0"]);
+}
