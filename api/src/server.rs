@@ -214,6 +214,15 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// A list's `limit`: 1 to 1000, 100 when absent.
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    Ok(limit)
+}
+
 fn run_id(s: &str) -> Result<RunId, ApiError> {
     RunId::from_str(s).map_err(|_| ApiError::BadRequest(format!("`{s}` is not a run id (a UUID)")))
 }
@@ -279,10 +288,7 @@ pub struct RunList {
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<RunList>, ApiError> {
     let status = q.status.as_deref().map(RunStatus::from_str).transpose().map_err(ApiError::BadRequest)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = page_limit(q.limit)?;
     let runs = state.engine.list(&RunFilter { status, graph: q.graph, limit: Some(limit) }).await?;
     Ok(Json(RunList { runs: runs.iter().map(RunSummary::from).collect() }))
 }
@@ -661,10 +667,7 @@ pub struct AuditList {
 #[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery),
     responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)))]
 async fn audit_log(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Result<Json<AuditList>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = page_limit(q.limit)?;
     Ok(Json(AuditList { entries: state.security.access.audit_log(limit).await? }))
 }
 
@@ -697,10 +700,7 @@ async fn list_outbox(
             return Err(ApiError::BadRequest(format!("unknown outbox status `{s}` (pending, delivered or dead)")));
         }
     }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
-    }
+    let limit = page_limit(q.limit)?;
     Ok(Json(OutboxList { messages: state.engine.store().outbox_list(q.status.as_deref(), limit).await? }))
 }
 
