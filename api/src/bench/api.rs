@@ -65,8 +65,10 @@ pub async fn run_api_bench(b: &ApiBench) -> anyhow::Result<ApiFigures> {
     registry.register(gate_graph());
     let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
     let access = Access::new(&store, Arc::new(SystemClock)).await.context("API migrations")?;
-    let viewer = access.create_key("bench-viewer", Role::Viewer, "bench").await?.secret;
-    let operator = access.create_key("bench-operator", Role::Operator, "bench").await?.secret;
+    // Keys for this run only: revoked when it ends, so a benchmark leaves no usable key behind.
+    let viewer_key = access.create_key("bench-viewer", Role::Viewer, "bench").await?;
+    let operator_key = access.create_key("bench-operator", Role::Operator, "bench").await?;
+    let (viewer, operator) = (viewer_key.secret.clone(), operator_key.secret.clone());
     // The rate limit is not what is measured.
     let limit = RateLimit { per_second: u32::MAX.try_into()?, burst: u32::MAX.try_into()? };
     let slack = SlackState {
@@ -75,7 +77,8 @@ pub async fn run_api_bench(b: &ApiBench) -> anyhow::Result<ApiFigures> {
         signing_secret: SECRET.into(),
         approvers: Approvers { anyone: vec!["U_BENCH".into()], ..Approvers::default() },
     };
-    let app = router(AppState { engine: engine.clone(), security: Security::new(access, limit), slack: Some(slack) });
+    let app =
+        router(AppState { engine: engine.clone(), security: Security::new(access.clone(), limit), slack: Some(slack) });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
@@ -142,6 +145,9 @@ pub async fn run_api_bench(b: &ApiBench) -> anyhow::Result<ApiFigures> {
     worker.await?;
     server.await??;
     store.purge_graph("bench.gate").await?;
+    for key in [&viewer_key.key.id, &operator_key.key.id] {
+        access.revoke_key(key).await?;
+    }
     Ok(ApiFigures { backend: b.backend.clone(), calls })
 }
 
