@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::aws::{AwsConfig, Ec2Executor, EcsExecutor};
+use crate::kubernetes::{KubeConfig, KubeExecutor};
 use crate::mock::MockExecutor;
 use crate::{Action, ExecError, Executor, Guarded, Guardrails, KillSwitch, Outcome};
 
@@ -14,6 +15,9 @@ use crate::{Action, ExecError, Executor, Guarded, Guardrails, KillSwitch, Outcom
 pub struct ExecutorsConfig {
     /// EC2 and ECS executors, when set.
     pub aws: Option<AwsConfig>,
+    /// The Kubernetes executor, with the client from the kubeconfig or the
+    /// in-cluster service account, when set.
+    pub kubernetes: Option<KubeConfig>,
     /// A mock executor answering for these kinds (the demo maps `kubernetes`,
     /// `ecs` and `ec2` onto it).
     pub mock_kinds: Vec<String>,
@@ -32,6 +36,9 @@ impl Executors {
         if let Some(aws) = &config.aws {
             raw.push(("ec2".into(), Arc::new(Ec2Executor::new(aws.clone()).await)));
             raw.push(("ecs".into(), Arc::new(EcsExecutor::new(aws.clone()).await)));
+        }
+        if let Some(kube) = &config.kubernetes {
+            raw.push(("kubernetes".into(), Arc::new(KubeExecutor::from_environment(kube.clone()).await?)));
         }
         if !config.mock_kinds.is_empty() {
             let mock: Arc<dyn Executor> = Arc::new(MockExecutor::default());

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod aws;
 pub mod factory;
 pub mod guard;
+pub mod kubernetes;
 pub mod mock;
 
 pub use factory::{Executors, ExecutorsConfig};
