@@ -1,7 +1,8 @@
 //! The Kubernetes executor against a local server that speaks the Kubernetes
-//! REST paths it uses, serves realistic objects (a Deployment, its ReplicaSet,
-//! their pods, a bare pod) and records every request: method, path, content
-//! type and body are asserted exactly.
+//! REST paths it uses, serves realistic objects (a Deployment with two
+//! revisions of ReplicaSets, their pods, a bare pod, nodes with DaemonSet,
+//! mirror, kube-system, finished and budget-protected pods) and records every
+//! request: method, path, content type and body are asserted exactly.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,55 +22,168 @@ type Request = (String, String, String, Value);
 #[derive(Clone, Default)]
 struct Fake {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
-    /// (method, path, content type, body) of every request.
+    /// (method, path?query, content type, body) of every request.
     requests: Arc<Mutex<Vec<Request>>>,
+    /// Evictions of the payments pod its disruption budget refuses (429) first.
+    budget_refusals: Arc<Mutex<u32>>,
 }
 
 const DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/checkout";
 const RS: &str = "/apis/apps/v1/namespaces/shop/replicasets/checkout-7d9f8";
 const POD: &str = "/api/v1/namespaces/shop/pods/checkout-7d9f8-x2x7q";
 const BARE: &str = "/api/v1/namespaces/shop/pods/debug-shell";
+const OLD_RS: &str = "/apis/apps/v1/namespaces/shop/replicasets/checkout-5c6b4";
+const NODE_A: &str = "/api/v1/nodes/node-a";
+const NODE_C: &str = "/api/v1/nodes/node-c";
+const PAYMENTS: &str = "/api/v1/namespaces/pay/pods/payments-6f7c9-q8w2d";
 
 fn owner(kind: &str, api: &str, name: &str) -> Value {
     json!([{ "apiVersion": api, "kind": kind, "name": name, "uid": format!("uid-{name}"), "controller": true, "blockOwnerDeletion": true }])
 }
 
 fn seed(fake: &Fake) {
+    *fake.budget_refusals.lock().unwrap() = 1;
     let mut o = fake.objects.lock().unwrap();
     o.insert(DEPLOY.into(), json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": "checkout", "namespace": "shop", "uid": "uid-checkout", "generation": 3 },
+        "metadata": { "name": "checkout", "namespace": "shop", "uid": "uid-checkout", "generation": 3,
+            "annotations": { "deployment.kubernetes.io/revision": "3" } },
         "spec": {
             "replicas": 2,
             "selector": { "matchLabels": { "app": "checkout" } },
-            "template": {
-                "metadata": { "labels": { "app": "checkout" } },
-                "spec": { "containers": [
-                    { "name": "app", "image": "registry.local/checkout:1.42.0" },
-                    { "name": "proxy", "image": "envoy:1.29" }
-                ] }
-            }
+            "template": template("registry.local/checkout:1.42.0")
         },
         "status": { "observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2 }
     }));
-    o.insert(RS.into(), json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": { "name": "checkout-7d9f8", "namespace": "shop", "ownerReferences": owner("Deployment", "apps/v1", "checkout") },
-        "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "checkout" } } }
-    }));
-    o.insert(POD.into(), json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": "checkout-7d9f8-x2x7q", "namespace": "shop", "ownerReferences": owner("ReplicaSet", "apps/v1", "checkout-7d9f8") },
-        "spec": { "containers": [{ "name": "app", "image": "registry.local/checkout:1.42.0" }] }
-    }));
-    o.insert(
-        BARE.into(),
+    let rs = |name: &str, revision: &str, image: &str, hash: &str| {
+        let mut t = template(image);
+        t["metadata"]["labels"]["pod-template-hash"] = json!(hash);
         json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": "debug-shell", "namespace": "shop" },
-            "spec": { "containers": [{ "name": "sh", "image": "busybox" }] }
-        }),
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": { "name": name, "namespace": "shop", "labels": { "app": "checkout", "pod-template-hash": hash },
+                "annotations": { "deployment.kubernetes.io/revision": revision },
+                "ownerReferences": owner("Deployment", "apps/v1", "checkout") },
+            "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "checkout" } }, "template": t }
+        })
+    };
+    o.insert(RS.into(), rs("checkout-7d9f8", "3", "registry.local/checkout:1.42.0", "7d9f8"));
+    o.insert(OLD_RS.into(), rs("checkout-5c6b4", "2", "registry.local/checkout:1.41.3", "5c6b4"));
+    // Revision 1 of another deployment behind the same labels: not checkout's history.
+    let mut canary = rs("checkout-canary-1a2b3", "1", "registry.local/checkout:2.0.0-rc1", "1a2b3");
+    canary["metadata"]["ownerReferences"] = owner("Deployment", "apps/v1", "checkout-canary");
+    o.insert("/apis/apps/v1/namespaces/shop/replicasets/checkout-canary-1a2b3".into(), canary);
+    o.insert(POD.into(), pod("shop", "checkout-7d9f8-x2x7q", Some(("ReplicaSet", "checkout-7d9f8")), "node-a"));
+    for n in ["node-a", "node-b", "node-c"] {
+        o.insert(
+            format!("/api/v1/nodes/{n}"),
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": n, "labels": { "kubernetes.io/hostname": n } },
+                "spec": { "podCIDR": "10.244.0.0/24" }, "status": { "conditions": [{ "type": "Ready", "status": "True" }] } }),
+        );
+    }
+    // node-a: what a drain evicts and what it leaves.
+    o.insert(PAYMENTS.into(), pod("pay", "payments-6f7c9-q8w2d", Some(("ReplicaSet", "payments-6f7c9")), "node-a"));
+    o.insert(
+        "/api/v1/namespaces/logging/pods/fluentd-x7k2p".into(),
+        pod("logging", "fluentd-x7k2p", Some(("DaemonSet", "fluentd")), "node-a"),
     );
+    let mut mirror = pod("kube-system", "kube-proxy-node-a", Some(("Node", "node-a")), "node-a");
+    mirror["metadata"]["annotations"] =
+        json!({ "kubernetes.io/config.mirror": "3f1c2d", "kubernetes.io/config.source": "file" });
+    mirror["metadata"]["ownerReferences"][0]["apiVersion"] = json!("v1");
+    mirror["metadata"]["namespace"] = json!("default");
+    o.insert("/api/v1/namespaces/default/pods/kube-proxy-node-a".into(), mirror);
+    o.insert(
+        "/api/v1/namespaces/kube-system/pods/coredns-5d78c-4kx9z".into(),
+        pod("kube-system", "coredns-5d78c-4kx9z", Some(("ReplicaSet", "coredns-5d78c")), "node-a"),
+    );
+    let mut done = pod("batch", "report-28731-tz6vq", Some(("Job", "report-28731")), "node-a");
+    done["status"]["phase"] = json!("Succeeded");
+    o.insert("/api/v1/namespaces/batch/pods/report-28731-tz6vq".into(), done);
+    o.insert(BARE.into(), pod("shop", "debug-shell", None, "node-b"));
+}
+
+fn template(image: &str) -> Value {
+    json!({
+        "metadata": { "labels": { "app": "checkout" } },
+        "spec": { "containers": [
+            { "name": "app", "image": image, "resources": { "limits": { "memory": "512Mi" }, "requests": { "memory": "256Mi" } } },
+            { "name": "proxy", "image": "envoy:1.29" }
+        ] }
+    })
+}
+
+fn pod(ns: &str, name: &str, controlled_by: Option<(&str, &str)>, node: &str) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": ns, "uid": format!("uid-{name}") },
+        "spec": { "nodeName": node, "containers": [{ "name": "main", "image": "busybox" }] },
+        "status": { "phase": "Running" }
+    });
+    if let Some((kind, owner_name)) = controlled_by {
+        p["metadata"]["ownerReferences"] = owner(kind, "apps/v1", owner_name);
+    }
+    p
+}
+
+/// RFC 7386 merge, with lists of named objects merged by name (the strategic
+/// merge the API server applies to containers).
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if b.iter().all(|x| x.get("name").is_some()) => {
+            for item in b {
+                match a.iter_mut().find(|e| e["name"] == item["name"]) {
+                    Some(e) => merge(e, item),
+                    None => a.push(item.clone()),
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// The objects a list request selects: kind from the path, its namespace if
+/// any, `labelSelector` (k=v,…) and `fieldSelector` (spec.nodeName=…).
+fn list(objects: &BTreeMap<String, Value>, path: &str, query: &str) -> Option<Value> {
+    let kind = match path.rsplit('/').next()? {
+        "pods" => "Pod",
+        "nodes" => "Node",
+        "replicasets" => "ReplicaSet",
+        _ => return None,
+    };
+    let namespace = path.split("/namespaces/").nth(1).and_then(|r| r.split('/').next());
+    let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let items: Vec<Value> = objects
+        .values()
+        .filter(|o| o["kind"] == kind)
+        .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
+        .filter(|o| {
+            params.get("labelSelector").is_none_or(|sel| {
+                sel.split(',').all(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    o["metadata"]["labels"][k] == v
+                })
+            })
+        })
+        .filter(|o| {
+            params.get("fieldSelector").is_none_or(|sel| {
+                let node = sel.strip_prefix("spec.nodeName=").expect("only spec.nodeName is served");
+                o["spec"]["nodeName"] == node
+            })
+        })
+        .cloned()
+        .collect();
+    Some(
+        json!({ "apiVersion": "v1", "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items }),
+    )
 }
 
 fn not_found(path: &str) -> axum::response::Response {
@@ -94,9 +208,11 @@ async fn api(
     body: Bytes,
 ) -> axum::response::Response {
     let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or("").to_owned();
     let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    fake.requests.lock().unwrap().push((method.to_string(), path.clone(), ctype, parsed.clone()));
+    let recorded = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+    fake.requests.lock().unwrap().push((method.to_string(), recorded, ctype.clone(), parsed.clone()));
     let mut objects = fake.objects.lock().unwrap();
     match (method.as_str(), path.as_str()) {
         ("PATCH", p) if p == format!("{DEPLOY}/scale") => {
@@ -108,29 +224,45 @@ async fn api(
                 "spec": { "replicas": d["spec"]["replicas"] }, "status": { "replicas": d["spec"]["replicas"] } });
             axum::Json(scale).into_response()
         }
-        ("PATCH", DEPLOY) => {
+        ("PATCH", DEPLOY) if ctype == "application/json-patch+json" => {
             let d = objects.get_mut(DEPLOY).unwrap();
-            let template = &parsed["spec"]["template"];
-            if let Some(annotations) = template["metadata"]["annotations"].as_object() {
-                let target = &mut d["spec"]["template"]["metadata"];
-                if target.get("annotations").is_none() {
-                    target["annotations"] = json!({});
-                }
-                for (k, v) in annotations {
-                    target["annotations"][k] = v.clone();
-                }
-            }
-            // Strategic merge: containers are merged by name.
-            for c in template["spec"]["containers"].as_array().into_iter().flatten() {
-                let containers = d["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap();
-                let existing = containers.iter_mut().find(|e| e["name"] == c["name"]).unwrap();
-                existing["image"] = c["image"].clone();
+            for op in parsed.as_array().unwrap() {
+                assert_eq!((op["op"].as_str(), op["path"].as_str()), (Some("replace"), Some("/spec/template")));
+                d["spec"]["template"] = op["value"].clone();
             }
             roll_out(d);
             axum::Json(d.clone()).into_response()
         }
-        ("GET", p) => match objects.get(p) {
-            Some(o) => axum::Json(o.clone()).into_response(),
+        ("PATCH", p) if p == DEPLOY || p.starts_with("/api/v1/nodes/") => match objects.get_mut(p) {
+            Some(o) => {
+                merge(o, &parsed);
+                if p == DEPLOY {
+                    roll_out(o);
+                }
+                axum::Json(o.clone()).into_response()
+            }
+            None => not_found(p),
+        },
+        ("POST", p) if p.ends_with("/eviction") => {
+            let pod = p.trim_end_matches("/eviction");
+            let mut refusals = fake.budget_refusals.lock().unwrap();
+            if pod == PAYMENTS && *refusals > 0 {
+                *refusals -= 1;
+                let status = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                    "reason": "TooManyRequests", "code": 429 });
+                return (StatusCode::TOO_MANY_REQUESTS, axum::Json(status)).into_response();
+            }
+            match objects.remove(pod) {
+                Some(_) => axum::Json(
+                    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201 }),
+                )
+                .into_response(),
+                None => not_found(pod),
+            }
+        }
+        ("GET", p) => match objects.get(p).cloned().or_else(|| list(&objects, p, &query)) {
+            Some(o) => axum::Json(o).into_response(),
             None => not_found(p),
         },
         ("DELETE", p) => match objects.remove(p) {
@@ -280,13 +412,23 @@ async fn only_a_pod_with_a_controller_is_deleted() {
 #[tokio::test]
 async fn dry_run_sends_no_mutating_request() {
     let (fake, exec) = setup().await;
-    let rails = Guardrails { allowlist: vec!["kubernetes:shop/*".into()], dry_run: true, ..Guardrails::default() };
+    let rails = Guardrails {
+        allowlist: vec!["kubernetes:shop/*".into(), "kubernetes:node/*".into()],
+        dry_run: true,
+        ..Guardrails::default()
+    };
     let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch)).unwrap();
     for a in [
         action("scale_deployment", "kubernetes:shop/checkout", json!({ "replicas": 3 })),
         action("restart_deployment", "kubernetes:shop/checkout", json!({})),
         action("patch_image", "kubernetes:shop/checkout", json!({ "image": "x:1" })),
+        action("patch_image", "kubernetes:shop/checkout", json!({ "image": "last_known_good" })),
+        action("patch_memory_limit", "kubernetes:shop/checkout", json!({})),
+        action("rollback_deployment", "kubernetes:shop/checkout", json!({})),
         action("delete_pod", "kubernetes:shop/checkout-7d9f8-x2x7q", json!({})),
+        action("cordon_node", "kubernetes:node/node-c", json!({})),
+        action("drain_node", "kubernetes:node/node-a", json!({})),
+        action("uncordon_node", "kubernetes:node/node-c", json!({})),
     ] {
         let pre = g.describe(&a).await.unwrap();
         let out = g.execute(&a, &pre, "k").await.unwrap();
@@ -298,4 +440,220 @@ async fn dry_run_sends_no_mutating_request() {
     let big = action("scale_deployment", "kubernetes:shop/checkout", json!({ "replicas": 5 }));
     let pre = g.describe(&big).await.unwrap();
     assert!(matches!(g.execute(&big, &pre, "k").await.unwrap_err(), ExecError::Refused { guard: "blast_radius", .. }));
+}
+
+#[tokio::test]
+async fn memory_limit_is_doubled_within_floor_and_cap_then_restored() {
+    let (fake, exec) = setup().await;
+    let raise = action(
+        "patch_memory_limit",
+        "kubernetes:shop/checkout",
+        json!({ "factor": 2, "floor_mib": 256, "cap_mib": 8192 }),
+    );
+    let pre = exec.describe(&raise).await.unwrap();
+    assert_eq!(pre["containers"][0]["memory_limit"], "512Mi");
+    assert_eq!(exec.dry_run(&raise, &pre).await.unwrap().summary, "raise app's memory limit from 512Mi to 1024Mi");
+    assert!(exec.execute(&raise, &pre, "run-6:apply-0").await.unwrap().changed);
+    assert!(!exec.execute(&raise, &pre, "run-6:apply-0").await.unwrap().changed, "already at 1024Mi");
+    assert!(exec.rollback(&raise, &pre, "run-6:restore-0").await.unwrap().changed);
+    let limit = |m: &str| {
+        json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": "app", "resources": { "limits": { "memory": m } } }
+        ] } } } })
+    };
+    let m = mutations(&fake);
+    assert_eq!(
+        m,
+        [
+            ("PATCH".into(), DEPLOY.into(), "application/strategic-merge-patch+json".into(), limit("1024Mi")),
+            ("PATCH".into(), DEPLOY.into(), "application/strategic-merge-patch+json".into(), limit("512Mi")),
+        ]
+    );
+    let d = fake.objects.lock().unwrap()[DEPLOY].clone();
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"], "256Mi");
+
+    // The cap bounds the raise; a floor lifts a small one; at the cap it is refused.
+    let capped = action("patch_memory_limit", "kubernetes:shop/checkout", json!({ "factor": 4, "cap_mib": 1536 }));
+    assert!(exec.dry_run(&capped, &pre).await.unwrap().summary.ends_with("to 1536Mi"));
+    let floored = action("patch_memory_limit", "kubernetes:shop/checkout", json!({ "factor": 1.1, "floor_mib": 2048 }));
+    assert!(exec.dry_run(&floored, &pre).await.unwrap().summary.ends_with("to 2048Mi"));
+    let at_cap = action("patch_memory_limit", "kubernetes:shop/checkout", json!({ "cap_mib": 512 }));
+    let err = exec.dry_run(&at_cap, &pre).await.unwrap_err();
+    assert!(matches!(err, ExecError::Refused { guard: "memory_cap", .. }), "{err}");
+    let sidecar = action("patch_memory_limit", "kubernetes:shop/checkout", json!({ "container": "proxy" }));
+    assert!(matches!(exec.dry_run(&sidecar, &pre).await.unwrap_err(), ExecError::BadAction(_)), "no limit to raise");
+}
+
+#[tokio::test]
+async fn rollback_deployment_restores_the_previous_revisions_template_and_back() {
+    let (fake, exec) = setup().await;
+    let undo = action("rollback_deployment", "kubernetes:shop/checkout", json!({}));
+    let pre = exec.describe(&undo).await.unwrap();
+    let lists: Vec<String> =
+        fake.requests.lock().unwrap().iter().filter(|r| r.1.contains('?')).map(|r| r.1.clone()).collect();
+    assert_eq!(lists, ["/apis/apps/v1/namespaces/shop/replicasets?&labelSelector=app%3Dcheckout"]);
+    assert_eq!(pre["revision"], 3);
+    assert_eq!(pre["previous"]["revision"], 2, "the canary's revision 1 is another deployment's");
+    assert_eq!(pre["previous"]["replicaset"], "checkout-5c6b4");
+    assert_eq!(
+        exec.dry_run(&undo, &pre).await.unwrap().summary,
+        "roll deployment checkout back from revision 3 to revision 2"
+    );
+    assert!(exec.execute(&undo, &pre, "run-7:apply-0").await.unwrap().changed);
+    assert!(!exec.execute(&undo, &pre, "run-7:apply-0").await.unwrap().changed, "already on revision 2's template");
+    assert!(exec.rollback(&undo, &pre, "run-7:restore-0").await.unwrap().changed);
+
+    let m = mutations(&fake);
+    assert_eq!(m.len(), 2);
+    let replace = |image: &str| json!([{ "op": "replace", "path": "/spec/template", "value": template(image) }]);
+    assert_eq!(
+        m[0],
+        (
+            "PATCH".into(),
+            DEPLOY.into(),
+            "application/json-patch+json".into(),
+            replace("registry.local/checkout:1.41.3")
+        ),
+        "revision 2's template, without its pod-template-hash label"
+    );
+    assert_eq!(
+        m[1],
+        (
+            "PATCH".into(),
+            DEPLOY.into(),
+            "application/json-patch+json".into(),
+            replace("registry.local/checkout:1.42.0")
+        )
+    );
+
+    // `last_known_good` is the previous revision's image of that container.
+    let fallback =
+        action("patch_image", "kubernetes:shop/checkout", json!({ "image": "last_known_good", "container": "app" }));
+    let pre = exec.describe(&fallback).await.unwrap();
+    assert_eq!(
+        exec.dry_run(&fallback, &pre).await.unwrap().summary,
+        "set app's image to registry.local/checkout:1.41.3"
+    );
+
+    // With no earlier revision there is nothing to roll back to.
+    fake.objects.lock().unwrap().remove(OLD_RS);
+    let pre = exec.describe(&undo).await.unwrap();
+    assert!(matches!(exec.dry_run(&undo, &pre).await.unwrap_err(), ExecError::NotFound(_)));
+}
+
+#[tokio::test]
+async fn drain_evicts_through_the_eviction_api_and_skips_what_it_must() {
+    let (fake, exec) = setup().await;
+    let drain = action("drain_node", "kubernetes:node/node-a", json!({}));
+    let pre = exec.describe(&drain).await.unwrap();
+    let skips: BTreeMap<String, Value> = pre["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["skip"].clone()))
+        .collect();
+    assert_eq!(
+        skips,
+        BTreeMap::from([
+            ("checkout-7d9f8-x2x7q".to_owned(), Value::Null),
+            ("coredns-5d78c-4kx9z".to_owned(), json!("kube-system")),
+            ("fluentd-x7k2p".to_owned(), json!("daemonset")),
+            ("kube-proxy-node-a".to_owned(), json!("mirror")),
+            ("payments-6f7c9-q8w2d".to_owned(), Value::Null),
+            ("report-28731-tz6vq".to_owned(), json!("finished")),
+        ])
+    );
+    let out = exec.execute(&drain, &pre, "run-8:apply-0").await.unwrap();
+    assert!(out.changed);
+    assert_eq!(out.summary, "drained node node-a: 2 pods evicted");
+    assert!(!exec.execute(&drain, &pre, "run-8:apply-0").await.unwrap().changed, "cordoned and empty: nothing to do");
+
+    let eviction = |ns: &str, name: &str| {
+        (
+            "POST".to_owned(),
+            format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"),
+            "application/json".to_owned(),
+            json!({ "apiVersion": "policy/v1", "kind": "Eviction", "metadata": { "name": name, "namespace": ns } }),
+        )
+    };
+    let cordon = |on: bool| {
+        (
+            "PATCH".to_owned(),
+            NODE_A.to_owned(),
+            "application/merge-patch+json".to_owned(),
+            json!({ "spec": { "unschedulable": on } }),
+        )
+    };
+    assert_eq!(
+        mutations(&fake),
+        [
+            cordon(true),
+            eviction("pay", "payments-6f7c9-q8w2d"),
+            eviction("pay", "payments-6f7c9-q8w2d"),
+            eviction("shop", "checkout-7d9f8-x2x7q"),
+        ],
+        "cordon first; the budget's 429 is retried; nothing else is evicted"
+    );
+    let gets: Vec<String> =
+        fake.requests.lock().unwrap().iter().filter(|r| r.0 == "GET").map(|r| r.1.clone()).collect();
+    assert!(gets.contains(&"/api/v1/pods?&fieldSelector=spec.nodeName%3Dnode-a".to_owned()), "{gets:?}");
+    {
+        let o = fake.objects.lock().unwrap();
+        assert!(!o.contains_key(POD) && !o.contains_key(PAYMENTS));
+        assert!(o.contains_key("/api/v1/namespaces/logging/pods/fluentd-x7k2p"));
+        assert!(o.contains_key("/api/v1/namespaces/kube-system/pods/coredns-5d78c-4kx9z"));
+        assert_eq!(o[NODE_A]["spec"]["unschedulable"], true);
+    }
+
+    exec.rollback(&drain, &pre, "run-8:restore-0").await.unwrap();
+    assert_eq!(mutations(&fake).last().unwrap(), &cordon(false));
+    assert_eq!(fake.objects.lock().unwrap()[NODE_A]["spec"]["unschedulable"], false);
+}
+
+#[tokio::test]
+async fn a_drain_that_would_lose_a_pod_or_a_second_node_is_refused() {
+    let (fake, exec) = setup().await;
+    // No cooldown here: node-c is cordoned, uncordoned and cordoned again in a row.
+    let rails =
+        Guardrails { allowlist: vec!["kubernetes:node/*".into()], cooldown: Duration::ZERO, ..Guardrails::default() };
+    let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch)).unwrap();
+
+    // node-b runs debug-shell, which no controller owns.
+    let drain_b = action("drain_node", "kubernetes:node/node-b", json!({}));
+    let pre = g.describe(&drain_b).await.unwrap();
+    let err = g.execute(&drain_b, &pre, "run-9:apply-0").await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Refused { guard: "ownership", reason } if reason.contains("shop/debug-shell")),
+        "{err}"
+    );
+
+    // With node-c already cordoned, cordoning or draining node-a would be a second node.
+    let cordon_c = action("cordon_node", "kubernetes:node/node-c", json!({}));
+    let pre = g.describe(&cordon_c).await.unwrap();
+    assert!(g.execute(&cordon_c, &pre, "run-10:apply-0").await.unwrap().changed);
+    for name in ["drain_node", "cordon_node"] {
+        let a = action(name, "kubernetes:node/node-a", json!({}));
+        let pre = g.describe(&a).await.unwrap();
+        assert_eq!(pre["other_nodes_cordoned"], 1);
+        let err = g.execute(&a, &pre, "run-11:apply-0").await.unwrap_err();
+        assert!(matches!(err, ExecError::Refused { guard: "blast_radius", .. }), "{err}");
+    }
+    // Uncordoning is always allowed, and its rollback cordons again.
+    let uncordon_c = action("uncordon_node", "kubernetes:node/node-c", json!({}));
+    let pre = g.describe(&uncordon_c).await.unwrap();
+    assert!(g.execute(&uncordon_c, &pre, "run-12:apply-0").await.unwrap().changed);
+    assert!(g.rollback(&uncordon_c, &pre, "run-12:restore-0").await.unwrap().changed);
+
+    let m = mutations(&fake);
+    let node_c = |on: bool| {
+        (
+            "PATCH".to_owned(),
+            NODE_C.to_owned(),
+            "application/merge-patch+json".to_owned(),
+            json!({ "spec": { "unschedulable": on } }),
+        )
+    };
+    assert_eq!(m, [node_c(true), node_c(false), node_c(true)], "nothing reached node-a or node-b");
+    assert!(fake.objects.lock().unwrap().contains_key(BARE));
 }

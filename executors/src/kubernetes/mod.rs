@@ -1,29 +1,46 @@
-//! Kubernetes through kube + k8s-openapi, on `kubernetes:NAMESPACE/NAME`.
+//! Kubernetes through kube + k8s-openapi.
 //!
-//! NAME may be a Deployment or one of its pods: a pod is resolved through its
-//! controller chain (Pod → ReplicaSet → Deployment) before anything is
-//! patched. Actions: `scale_deployment` (`replicas`, or `factor` ×2 by
-//! default), `restart_deployment` (the rollout annotation `kubectl rollout
-//! restart` sets), `patch_image` (`image`, optional `container`),
-//! `delete_pod` (only a pod a controller will replace; a bare pod is refused).
-//! Each checks the object first, so a repeat does nothing, and rolls back
-//! from the captured pre-state.
+//! Workloads are `kubernetes:NAMESPACE/NAME`, where NAME may be a Deployment
+//! or one of its pods: a pod is resolved through its controller chain
+//! (Pod → ReplicaSet → Deployment) before anything is patched. Actions:
+//! - `scale_deployment`: `replicas`, or `factor` (×2 by default);
+//! - `restart_deployment`: the rollout annotation `kubectl rollout restart` sets;
+//! - `patch_image`: `image` (or `last_known_good`: the image of the previous
+//!   revision), optional `container`;
+//! - `patch_memory_limit`: the limit × `factor` (2), at least `floor_mib`
+//!   (256) and at most `cap_mib` (8192), optional `container`;
+//! - `rollback_deployment`: back to the previous revision's pod template (or
+//!   `revision`), as `kubectl rollout undo` does;
+//! - `delete_pod`: only a pod a controller will replace; a bare pod is refused.
+//!
+//! Nodes are `kubernetes:node/NAME`: `cordon_node`, `uncordon_node` and
+//! `drain_node` (see [`node`]).
+//!
+//! Every action checks the object first, so a repeat does nothing, and rolls
+//! back from the captured pre-state.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use crate::{wait_until, Action, Blast, ExecError, Executor, Outcome};
+
+pub mod node;
+pub mod quantity;
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// The idempotency key of the restart Sentinel made, beside it.
 pub const RESTART_KEY: &str = "sentinel.dev/restart-key";
+/// The revision the deployment controller writes on Deployments and ReplicaSets.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The image parameter that means "the previous revision's image".
+pub const LAST_KNOWN_GOOD: &str = "last_known_good";
 
 #[derive(Clone, Debug)]
 pub struct KubeConfig {
@@ -38,22 +55,22 @@ impl Default for KubeConfig {
 }
 
 pub struct KubeExecutor {
-    client: kube::Client,
-    config: KubeConfig,
+    pub(crate) client: kube::Client,
+    pub(crate) config: KubeConfig,
 }
 
-fn kube_err(what: &str, e: kube::Error) -> ExecError {
+pub(crate) fn kube_err(what: &str, e: kube::Error) -> ExecError {
     match &e {
         kube::Error::Api(status) if status.code == 404 => ExecError::NotFound(format!("{what}: {}", status.message)),
         _ => ExecError::Backend(format!("{what}: {e}")),
     }
 }
 
-fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
+pub(crate) fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
     refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
 }
 
-fn unsupported(action: &Action) -> ExecError {
+pub(crate) fn unsupported(action: &Action) -> ExecError {
     ExecError::Unsupported { executor: "kubernetes".into(), action: action.action.clone() }
 }
 
@@ -110,7 +127,15 @@ impl KubeExecutor {
         let spec = d.spec.as_ref();
         let template = spec.and_then(|s| s.template.spec.as_ref());
         let containers: Vec<Value> = template
-            .map(|t| t.containers.iter().map(|c| json!({ "name": c.name, "image": c.image })).collect())
+            .map(|t| {
+                t.containers
+                    .iter()
+                    .map(|c| {
+                        let limit = c.resources.as_ref().and_then(|r| r.limits.as_ref()).and_then(|l| l.get("memory"));
+                        json!({ "name": c.name, "image": c.image, "memory_limit": limit.map(|q| q.0.clone()) })
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let annotations =
             spec.and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default();
@@ -120,7 +145,47 @@ impl KubeExecutor {
             "replicas": spec.and_then(|s| s.replicas).unwrap_or(1),
             "containers": containers,
             "restart_key": annotations.get(RESTART_KEY),
+            "revision": revision(d.metadata.annotations.as_ref()),
+            "template": spec.map(|s| template_value(&s.template)),
         })
+    }
+
+    /// The revision before the current one (or `wanted`), from the
+    /// deployment's ReplicaSets: `{revision, template, images}`, or null when
+    /// there is none.
+    async fn previous(&self, ns: &str, d: &Deployment, wanted: Option<u64>) -> Result<Value, ExecError> {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let current = revision(d.metadata.annotations.as_ref()).unwrap_or(u64::MAX);
+        let selector = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let sets = Api::<ReplicaSet>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| kube_err("list replicasets", e))?;
+        let best = sets
+            .items
+            .iter()
+            .filter(|rs| {
+                controller(rs.metadata.owner_references.as_ref())
+                    .is_some_and(|o| o.kind == "Deployment" && o.name == name)
+            })
+            .filter_map(|rs| Some((revision(rs.metadata.annotations.as_ref())?, rs)))
+            .filter(|(rev, _)| match wanted {
+                Some(w) => *rev == w,
+                None => *rev < current,
+            })
+            .max_by_key(|(rev, _)| *rev);
+        let Some((rev, rs)) = best else { return Ok(Value::Null) };
+        let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else { return Ok(Value::Null) };
+        let images: serde_json::Map<String, Value> =
+            template.spec.iter().flat_map(|s| &s.containers).map(|c| (c.name.clone(), json!(c.image))).collect();
+        Ok(
+            json!({ "revision": rev, "replicaset": rs.metadata.name, "template": template_value(template), "images": images }),
+        )
     }
 
     fn scale_to(action: &Action, before: i64) -> Result<i64, ExecError> {
@@ -134,19 +199,87 @@ impl KubeExecutor {
         Ok(((before.max(1) as f64) * factor).round() as i64)
     }
 
+    /// The container an action names, or the first one.
+    fn container(action: &Action, pre: &Value) -> Result<String, ExecError> {
+        let name = match action.params.get("container").and_then(Value::as_str) {
+            Some(c) => c,
+            None => pre["containers"][0]["name"].as_str().ok_or_else(|| ExecError::BadAction("no container".into()))?,
+        };
+        if !pre["containers"].as_array().is_some_and(|cs| cs.iter().any(|c| c["name"] == name)) {
+            return Err(ExecError::BadAction(format!("the deployment has no container `{name}`")));
+        }
+        Ok(name.to_owned())
+    }
+
     /// (container name, image to set) for `patch_image`.
     fn image_change(action: &Action, pre: &Value) -> Result<(String, String), ExecError> {
         let image = action.params.get("image").and_then(Value::as_str).ok_or_else(|| {
             ExecError::BadAction("patch_image needs an `image` parameter (the fallback image)".into())
         })?;
-        let container = match action.params.get("container").and_then(Value::as_str) {
-            Some(c) => c.to_owned(),
-            None => pre["containers"][0]["name"]
-                .as_str()
-                .ok_or_else(|| ExecError::BadAction("the deployment has no container".into()))?
-                .to_owned(),
-        };
-        Ok((container, image.to_owned()))
+        let container = KubeExecutor::container(action, pre)?;
+        if image != LAST_KNOWN_GOOD {
+            return Ok((container, image.to_owned()));
+        }
+        let previous = pre["previous"]["images"][&container].as_str().ok_or_else(|| {
+            ExecError::NotFound(format!("no earlier revision of {} has container {container}", pre["deployment"]))
+        })?;
+        Ok((container, previous.to_owned()))
+    }
+
+    /// (container name, limit before, limit to set) for `patch_memory_limit`.
+    fn memory_change(action: &Action, pre: &Value) -> Result<(String, String, String), ExecError> {
+        let container = KubeExecutor::container(action, pre)?;
+        let before = pre["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == container.as_str())
+            .and_then(|c| c["memory_limit"].as_str())
+            .ok_or_else(|| ExecError::BadAction(format!("container {container} has no memory limit to raise")))?;
+        let bytes = quantity::bytes(before)
+            .ok_or_else(|| ExecError::BadAction(format!("memory limit `{before}` is not a quantity")))?;
+        let factor = action.param_f64("factor")?.unwrap_or(2.0);
+        if !(factor.is_finite() && factor > 1.0) {
+            return Err(ExecError::BadAction(format!("factor must be above 1, not {factor}")));
+        }
+        let floor = action.param_u64("floor_mib")?.unwrap_or(256).saturating_mul(1 << 20);
+        let cap = action.param_u64("cap_mib")?.unwrap_or(8192).saturating_mul(1 << 20);
+        let target = ((bytes as f64 * factor).ceil() as u64).max(floor).min(cap);
+        if target <= bytes {
+            return Err(ExecError::Refused {
+                guard: "memory_cap",
+                reason: format!(
+                    "container {container} is at {before}, already at or above the cap of {}",
+                    quantity::mebibytes(cap)
+                ),
+            });
+        }
+        Ok((container, before.to_owned(), quantity::mebibytes(target)))
+    }
+
+    fn memory_of(state: &Value, container: &str) -> Option<String> {
+        state["containers"].as_array()?.iter().find(|c| c["name"] == container)?["memory_limit"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    async fn set_memory(&self, ns: &str, name: &str, container: &str, limit: &str) -> Result<(), ExecError> {
+        let patch = json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": container, "resources": { "limits": { "memory": limit } } }
+        ] } } } });
+        self.patch(ns, name, patch).await
+    }
+
+    /// Replaces the pod template whole, as `kubectl rollout undo` does.
+    async fn set_template(&self, ns: &str, name: &str, template: &Value) -> Result<(), ExecError> {
+        let ops = json!([{ "op": "replace", "path": "/spec/template", "value": template }]);
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).map_err(|e| ExecError::BadAction(format!("template patch: {e}")))?;
+        self.deployments(ns)
+            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(|e| kube_err("patch deployment", e))?;
+        Ok(())
     }
 
     fn image_of(state: &Value, container: &str) -> Option<String> {
@@ -204,6 +337,9 @@ impl Executor for KubeExecutor {
 
     async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
         let t = action.target()?;
+        if node::is_node_action(&action.action) {
+            return self.describe_node(action, &t.name).await;
+        }
         if action.action == "delete_pod" {
             let pod = Api::<Pod>::namespaced(self.client.clone(), &t.scope)
                 .get(&t.name)
@@ -213,11 +349,21 @@ impl Executor for KubeExecutor {
             return Ok(json!({ "pod": t.name, "controller": owner }));
         }
         let (d, chain) = self.resolve(&t.scope, &t.name).await?;
-        Ok(KubeExecutor::state(&d, &chain))
+        let mut state = KubeExecutor::state(&d, &chain);
+        let wants_previous = action.action == "rollback_deployment"
+            || (action.action == "patch_image" && action.params.get("image") == Some(&json!(LAST_KNOWN_GOOD)));
+        if wants_previous {
+            let wanted = action.param_u64("revision")?;
+            state["previous"] = self.previous(&t.scope, &d, wanted).await?;
+        }
+        Ok(state)
     }
 
     async fn dry_run(&self, action: &Action, pre: &Value) -> Result<Outcome, ExecError> {
         let t = action.target()?;
+        if node::is_node_action(&action.action) {
+            return node::plan(action, pre);
+        }
         let mut after = pre.clone();
         let mut blast = Blast::default();
         let summary = match action.action.as_str() {
@@ -232,6 +378,19 @@ impl Executor for KubeExecutor {
             "patch_image" => {
                 let (container, image) = KubeExecutor::image_change(action, pre)?;
                 format!("set {container}'s image to {image}")
+            }
+            "patch_memory_limit" => {
+                let (container, before, to) = KubeExecutor::memory_change(action, pre)?;
+                format!("raise {container}'s memory limit from {before} to {to}")
+            }
+            "rollback_deployment" => {
+                let to = KubeExecutor::rollback_target(pre)?;
+                format!(
+                    "roll deployment {} back from revision {} to revision {}",
+                    pre["deployment"].as_str().unwrap_or(&t.name),
+                    pre["revision"],
+                    to["revision"]
+                )
             }
             "delete_pod" => match pre["controller"].as_str() {
                 Some(owner) => format!("delete pod {} ({owner} replaces it)", t.name),
@@ -249,6 +408,9 @@ impl Executor for KubeExecutor {
 
     async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
         let t = action.target()?;
+        if node::is_node_action(&action.action) {
+            return self.execute_node(action, &t.name).await;
+        }
         if action.action == "delete_pod" {
             self.dry_run(action, pre).await?;
             let pods = Api::<Pod>::namespaced(self.client.clone(), &t.scope);
@@ -296,6 +458,22 @@ impl Executor for KubeExecutor {
                 }
                 act
             }
+            "patch_memory_limit" => {
+                let (container, _, to) = KubeExecutor::memory_change(action, pre)?;
+                let act = KubeExecutor::memory_of(&now, &container).as_deref() != Some(to.as_str());
+                if act {
+                    self.set_memory(&t.scope, &name, &container, &to).await?;
+                }
+                act
+            }
+            "rollback_deployment" => {
+                let to = &KubeExecutor::rollback_target(pre)?["template"];
+                let act = now["template"] != *to;
+                if act {
+                    self.set_template(&t.scope, &name, to).await?;
+                }
+                act
+            }
             _ => return Err(unsupported(action)),
         };
         let d = self.rolled_out(&t.scope, &name).await?;
@@ -306,6 +484,9 @@ impl Executor for KubeExecutor {
 
     async fn rollback(&self, action: &Action, pre: &Value, _key: &str) -> Result<Outcome, ExecError> {
         let t = action.target()?;
+        if node::is_node_action(&action.action) {
+            return self.restore_node(action, pre, &t.name).await;
+        }
         if matches!(action.action.as_str(), "delete_pod" | "restart_deployment") {
             // The controller already replaced what was deleted or restarted: nothing to restore.
             return Ok(Outcome {
@@ -338,6 +519,25 @@ impl Executor for KubeExecutor {
                 }
                 act
             }
+            "patch_memory_limit" => {
+                let (container, before, _) = KubeExecutor::memory_change(action, pre)?;
+                let act = KubeExecutor::memory_of(&now, &container).as_deref() != Some(before.as_str());
+                if act {
+                    self.set_memory(&t.scope, &name, &container, &before).await?;
+                }
+                act
+            }
+            "rollback_deployment" => {
+                let before = &pre["template"];
+                if before.is_null() {
+                    return Err(ExecError::BadAction("pre-state lacks the pod template".into()));
+                }
+                let act = now["template"] != *before;
+                if act {
+                    self.set_template(&t.scope, &name, before).await?;
+                }
+                act
+            }
             _ => return Err(unsupported(action)),
         };
         let d = self.rolled_out(&t.scope, &name).await?;
@@ -348,4 +548,33 @@ impl Executor for KubeExecutor {
             blast: Blast::default(),
         })
     }
+}
+
+impl KubeExecutor {
+    /// The revision `rollback_deployment` goes back to, from the pre-state.
+    fn rollback_target(pre: &Value) -> Result<&Value, ExecError> {
+        let to = &pre["previous"];
+        if to.is_null() {
+            return Err(ExecError::NotFound(format!(
+                "deployment {} has no earlier revision to roll back to",
+                pre["deployment"]
+            )));
+        }
+        Ok(to)
+    }
+}
+
+/// The controller's revision annotation, as a number.
+fn revision(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<u64> {
+    annotations?.get(REVISION)?.parse().ok()
+}
+
+/// A pod template as JSON, without the `pod-template-hash` label the
+/// ReplicaSet controller adds, so a Deployment's and a ReplicaSet's compare.
+fn template_value(t: &PodTemplateSpec) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    if let Some(labels) = v.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        labels.remove("pod-template-hash");
+    }
+    v
 }
