@@ -1,0 +1,195 @@
+//! Alertmanager's webhook (payload format version 4) into detections.
+//!
+//! One notification is one alert group: it becomes one detection whose
+//! identity is the group key, so every later notification of the same group
+//! (more alerts firing, repeats) attaches to the same incident instead of
+//! opening one per alert. Alertmanager's own alert fingerprints are kept
+//! verbatim. Fields this version does not know are ignored: newer
+//! Alertmanagers add some.
+
+use std::collections::BTreeMap;
+
+use engine::Timestamp;
+use nodes::incident::{Detection, Source};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub version: String,
+    pub group_key: String,
+    /// `firing` while any alert of the group fires, `resolved` once none does.
+    pub status: String,
+    #[serde(default)]
+    pub receiver: String,
+    #[serde(default)]
+    pub group_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common_annotations: BTreeMap<String, String>,
+    #[serde(default, rename = "externalURL")]
+    pub external_url: String,
+    pub alerts: Vec<Alert>,
+    #[serde(default)]
+    pub truncated_alerts: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: String,
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
+    pub fingerprint: String,
+}
+
+/// What a notification means for incidents.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Alerts of the group fire: open the group's incident, or attach to it.
+    Firing(Detection),
+    /// Every alert of the group is resolved: the condition cleared.
+    Resolved(Detection),
+}
+
+/// Labels that name the service an alert is about, most specific first.
+const SERVICE_LABELS: [&str; 6] = ["service", "app", "deployment", "job", "node", "instance"];
+
+/// Reads a webhook body; the error says what is wrong with it.
+pub fn parse(body: &[u8]) -> Result<Notification, String> {
+    let n: Notification = serde_json::from_slice(body).map_err(|e| format!("not an Alertmanager notification: {e}"))?;
+    if n.version != "4" {
+        return Err(format!("payload version {:?} is not supported (version 4 is)", n.version));
+    }
+    if n.group_key.is_empty() {
+        return Err("groupKey is empty".into());
+    }
+    if !matches!(n.status.as_str(), "firing" | "resolved") {
+        return Err(format!("status {:?} is neither firing nor resolved", n.status));
+    }
+    if n.alerts.is_empty() {
+        return Err("the group has no alerts".into());
+    }
+    for (i, a) in n.alerts.iter().enumerate() {
+        if a.fingerprint.is_empty() {
+            return Err(format!("alerts[{i}] has no fingerprint"));
+        }
+        parse_time(&a.starts_at).map_err(|e| format!("alerts[{i}].startsAt: {e}"))?;
+    }
+    Ok(n)
+}
+
+fn parse_time(t: &str) -> Result<Timestamp, String> {
+    let at = humantime::parse_rfc3339_weak(t).map_err(|e| format!("{t:?} is not RFC 3339: {e}"))?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{t:?} is before 1970"))?.as_millis();
+    Ok(Timestamp(i64::try_from(ms).map_err(|_| format!("{t:?} is too far ahead"))?))
+}
+
+impl Notification {
+    /// The detection this group stands for, and whether it fires or cleared.
+    pub fn change(&self) -> Change {
+        let firing: Vec<&Alert> = self.alerts.iter().filter(|a| a.status == "firing").collect();
+        let relevant: Vec<&Alert> = if firing.is_empty() { self.alerts.iter().collect() } else { firing };
+        let first = relevant[0];
+        let label = |name: &str| {
+            self.common_labels.get(name).or_else(|| self.group_labels.get(name)).or_else(|| first.labels.get(name))
+        };
+        let alertname = label("alertname").cloned().unwrap_or_else(|| "unnamed".into());
+        let service = SERVICE_LABELS.iter().find_map(|l| label(l)).cloned().unwrap_or_else(|| alertname.clone());
+        let mut labels = first.labels.clone();
+        labels.extend(self.common_labels.clone());
+        let started_at = relevant.iter().filter_map(|a| parse_time(&a.starts_at).ok()).min().unwrap_or(Timestamp(0));
+        let observed = first
+            .annotations
+            .get("value")
+            .or_else(|| self.common_annotations.get("value"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(relevant.len() as f64);
+        let detection = Detection {
+            service,
+            anomaly_type: labels.get("anomaly_type").cloned().unwrap_or_else(|| "alert".into()),
+            metric: labels.get("metric").cloned().unwrap_or_else(|| alertname.clone()),
+            observed,
+            baseline_mean: 0.0,
+            baseline_stddev: 0.0,
+            started_at,
+            source: Source::Alertmanager {
+                group_key: self.group_key.clone(),
+                alertname,
+                fingerprints: self.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+            },
+            labels,
+        };
+        if self.status == "resolved" {
+            Change::Resolved(detection)
+        } else {
+            Change::Firing(detection)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notification as Alertmanager 0.27 sends it, plus a field from a later version.
+    fn body(status: &str, alerts: &str) -> String {
+        format!(
+            r#"{{"receiver":"sentinel","status":"{status}","alerts":[{alerts}],
+            "groupLabels":{{"alertname":"KubePodCrashLooping"}},
+            "commonLabels":{{"alertname":"KubePodCrashLooping","namespace":"shop","severity":"critical","deployment":"checkout"}},
+            "commonAnnotations":{{"summary":"Pod is crash looping."}},
+            "externalURL":"http://alertmanager:9093","version":"4",
+            "groupKey":"{{}}:{{alertname=\"KubePodCrashLooping\"}}","truncatedAlerts":0,"newerField":{{"x":1}}}}"#
+        )
+    }
+
+    fn alert(status: &str, pod: &str, fp: &str, starts: &str) -> String {
+        format!(
+            r#"{{"status":"{status}","labels":{{"alertname":"KubePodCrashLooping","namespace":"shop","pod":"{pod}","deployment":"checkout"}},
+            "annotations":{{"description":"restarting"}},"startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z",
+            "generatorURL":"http://prometheus:9090/graph","fingerprint":"{fp}"}}"#
+        )
+    }
+
+    #[test]
+    fn a_group_is_one_detection_with_alertmanagers_fingerprints() {
+        let a = alert("firing", "checkout-1", "a1b2c3d4e5f60718", "2026-11-23T07:01:00Z");
+        let b = alert("firing", "checkout-2", "0f1e2d3c4b5a6978", "2026-11-23T07:00:30.5Z");
+        let n = parse(body("firing", &format!("{a},{b}")).as_bytes()).unwrap();
+        let Change::Firing(d) = n.change() else { panic!("firing") };
+        assert_eq!(d.service, "checkout");
+        assert_eq!(d.labels["namespace"], "shop");
+        assert_eq!(d.started_at, Timestamp(1_795_417_230_500), "the earliest startsAt");
+        let Source::Alertmanager { group_key, alertname, fingerprints } = &d.source else { panic!() };
+        assert_eq!(group_key, r#"{}:{alertname="KubePodCrashLooping"}"#);
+        assert_eq!(alertname, "KubePodCrashLooping");
+        assert_eq!(fingerprints, &["a1b2c3d4e5f60718", "0f1e2d3c4b5a6978"]);
+        // The group is the identity: a later notification with another alert has the same fingerprint.
+        let c = alert("firing", "checkout-3", "9999999999999999", "2026-11-23T07:05:00Z");
+        let later = parse(body("firing", &c).as_bytes()).unwrap();
+        let Change::Firing(d2) = later.change() else { panic!("firing") };
+        assert_eq!(nodes::incident::fingerprint(&d), nodes::incident::fingerprint(&d2));
+    }
+
+    #[test]
+    fn resolved_groups_and_bad_bodies() {
+        let a = alert("resolved", "checkout-1", "a1b2c3d4e5f60718", "2026-11-23T07:01:00Z");
+        let n = parse(body("resolved", &a).as_bytes()).unwrap();
+        assert!(matches!(n.change(), Change::Resolved(_)));
+        let v3 = body("firing", &a).replace(r#""version":"4""#, r#""version":"3""#);
+        assert!(parse(v3.as_bytes()).unwrap_err().contains("version"));
+        assert!(parse(body("firing", "").as_bytes()).unwrap_err().contains("no alerts"));
+        assert!(parse(b"{").unwrap_err().contains("not an Alertmanager notification"));
+        let bad_time = alert("firing", "p", "f", "yesterday");
+        assert!(parse(body("firing", &bad_time).as_bytes()).unwrap_err().contains("startsAt"));
+    }
+}

@@ -1,0 +1,538 @@
+//! Streaming anomaly detection, one [`Series`] per (service, metric).
+//!
+//! Every sample is scored by four detectors against the samples *before* it:
+//!
+//! | detector | deviation `d` of a value `x` | parameters (default) |
+//! |---|---|---|
+//! | rolling z-score | `(x − mean) / stddev` of the last `window` points | `window` 60, `z_threshold` 4 |
+//! | robust | `0.6745 · (x − median) / MAD` of the same window | `mad_threshold` 5 |
+//! | EWMA | `(x − m) / s`, `m` and `s²` exponentially weighted mean and variance | `ewma_alpha` 0.1, `ewma_threshold` 4 |
+//! | seasonal | `(x − c) / s` against the same hour of the week (or, until two weeks are seen, of the day) on earlier weeks (days): `c` the median of those periods' means, `s` from the spread within and between them | `seasonal_threshold` 4, `seasonal_min_periods` 2 |
+//!
+//! Every scale is floored at `min_relative_scale` (1 %) of the level, so a flat
+//! series does not alert on a rounding change. A deviation `d` against its
+//! threshold `T` becomes a score `d² / (d² + T²)`: 0 on the baseline, 0.5 at
+//! the threshold, 0.8 at twice it, below 1 always.
+//!
+//! **The point score** (what `sentinel detect` writes) is the median of the
+//! three rolling scores (two of z-score, robust and EWMA must agree), and,
+//! once the seasonal baseline for that hour has `seasonal_min_periods`
+//! earlier periods, the smaller of that and the seasonal score: a value that
+//! is normal for this hour of the day or week does not alert, however far it
+//! is from the last hour's. No score before `warmup` points (0).
+//!
+//! **The persistence rule** turns scores into anomalies: an anomaly is raised
+//! when `persist_n` of the last `persist_m` points (3 of 5) scored at least
+//! 0.5, once per episode; the episode ends after `persist_m` points in a row
+//! below 0.5. The anomaly carries the highest score of those points and a
+//! reason naming each detector's deviation.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// The detectors' parameters (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetectorConfig {
+    pub window: usize,
+    pub warmup: usize,
+    pub z_threshold: f64,
+    pub mad_threshold: f64,
+    pub ewma_alpha: f64,
+    pub ewma_threshold: f64,
+    pub seasonal_threshold: f64,
+    pub seasonal_min_periods: usize,
+    pub min_relative_scale: f64,
+    pub persist_n: usize,
+    pub persist_m: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            window: 60,
+            warmup: 20,
+            z_threshold: 4.0,
+            mad_threshold: 5.0,
+            ewma_alpha: 0.1,
+            ewma_threshold: 4.0,
+            seasonal_threshold: 4.0,
+            seasonal_min_periods: 2,
+            min_relative_scale: 0.01,
+            persist_n: 3,
+            persist_m: 5,
+        }
+    }
+}
+
+impl DetectorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("z_threshold", self.z_threshold),
+            ("mad_threshold", self.mad_threshold),
+            ("ewma_threshold", self.ewma_threshold),
+            ("seasonal_threshold", self.seasonal_threshold),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be above 0, not {v}"));
+            }
+        }
+        if !(self.ewma_alpha > 0.0 && self.ewma_alpha < 1.0) {
+            return Err(format!("ewma_alpha must be in (0, 1), not {}", self.ewma_alpha));
+        }
+        if self.window < 3 || self.warmup < 3 || self.warmup > self.window {
+            return Err(format!("need 3 <= warmup ({}) <= window ({})", self.warmup, self.window));
+        }
+        if self.persist_n == 0 || self.persist_n > self.persist_m {
+            return Err(format!("need 1 <= persist_n ({}) <= persist_m ({})", self.persist_n, self.persist_m));
+        }
+        if self.min_relative_scale.is_nan() || self.min_relative_scale < 0.0 || self.seasonal_min_periods == 0 {
+            return Err("min_relative_scale must be >= 0 and seasonal_min_periods >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A score against its threshold: 0.5 at the threshold.
+fn score(d: f64, threshold: f64) -> f64 {
+    if !d.is_finite() {
+        return if d.is_nan() { 0.0 } else { 1.0 };
+    }
+    let d2 = d * d;
+    d2 / (d2 + threshold * threshold)
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// One detector's view of a point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Signed deviation in the detector's own units (σ-like).
+    pub deviation: f64,
+    pub score: f64,
+}
+
+/// Every detector's view of one point, and the point score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointScore {
+    pub score: f64,
+    pub zscore: Option<Reading>,
+    pub robust: Option<Reading>,
+    pub ewma: Option<Reading>,
+    pub seasonal: Option<Reading>,
+    /// The rolling window's mean and standard deviation (the baseline an
+    /// anomaly reports).
+    pub mean: f64,
+    pub stddev: f64,
+}
+
+impl PointScore {
+    /// `z 6.1, robust 7.3, ewma 5.2, seasonal 4.8 (hour of week)`.
+    pub fn reason(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, r: Option<Reading>| {
+            if let Some(r) = r {
+                parts.push(format!("{name} {:+.1}", r.deviation));
+            }
+        };
+        add("z", self.zscore);
+        add("robust", self.robust);
+        add("ewma", self.ewma);
+        add("seasonal", self.seasonal);
+        parts.join(", ")
+    }
+}
+
+/// An anomaly: the persistence rule held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// The timestamp (ms) of the point that completed the rule.
+    pub ts: i64,
+    pub value: f64,
+    /// The highest point score among the points that made it.
+    pub score: f64,
+    pub mean: f64,
+    pub stddev: f64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Ewma {
+    mean: f64,
+    var: f64,
+    n: u64,
+}
+
+/// Per-bucket statistics of earlier periods (days or weeks).
+#[derive(Clone, Debug, Default)]
+struct Bucket {
+    /// Means of the last periods seen, oldest first (at most `PERIODS`).
+    means: VecDeque<f64>,
+    /// Pooled within-period variance of those periods.
+    within: f64,
+    within_n: u64,
+    /// The period being filled.
+    period: i64,
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+const PERIODS: usize = 8;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const WEEK_MS: i64 = 7 * DAY_MS;
+
+impl Bucket {
+    /// The baseline (center, scale) from completed periods before `period`.
+    fn baseline(&self, min_periods: usize) -> Option<(f64, f64)> {
+        if self.means.len() < min_periods {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.means.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let center = median(&sorted);
+        let mut dev: Vec<f64> = sorted.iter().map(|m| (m - center).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let between = 1.4826 * median(&dev);
+        let within = if self.within_n > 0 { self.within } else { 0.0 };
+        Some((center, (within + between * between).sqrt()))
+    }
+
+    fn add(&mut self, period: i64, x: f64) {
+        if self.n > 0 && period != self.period {
+            self.close();
+        }
+        self.period = period;
+        self.n += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.n as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// Moves the period being filled into the history.
+    fn close(&mut self) {
+        if self.means.len() == PERIODS {
+            self.means.pop_front();
+        }
+        self.means.push_back(self.mean);
+        if self.n > 1 {
+            let var = self.m2 / (self.n - 1) as f64;
+            self.within_n += 1;
+            let k = self.within_n.min(PERIODS as u64) as f64;
+            self.within += (var - self.within) / k;
+        }
+        self.n = 0;
+        self.mean = 0.0;
+        self.m2 = 0.0;
+    }
+}
+
+/// The seasonal baselines: hour of the week, and hour of the day until the
+/// week has enough history.
+#[derive(Clone, Debug)]
+struct Seasonal {
+    week: Vec<Bucket>,
+    day: Vec<Bucket>,
+}
+
+impl Seasonal {
+    fn new() -> Self {
+        Seasonal { week: vec![Bucket::default(); 168], day: vec![Bucket::default(); 24] }
+    }
+
+    fn slots(ts: i64) -> (usize, i64, usize, i64) {
+        // The Unix epoch was a Thursday; shift so buckets start on Monday 00:00 UTC.
+        let t = ts + 3 * DAY_MS;
+        let week_slot = (t.rem_euclid(WEEK_MS) / HOUR_MS) as usize;
+        let day_slot = (t.rem_euclid(DAY_MS) / HOUR_MS) as usize;
+        (week_slot, t.div_euclid(WEEK_MS), day_slot, t.div_euclid(DAY_MS))
+    }
+
+    /// (center, scale, which) for `ts`, from earlier periods only.
+    fn baseline(&mut self, ts: i64, min_periods: usize) -> Option<(f64, f64)> {
+        let (ws, week, ds, day) = Seasonal::slots(ts);
+        // Close a bucket whose period has passed, so its mean counts now.
+        for (b, period) in [(&mut self.week[ws], week), (&mut self.day[ds], day)] {
+            if b.n > 0 && b.period != period {
+                b.close();
+            }
+        }
+        self.week[ws].baseline(min_periods).or_else(|| self.day[ds].baseline(min_periods))
+    }
+
+    fn add(&mut self, ts: i64, x: f64) {
+        let (ws, week, ds, day) = Seasonal::slots(ts);
+        self.week[ws].add(week, x);
+        self.day[ds].add(day, x);
+    }
+}
+
+/// The detectors of one (service, metric) series.
+#[derive(Clone, Debug)]
+pub struct Series {
+    window: VecDeque<f64>,
+    ewma: Ewma,
+    seasonal: Seasonal,
+    /// Whether each of the last `persist_m` points scored >= 0.5, and its score.
+    recent: VecDeque<(bool, f64)>,
+    in_episode: bool,
+    calm: usize,
+    seen: u64,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series::new()
+    }
+}
+
+impl Series {
+    pub fn new() -> Self {
+        Series {
+            window: VecDeque::new(),
+            ewma: Ewma::default(),
+            seasonal: Seasonal::new(),
+            recent: VecDeque::new(),
+            in_episode: false,
+            calm: 0,
+            seen: 0,
+        }
+    }
+
+    /// Scores `x` at `ts` (ms) against what came before, then learns it.
+    pub fn score(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> PointScore {
+        let n = self.window.len();
+        let mut out =
+            PointScore { score: 0.0, zscore: None, robust: None, ewma: None, seasonal: None, mean: x, stddev: 0.0 };
+        if n > 0 {
+            let mean = self.window.iter().sum::<f64>() / n as f64;
+            let var = self.window.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n.max(2) - 1) as f64;
+            out.mean = mean;
+            out.stddev = var.sqrt();
+        }
+        let floor = |level: f64| (cfg.min_relative_scale * level.abs()).max(f64::MIN_POSITIVE);
+        if n >= cfg.warmup {
+            let d = (x - out.mean) / out.stddev.max(floor(out.mean));
+            out.zscore = Some(Reading { deviation: d, score: score(d, cfg.z_threshold) });
+
+            let mut sorted: Vec<f64> = self.window.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let med = median(&sorted);
+            let mut dev: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
+            dev.sort_by(f64::total_cmp);
+            // 1.4826 · MAD estimates σ for normal data; 0.6745 = 1 / 1.4826.
+            let mad = median(&dev);
+            let d = 0.6745 * (x - med) / mad.max(floor(med) * 0.6745);
+            out.robust = Some(Reading { deviation: d, score: score(d, cfg.mad_threshold) });
+
+            let d = (x - self.ewma.mean) / self.ewma.var.sqrt().max(floor(self.ewma.mean));
+            out.ewma = Some(Reading { deviation: d, score: score(d, cfg.ewma_threshold) });
+
+            let mut rolling = [out.zscore, out.robust, out.ewma].map(|r| r.map_or(0.0, |r| r.score));
+            rolling.sort_by(f64::total_cmp);
+            out.score = rolling[1];
+        }
+        if let Some((center, scale)) = self.seasonal.baseline(ts, cfg.seasonal_min_periods) {
+            let d = (x - center) / scale.max(floor(center));
+            let r = Reading { deviation: d, score: score(d, cfg.seasonal_threshold) };
+            out.seasonal = Some(r);
+            if n >= cfg.warmup {
+                out.score = out.score.min(r.score);
+            }
+        }
+        self.learn(cfg, ts, x);
+        out
+    }
+
+    fn learn(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        self.window.push_back(x);
+        if self.window.len() > cfg.window {
+            self.window.pop_front();
+        }
+        let e = &mut self.ewma;
+        if e.n == 0 {
+            e.mean = x;
+        } else {
+            let delta = x - e.mean;
+            e.mean += cfg.ewma_alpha * delta;
+            e.var = (1.0 - cfg.ewma_alpha) * (e.var + cfg.ewma_alpha * delta * delta);
+        }
+        e.n += 1;
+        self.seasonal.add(ts, x);
+        self.seen += 1;
+    }
+
+    /// Scores the point and applies the persistence rule: Some once per episode.
+    pub fn observe(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> (PointScore, Option<Anomaly>) {
+        let p = self.score(cfg, ts, x);
+        let high = p.score >= 0.5;
+        self.recent.push_back((high, p.score));
+        if self.recent.len() > cfg.persist_m {
+            self.recent.pop_front();
+        }
+        if self.in_episode {
+            self.calm = if high { 0 } else { self.calm + 1 };
+            if self.calm >= cfg.persist_m {
+                self.in_episode = false;
+                self.calm = 0;
+            }
+            return (p, None);
+        }
+        let hits = self.recent.iter().filter(|(h, _)| *h).count();
+        if high && hits >= cfg.persist_n {
+            self.in_episode = true;
+            self.calm = 0;
+            let best = self.recent.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+            let reason = format!("{} of the last {} points scored >= 0.5; {}", hits, self.recent.len(), p.reason());
+            let a = Anomaly { ts, value: x, score: best, mean: p.mean, stddev: p.stddev, reason };
+            return (p, Some(a));
+        }
+        (p, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic noise source: xorshift, uniform in [-1, 1).
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+    }
+
+    const MIN: i64 = 60_000;
+
+    fn run(series: &[(i64, f64)]) -> Vec<(usize, Anomaly)> {
+        run_with(&DetectorConfig::default(), series)
+    }
+
+    fn run_with(cfg: &DetectorConfig, series: &[(i64, f64)]) -> Vec<(usize, Anomaly)> {
+        let mut s = Series::new();
+        series.iter().enumerate().filter_map(|(i, (ts, x))| s.observe(cfg, *ts, *x).1.map(|a| (i, a))).collect()
+    }
+
+    #[test]
+    fn a_step_in_a_noisy_series_is_one_anomaly() {
+        let mut noise = Noise(7);
+        let series: Vec<(i64, f64)> = (0..400)
+            .map(|i| (i * MIN, 100.0 + 3.0 * noise.next() + if (200..230).contains(&i) { 60.0 } else { 0.0 }))
+            .collect();
+        let found = run(&series);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (at, a) = &found[0];
+        assert!((202..=205).contains(at), "raised at point {at}, the third high point is 202");
+        assert!(a.score > 0.9 && a.reason.contains("3 of the last 5"), "{a:?}");
+        assert!((a.mean - 100.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn a_single_point_blip_does_not_alert() {
+        let mut noise = Noise(11);
+        let series: Vec<(i64, f64)> =
+            (0..300).map(|i| (i * MIN, 50.0 + noise.next() + if i == 150 || i == 220 { 40.0 } else { 0.0 })).collect();
+        assert!(run(&series).is_empty());
+    }
+
+    #[test]
+    fn noise_alone_does_not_alert() {
+        let mut noise = Noise(3);
+        let series: Vec<(i64, f64)> = (0..5000).map(|i| (i * MIN, 200.0 + 20.0 * noise.next())).collect();
+        assert!(run(&series).is_empty());
+    }
+
+    /// Traffic that jumps from 100 to 400 at 09:00 and back at 18:00 every
+    /// day: the rolling detectors see a step twice a day; the seasonal one
+    /// knows the hour. After the first two days, nothing alerts, and a real
+    /// spike on day 5 still does.
+    #[test]
+    fn daily_seasonality_does_not_alert_and_a_real_spike_does() {
+        let mut noise = Noise(5);
+        let day = 1440;
+        let series: Vec<(i64, f64)> = (0..6 * day)
+            .map(|i| {
+                let minute = i % day;
+                let level = if (540..1080).contains(&minute) { 400.0 } else { 100.0 };
+                let spike = if (4 * day + 300..4 * day + 330).contains(&i) { 300.0 } else { 0.0 };
+                (i * MIN, level + 5.0 * noise.next() + spike)
+            })
+            .collect();
+        let found: Vec<i64> = run(&series).into_iter().map(|(i, _)| i as i64).filter(|i| *i >= 2 * day).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!((4 * day + 302..4 * day + 306).contains(&found[0]), "{found:?}");
+        // Without the seasonal baseline the same days alert at every step.
+        let blind = DetectorConfig { seasonal_min_periods: 1000, ..DetectorConfig::default() };
+        let steps = run_with(&blind, &series).into_iter().filter(|(i, _)| *i as i64 >= 2 * day).count();
+        assert!(steps >= 6, "{steps} alerts without seasonality");
+    }
+
+    #[test]
+    fn weekday_and_weekend_differ_without_alerting() {
+        // Hourly samples over five weeks; weekends run at a third of weekday load.
+        let mut noise = Noise(9);
+        let hour = 60 * MIN;
+        let series: Vec<(i64, f64)> = (0..24 * 7 * 5)
+            .map(|h| {
+                let ts = h * hour;
+                let (_, _, _, day) = Seasonal::slots(ts);
+                let weekend = day.rem_euclid(7) >= 5;
+                (ts, if weekend { 100.0 } else { 300.0 } + 4.0 * noise.next())
+            })
+            .collect();
+        let late: Vec<usize> = run(&series).into_iter().map(|(i, _)| i).filter(|i| *i >= 24 * 7 * 2).collect();
+        assert!(late.is_empty(), "{late:?}");
+        let blind = DetectorConfig { seasonal_min_periods: 1000, ..DetectorConfig::default() };
+        let weekends = run_with(&blind, &series).into_iter().filter(|(i, _)| *i >= 24 * 7 * 2).count();
+        assert!(weekends >= 3, "{weekends} alerts without seasonality");
+    }
+
+    #[test]
+    fn scores_are_in_range_and_half_at_the_threshold() {
+        assert_eq!(score(0.0, 4.0), 0.0);
+        assert_eq!(score(4.0, 4.0), 0.5);
+        assert_eq!(score(-4.0, 4.0), 0.5);
+        assert!((score(8.0, 4.0) - 0.8).abs() < 1e-12);
+        assert_eq!(score(f64::INFINITY, 4.0), 1.0);
+        assert_eq!(score(f64::NAN, 4.0), 0.0);
+    }
+
+    #[test]
+    fn the_episode_ends_and_a_second_fault_alerts_again() {
+        let mut noise = Noise(13);
+        let series: Vec<(i64, f64)> = (0..600)
+            .map(|i| {
+                let f = (200..220).contains(&i) || (450..470).contains(&i);
+                (i * MIN, 10.0 + 0.5 * noise.next() + if f { 8.0 } else { 0.0 })
+            })
+            .collect();
+        let found: Vec<usize> = run(&series).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let bad = DetectorConfig { persist_n: 6, ..DetectorConfig::default() };
+        assert!(bad.validate().is_err());
+        let bad = DetectorConfig { ewma_alpha: 1.5, ..DetectorConfig::default() };
+        assert!(bad.validate().is_err());
+        assert!(DetectorConfig::default().validate().is_ok());
+    }
+}

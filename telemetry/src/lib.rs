@@ -1,0 +1,7 @@
+//! The telemetry path: events in (HTTP, Kafka, Alertmanager), stored
+//! (ClickHouse, or in memory), and watched by streaming detectors whose
+//! anomalies start incident runs.
+
+pub mod alertmanager;
+pub mod detect;
+pub mod event;
