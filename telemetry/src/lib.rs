@@ -5,3 +5,5 @@
 pub mod alertmanager;
 pub mod detect;
 pub mod event;
+pub mod pipeline;
+pub mod store;

@@ -1,0 +1,383 @@
+//! From accepted events to stored rows and anomalies.
+//!
+//! The ingest side hands batches to a [`Publisher`] (Kafka, or the embedded
+//! channel); the consume side feeds them to a [`Processor`], which stores each
+//! batch (retrying while the store is away, so nothing is dropped and the
+//! source is not acknowledged meanwhile), then runs the detectors of every
+//! (service, metric) in the batch and hands anomalies to an [`AnomalySink`].
+//! Only then is the batch acknowledged (Kafka offsets committed, embedded
+//! capacity released): delivery is at least once, and a batch seen twice is
+//! harmless (event ids in the store, fingerprints at intake).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use engine::Timestamp;
+use nodes::incident::{Detection, Source};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::detect::{Anomaly, DetectorConfig, Series};
+use crate::event::{Event, MetricSample};
+use crate::store::EventStore;
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum PublishError {
+    /// Too much is in flight: the caller should come back later.
+    #[error("the pipeline is saturated; retry in {retry_after:?}")]
+    Saturated { retry_after: Duration },
+    /// Larger than the pipeline can ever hold at once.
+    #[error("a batch of {events} events is more than the pipeline holds ({capacity})")]
+    TooLarge { events: usize, capacity: usize },
+    #[error("the pipeline is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the ingest side hands accepted batches.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Returns once the batch is durably handed over (acknowledged by the
+    /// broker, or queued in the embedded pipeline).
+    async fn publish(&self, events: Vec<Event>) -> Result<(), PublishError>;
+
+    /// `kafka` or `embedded`, for health and logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// Where anomalies go: the API opens (or attaches to) an incident.
+#[async_trait]
+pub trait AnomalySink: Send + Sync {
+    async fn anomaly(&self, detection: Detection) -> Result<(), String>;
+}
+
+/// The runbook vocabulary for a metric name: `http_p99_ms` → `latency_spike`.
+pub fn anomaly_type(metric: &str) -> &'static str {
+    let m = metric.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["latency", "p99", "p95", "duration", "response_time"]) {
+        "latency_spike"
+    } else if has(&["error", "5xx", "fail"]) {
+        "error_rate_spike"
+    } else if has(&["cpu"]) {
+        "cpu_saturation"
+    } else if has(&["mem", "rss", "heap"]) {
+        "memory_leak"
+    } else if has(&["connection", "pool"]) {
+        "db_connection_exhaustion"
+    } else if has(&["lag"]) {
+        "consumer_lag"
+    } else {
+        "metric_anomaly"
+    }
+}
+
+/// A detection for the workflow from an anomaly of `sample`'s series.
+pub fn detection(sample: &MetricSample, a: &Anomaly) -> Detection {
+    Detection {
+        service: sample.service.clone(),
+        anomaly_type: anomaly_type(&sample.metric).to_owned(),
+        metric: sample.metric.clone(),
+        observed: a.value,
+        baseline_mean: a.mean,
+        baseline_stddev: a.stddev,
+        started_at: Timestamp(a.ts),
+        source: Source::Detector { detector: "ensemble".into(), score: a.score, reason: a.reason.clone() },
+        labels: sample.labels.clone(),
+    }
+}
+
+/// Retry pacing while the store or the sink is away.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+/// The shutdown token fired while a batch was still unstored.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("stopped before the batch was stored")]
+pub struct Stopped;
+
+/// Stores batches, then runs the detectors over them.
+pub struct Processor {
+    store: Arc<dyn EventStore>,
+    sink: Arc<dyn AnomalySink>,
+    config: DetectorConfig,
+    backoff: Backoff,
+    series: HashMap<(String, String), Series>,
+}
+
+impl Processor {
+    pub fn new(store: Arc<dyn EventStore>, sink: Arc<dyn AnomalySink>, config: DetectorConfig) -> Self {
+        Processor { store, sink, config, backoff: Backoff::default(), series: HashMap::new() }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Stores the batch, retrying until it is stored or `stop` fires, then
+    /// detects. Ok means the batch may be acknowledged.
+    pub async fn process(&mut self, events: &[Event], stop: &CancellationToken) -> Result<(), Stopped> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut wait = self.backoff.initial;
+        loop {
+            match self.store.insert(events).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::counter!("sentinel_ingest_store_retries_total").increment(1);
+                    tracing::warn!(error = %e, events = events.len(), retry_in = ?wait, "store failed; retrying the batch");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Err(Stopped),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(self.backoff.max);
+                }
+            }
+        }
+        metrics::histogram!("sentinel_ingest_flush_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("sentinel_ingest_stored_events_total").increment(events.len() as u64);
+        for e in events {
+            let Event::Metric(m) = e else { continue };
+            let key = (m.service.clone(), m.metric.clone());
+            let series = self.series.entry(key).or_default();
+            let (_, anomaly) = series.observe(&self.config, m.ts, m.value);
+            if let Some(a) = anomaly {
+                metrics::counter!("sentinel_anomalies_total").increment(1);
+                self.hand_over(detection(m, &a), stop).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, d: Detection, stop: &CancellationToken) -> Result<(), Stopped> {
+        let mut wait = self.backoff.initial;
+        loop {
+            match self.sink.anomaly(d.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, service = %d.service, "could not open the incident; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Err(Stopped),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(self.backoff.max);
+                }
+            }
+        }
+    }
+}
+
+/// A batch in the embedded pipeline, holding its share of the capacity
+/// until it is processed.
+struct Held {
+    events: Vec<Event>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The embedded pipeline: an in-process channel bounded by a number of
+/// events in flight; beyond it, publishers are told to come back later.
+pub struct Embedded {
+    tx: mpsc::UnboundedSender<Held>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+}
+
+/// The consuming half of [`Embedded`].
+pub struct EmbeddedSource {
+    rx: mpsc::UnboundedReceiver<Held>,
+}
+
+impl Embedded {
+    pub fn new(capacity: usize) -> (Embedded, EmbeddedSource) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Embedded { tx, permits: Arc::new(Semaphore::new(capacity)), capacity }, EmbeddedSource { rx })
+    }
+
+    /// Events accepted and not yet processed.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+}
+
+#[async_trait]
+impl Publisher for Embedded {
+    async fn publish(&self, events: Vec<Event>) -> Result<(), PublishError> {
+        if events.len() > self.capacity {
+            return Err(PublishError::TooLarge { events: events.len(), capacity: self.capacity });
+        }
+        let n = u32::try_from(events.len())
+            .map_err(|_| PublishError::TooLarge { events: events.len(), capacity: self.capacity })?;
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| PublishError::Saturated { retry_after: Duration::from_secs(1) })?;
+        self.tx
+            .send(Held { events, _permit: permit })
+            .map_err(|_| PublishError::Unavailable("the embedded pipeline has stopped".into()))
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+impl EmbeddedSource {
+    /// Feeds the processor until `stop` fires, coalescing what is queued into
+    /// batches of up to `max_batch` events.
+    pub async fn run(mut self, mut processor: Processor, max_batch: usize, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                held = self.rx.recv() => match held { Some(h) => h, None => return },
+            };
+            let mut batch = vec![first];
+            let mut n = batch[0].events.len();
+            while n < max_batch {
+                match self.rx.try_recv() {
+                    Ok(h) => {
+                        n += h.events.len();
+                        batch.push(h);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let events: Vec<Event> = batch.iter().flat_map(|h| h.events.iter().cloned()).collect();
+            if processor.process(&events, &stop).await.is_err() {
+                return;
+            }
+            // Dropping the held batches releases their capacity.
+            drop(batch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::event::MetricSample;
+    use crate::store::{MemoryStore, StoreError};
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Detection>>);
+
+    #[async_trait]
+    impl AnomalySink for Collect {
+        async fn anomaly(&self, d: Detection) -> Result<(), String> {
+            self.0.lock().unwrap().push(d);
+            Ok(())
+        }
+    }
+
+    fn sample(i: i64, v: f64) -> Event {
+        Event::Metric(MetricSample {
+            ts: i * 60_000,
+            service: "checkout".into(),
+            metric: "http_p99_ms".into(),
+            value: v,
+            labels: [("namespace".to_owned(), "shop".to_owned())].into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn saturation_is_reported_and_capacity_comes_back() {
+        let (pipe, source) = Embedded::new(10);
+        pipe.publish((0..6).map(|i| sample(i, 1.0)).collect()).await.unwrap();
+        assert_eq!(
+            pipe.publish((0..6).map(|i| sample(i, 1.0)).collect()).await,
+            Err(PublishError::Saturated { retry_after: Duration::from_secs(1) })
+        );
+        assert!(matches!(
+            pipe.publish((0..11).map(|i| sample(i, 1.0)).collect()).await,
+            Err(PublishError::TooLarge { .. })
+        ));
+        let store = Arc::new(MemoryStore::new());
+        let sink = Arc::new(Collect::default());
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(source.run(Processor::new(store.clone(), sink, DetectorConfig::default()), 100, stop.clone()));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pipe.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        pipe.publish((6..12).map(|i| sample(i, 1.0)).collect()).await.unwrap();
+        stop.cancel();
+        task.await.unwrap();
+        assert!(store.counts().await.unwrap()["metric"] >= 6);
+    }
+
+    /// A store that fails its first `n` inserts.
+    struct Flaky {
+        fail: Mutex<u32>,
+        inner: MemoryStore,
+    }
+
+    #[async_trait]
+    impl EventStore for Flaky {
+        async fn insert(&self, batch: &[Event]) -> Result<(), StoreError> {
+            {
+                let mut f = self.fail.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    return Err(StoreError::Unavailable("down".into()));
+                }
+            }
+            self.inner.insert(batch).await
+        }
+        async fn metric_window(&self, s: &str, m: &str, f: i64, t: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+            self.inner.metric_window(s, m, f, t).await
+        }
+        async fn stats(&self, s: &str, m: &str, f: i64, t: i64) -> Result<Option<crate::store::Stats>, StoreError> {
+            self.inner.stats(s, m, f, t).await
+        }
+        async fn deploys_since(&self, s: &str, f: i64) -> Result<Vec<crate::event::DeployEvent>, StoreError> {
+            self.inner.deploys_since(s, f).await
+        }
+        async fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+            self.inner.counts().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_retried_and_a_fault_is_one_detection() {
+        let store = Arc::new(Flaky { fail: Mutex::new(3), inner: MemoryStore::new() });
+        let sink = Arc::new(Collect::default());
+        let mut p = Processor::new(store.clone(), sink.clone(), DetectorConfig::default())
+            .with_backoff(Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(4) });
+        let stop = CancellationToken::new();
+        let events: Vec<Event> = (0..300)
+            .map(|i| sample(i, 100.0 + (i % 7) as f64 + if (200..240).contains(&i) { 400.0 } else { 0.0 }))
+            .collect();
+        for chunk in events.chunks(50) {
+            p.process(chunk, &stop).await.unwrap();
+        }
+        assert_eq!(store.inner.counts().await.unwrap()["metric"], 300);
+        let found = sink.0.lock().unwrap().clone();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].anomaly_type, "latency_spike");
+        assert_eq!(found[0].labels["namespace"], "shop");
+        assert!(matches!(&found[0].source, Source::Detector { score, .. } if *score > 0.9));
+        // Stopping while the store is down gives the batch back unacknowledged.
+        *store.fail.lock().unwrap() = u32::MAX;
+        stop.cancel();
+        assert_eq!(p.process(&events[..1], &stop).await, Err(Stopped));
+    }
+}
