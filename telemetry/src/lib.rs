@@ -5,5 +5,6 @@
 pub mod alertmanager;
 pub mod detect;
 pub mod event;
+pub mod kafka;
 pub mod pipeline;
 pub mod store;
