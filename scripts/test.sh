@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing and starting what the
-# tests need (PostgreSQL, a moto server). Safe to run again: every step skips what is done.
+# tests need (PostgreSQL, a moto server, clickhouse-server, the tansu broker).
+# Safe to run again: every step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
 scripts/ensure-moto.sh
+scripts/ensure-clickhouse.sh
+scripts/ensure-tansu.sh
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # Test databases left behind by an interrupted run.
 psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sentinel\_t\_%'" |
     while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+ch="${CLICKHOUSE_URL:-http://127.0.0.1:8123}"
+curl -fsS "$ch/?query=SHOW+DATABASES" | { grep '^sentinel_t_' || true; } |
+    while read -r db; do curl -fsS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings

@@ -10,6 +10,7 @@
 //! * `bench.wait`: parks until a `go` signal arrives.
 
 pub mod api;
+pub mod ingest;
 
 use std::collections::HashMap;
 use std::io::Write as _;

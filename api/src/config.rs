@@ -122,3 +122,42 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()
         .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))
 }
+
+/// The telemetry path: Kafka when `KAFKA_BROKERS` is set (topic
+/// `SENTINEL_KAFKA_TOPIC`, group `SENTINEL_KAFKA_GROUP`), ClickHouse when
+/// `CLICKHOUSE_URL` is set (database `SENTINEL_CLICKHOUSE_DATABASE`, user
+/// `CLICKHOUSE_USER`, password `CLICKHOUSE_PASSWORD`); the embedded channel
+/// and memory store otherwise.
+pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut config = crate::ingest::TelemetryConfig::default();
+    if let Some(brokers) = var("KAFKA_BROKERS") {
+        let mut kafka = telemetry::kafka::KafkaConfig::new(brokers);
+        if let Some(topic) = var("SENTINEL_KAFKA_TOPIC") {
+            kafka.topic = topic;
+        }
+        if let Some(group) = var("SENTINEL_KAFKA_GROUP") {
+            kafka.group = group;
+        }
+        config.kafka = Some(kafka);
+    }
+    if let Some(url) = var("CLICKHOUSE_URL") {
+        check_url("CLICKHOUSE_URL", &url)?;
+        let mut ch = telemetry::store::ClickHouseConfig::new(url);
+        if let Some(db) = var("SENTINEL_CLICKHOUSE_DATABASE") {
+            ch.database = db;
+        }
+        ch.user = var("CLICKHOUSE_USER");
+        ch.password = var("CLICKHOUSE_PASSWORD");
+        config.clickhouse = Some(ch);
+    }
+    if let Some(n) = var("SENTINEL_INGEST_CAPACITY") {
+        config.capacity = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("SENTINEL_INGEST_CAPACITY must be a whole number above 0, not `{n}`"))?;
+    }
+    Ok(config)
+}

@@ -32,6 +32,9 @@ enum Command {
     Migrate,
     /// Run workers until SIGINT/SIGTERM.
     Worker(WorkerArgs),
+    /// Score a CSV time series (`timestamp,value`) with the streaming
+    /// detectors; writes `timestamp,value,anomaly_score` (score in [0, 1]).
+    Detect(DetectArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -80,6 +83,22 @@ struct DemoArgs {
 }
 
 #[derive(Args)]
+struct DetectArgs {
+    /// The series: a header naming `timestamp` and `value`.
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// Where the scores go (standard output when absent).
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// Detector parameters as JSON (any subset of `window`, `warmup`,
+    /// `z_threshold`, `mad_threshold`, `ewma_alpha`, `ewma_threshold`,
+    /// `seasonal_threshold`, `seasonal_min_periods`, `min_relative_scale`,
+    /// `persist_n`, `persist_m`).
+    #[arg(long)]
+    params: Option<String>,
+}
+
+#[derive(Args)]
 struct WorkerArgs {
     /// Runs executed at once.
     #[arg(long, default_value_t = 4)]
@@ -105,6 +124,32 @@ enum BenchCommand {
     /// of Slack interactions (signature, approver check, decision), over HTTP
     /// on loopback; on PostgreSQL (DATABASE_URL) and SQLite.
     Api(ApiBenchArgs),
+    /// Events/s end to end (HTTP → Kafka → ClickHouse) with 1, 100 and 1,000
+    /// events per request, and the delay from ingest to anomaly. Uses the
+    /// broker at KAFKA_BROKERS and the server at CLICKHOUSE_URL (local
+    /// defaults); starts neither.
+    Ingest(IngestBenchArgs),
+}
+
+#[derive(Args)]
+struct IngestBenchArgs {
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100, 1000])]
+    batch_sizes: Vec<usize>,
+    /// Events measured with one event per request.
+    #[arg(long, default_value_t = 50_000)]
+    single_events: usize,
+    /// Events measured with each batch size above 1.
+    #[arg(long, default_value_t = 500_000)]
+    batch_events: usize,
+    /// Requests in flight (batches: at most 16).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Services given a fault for the ingest-to-anomaly delay.
+    #[arg(long, default_value_t = 200)]
+    faults: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -160,9 +205,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker(args) => worker(args).await?,
         Command::Demo(args) => demo(args).await?,
+        Command::Detect(args) => detect(args)?,
         Command::Serve(args) => serve(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
         Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
+        Command::Bench(BenchCommand::Ingest(args)) => bench_ingest(args).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
             let (_, access) = open_database().await?;
@@ -197,10 +244,34 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn detect(args: DetectArgs) -> anyhow::Result<()> {
+    let config: telemetry::detect::DetectorConfig = match &args.params {
+        Some(json) => serde_json::from_str(json).context("--params")?,
+        None => Default::default(),
+    };
+    config.validate().map_err(|e| anyhow::anyhow!("--params: {e}"))?;
+    let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let input = std::io::BufReader::new(input);
+    let summary = match &args.output {
+        Some(path) => {
+            let out = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            telemetry::replay::replay(input, std::io::BufWriter::new(out), &config)
+        }
+        None => telemetry::replay::replay(input, std::io::stdout().lock(), &config),
+    }
+    .with_context(|| format!("{}", args.input.display()))?;
+    eprintln!(
+        "{} points, {} scored >= 0.5, {} anomalies raised by the persistence rule",
+        summary.points, summary.above_half, summary.anomalies
+    );
+    Ok(())
+}
+
 /// Every graph this binary runs: the incident workflow and the benchmark graphs.
-fn registry(store: &Store, access: Access) -> engine::Registry {
+fn registry(store: &Store, access: Access, telemetry: &sentinel::ingest::Storage) -> engine::Registry {
     let mut registry = bench::registry(None);
-    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access)));
+    let ports = telemetry::store::StorePorts(telemetry.store.clone());
+    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access, ports)));
     registry
 }
 
@@ -215,7 +286,9 @@ async fn open_database() -> anyhow::Result<(Store, Access)> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sentinel::observe::prometheus();
     let (store, access) = open_database().await?;
-    let engine = Engine::new(store.clone(), registry(&store, access.clone()), Arc::new(SystemClock));
+    let telemetry_config = config::telemetry()?;
+    let storage = sentinel::ingest::open_store(&telemetry_config).await.context("telemetry store")?;
+    let engine = Engine::new(store.clone(), registry(&store, access.clone(), &storage), Arc::new(SystemClock));
     if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
         tracing::warn!(
             "no API key exists: every /v1 call will be refused; create one with \
@@ -243,19 +316,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if slack.is_some() {
         tracing::info!("slack interactions enabled at /slack/interactions");
     }
+    let (telemetry, consumer) = sentinel::ingest::start(engine.clone(), storage, &telemetry_config, shutdown.clone())
+        .await
+        .context("telemetry")?;
     let security = Security::new(access, config::rate_limit()?);
-    let app = sentinel::server::router(sentinel::server::AppState { engine: engine.clone(), security, slack });
+    let app = sentinel::server::router(sentinel::server::AppState {
+        engine: engine.clone(),
+        security,
+        slack,
+        telemetry: Some(telemetry),
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
         worker.await?;
     }
     relay.await?;
+    consumer.await?;
     Ok(())
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let (store, access) = open_database().await?;
-    let engine = Engine::new(store.clone(), registry(&store, access), Arc::new(SystemClock));
+    let storage = sentinel::ingest::open_store(&config::telemetry()?).await.context("telemetry store")?;
+    let engine = Engine::new(store.clone(), registry(&store, access, &storage), Arc::new(SystemClock));
     let mut config = WorkerConfig {
         concurrency: args.concurrency,
         lease: Duration::from_millis(args.lease_ms),
@@ -383,6 +466,47 @@ async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn bench_ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
+    let (database_url, _dir) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => (url, None),
+        _ => bench_database("sqlite")?,
+    };
+    let env =
+        |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or(default.into());
+    let b = sentinel::bench::ingest::IngestBench {
+        database_url,
+        brokers: env("KAFKA_BROKERS", "127.0.0.1:9092"),
+        clickhouse_url: env("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+        batch_sizes: args.batch_sizes,
+        single_events: args.single_events,
+        batch_events: args.batch_events,
+        concurrency: args.concurrency,
+        faults: args.faults,
+    };
+    let figures = sentinel::bench::ingest::run_ingest_bench(&b).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+        return Ok(());
+    }
+    println!("HTTP → Kafka ({}) → ClickHouse ({})", b.brokers, b.clickhouse_url);
+    println!(
+        "{:>6} {:>9} {:>5} {:>12} {:>14} {:>8} {:>8}",
+        "batch", "events", "conc", "http ev/s", "end-to-end/s", "p50 ms", "p99 ms"
+    );
+    for t in &figures.throughput {
+        println!(
+            "{:>6} {:>9} {:>5} {:>12.0} {:>14.0} {:>8.2} {:>8.2}",
+            t.batch, t.events, t.concurrency, t.http_per_sec, t.end_to_end_per_sec, t.request_p50_ms, t.request_p99_ms
+        );
+    }
+    let l = &figures.ingest_to_anomaly;
+    println!(
+        "ingest → anomaly over {} faults: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        l.anomalies, l.p50_ms, l.p99_ms, l.max_ms
+    );
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 //! whether their role allows the route, and an audit entry for every call that
 //! can change something, written before the call acts.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -14,7 +16,9 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use crate::access::{Access, AuditStart, Role};
+use sha2::{Digest, Sha256};
+
+use crate::access::{Access, ApiKey, AuditStart, Role};
 
 /// The caller of a request, once its key is known.
 #[derive(Clone, Debug)]
@@ -43,12 +47,46 @@ impl Default for RateLimit {
 pub struct Security {
     pub access: Access,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Keys recently looked up by the ingest routes: secret digest → (key, when).
+    cache: Arc<Mutex<KeyCache>>,
 }
+
+/// Secret digest → (key, when it was looked up).
+type KeyCache = HashMap<[u8; 32], (ApiKey, Instant)>;
+
+/// How long the ingest routes trust a key lookup. A key revoked through this
+/// process stops working at once; through another process, within this long.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl Security {
     pub fn new(access: Access, limit: RateLimit) -> Security {
         let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
-        Security { access, limiter: Arc::new(RateLimiter::keyed(quota)) }
+        Security { access, limiter: Arc::new(RateLimiter::keyed(quota)), cache: Arc::default() }
+    }
+
+    /// Drops every cached key lookup (after a revocation).
+    pub fn forget_cached_keys(&self) {
+        self.cache.lock().expect("key cache lock").clear();
+    }
+
+    async fn cached_key(&self, secret: &str) -> crate::access::Result<Option<ApiKey>> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some((key, at)) = self.cache.lock().expect("key cache lock").get(&digest) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return Ok(Some(key.clone()));
+            }
+        }
+        let key = self.access.authenticate(secret).await?;
+        let mut cache = self.cache.lock().expect("key cache lock");
+        match &key {
+            Some(k) => {
+                cache.insert(digest, (k.clone(), Instant::now()));
+            }
+            None => {
+                cache.remove(&digest);
+            }
+        }
+        Ok(key)
     }
 }
 
@@ -96,6 +134,35 @@ pub async fn authenticate(State(sec): State<Security>, mut req: Request, next: N
     }
     req.extensions_mut().insert(Caller { key_id: key.id, name: key.name, role: key.role });
     next.run(req).await
+}
+
+/// Finds the caller's key through [`KEY_CACHE_TTL`]-long cache, with no rate
+/// limit: for the ingest routes, where the pipeline pushes back instead.
+pub async fn authenticate_cached(State(sec): State<Security>, mut req: Request, next: Next) -> Response {
+    let Some(secret) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.trim().to_owned())
+    else {
+        return unauthorized("missing API key: send `Authorization: Bearer <key>`");
+    };
+    match sec.cached_key(&secret).await {
+        Ok(Some(key)) => {
+            req.extensions_mut().insert(Caller { key_id: key.id, name: key.name, role: key.role });
+            next.run(req).await
+        }
+        Ok(None) => unauthorized("unknown or revoked API key"),
+        Err(e) => {
+            tracing::error!(error = %e, "key lookup failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot check the API key: the database is unavailable",
+            )
+        }
+    }
 }
 
 fn unauthorized(message: &str) -> Response {

@@ -29,6 +29,8 @@ pub struct AppState {
     pub security: Security,
     /// Slack interactivity, when configured: `POST /slack/interactions`.
     pub slack: Option<SlackState>,
+    /// The telemetry path behind `/v1/events` and `/v1/alertmanager` (503 without it).
+    pub telemetry: Option<crate::ingest::Telemetry>,
 }
 
 /// Request bodies larger than this are refused with 413 before they are read.
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         (name = "incidents", description = "Incidents and their postmortems"),
         (name = "outbox", description = "Notifications to Slack and PagerDuty, and their dead letters"),
         (name = "admin", description = "API keys, the kill switch and the audit log"),
+        (name = "telemetry", description = "Events and Alertmanager notifications in (operator keys; not audited, not rate limited: the pipeline pushes back)"),
     )
 )]
 struct ApiDoc;
@@ -120,11 +123,21 @@ fn api_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(audit_log))
         .route_layer(from_fn_with_state(sec.clone(), security::audit))
         .route_layer(from_fn_with_state((sec.clone(), Role::Admin), security::require));
+    // Telemetry comes in at thousands of requests a second: keys are checked
+    // through a short-lived cache, and the pipeline's backpressure (503 with
+    // Retry-After) stands in for the per-key rate limit.
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(crate::ingest::post_events))
+        .routes(routes!(crate::ingest::post_alertmanager))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::ingest::MAX_EVENTS_BODY))
+        .route_layer(from_fn_with_state((sec.clone(), Role::Operator), security::require))
+        .layer(from_fn_with_state(sec.clone(), security::authenticate_cached));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(viewer)
         .merge(operator)
         .merge(admin)
         .layer(from_fn_with_state(sec, security::authenticate))
+        .merge(ingest)
         .with_state(state)
 }
 
@@ -622,6 +635,7 @@ async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Re
     if !access.revoke_key(&id).await? {
         return Err(ApiError::NotFound(format!("no active API key `{id}`")));
     }
+    state.security.forget_cached_keys();
     let key = access.list_keys().await?.into_iter().find(|k| k.id == id);
     key.map(Json).ok_or_else(|| ApiError::NotFound(format!("no API key `{id}`")))
 }

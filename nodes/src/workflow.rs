@@ -185,6 +185,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
         .edge("plan", "no_action", "escalate")
         .edge("await_approval", "approved", "execute")
         .edge("await_approval", "rejected", "closed")
+        .edge("await_approval", "cleared", "closed")
         .edge("execute", "next", "verify")
         .edge("execute", "failed", "escalate")
         .edge("execute", "dry_run", "closed")
@@ -324,6 +325,13 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
             json!({ "action": action, "reason": decision.reason(), "severity": s.severity, "deadline": deadline }),
         );
     }
+    if let Some(signal) = ctx.take_signal(&["cleared"]) {
+        // The alert resolved (or the detector recovered) while waiting: nothing to do.
+        let by = signal.payload.get("source").and_then(|a| a.as_str()).unwrap_or("alertmanager").to_owned();
+        s.note(now, "await_approval", format!("condition cleared ({by}) before any action; closing"));
+        s.outcome = Some("cleared before any action".into());
+        return Ok((s, Transition::route("cleared")));
+    }
     if let Some(signal) = ctx.take_signal(&["approve", "reject"]) {
         let approved = signal.kind == "approve";
         let decision = if approved { "approved" } else { "rejected" };
@@ -365,7 +373,7 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         s.outcome = Some("rejected: approval timed out".into());
         return Ok((s, Transition::route("rejected")));
     }
-    Ok((s, Transition::wait_for(["approve", "reject"], Some(deadline))))
+    Ok((s, Transition::wait_for(["approve", "reject", "cleared"], Some(deadline))))
 }
 
 async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {

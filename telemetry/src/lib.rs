@@ -7,4 +7,5 @@ pub mod detect;
 pub mod event;
 pub mod kafka;
 pub mod pipeline;
+pub mod replay;
 pub mod store;

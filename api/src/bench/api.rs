@@ -77,8 +77,12 @@ pub async fn run_api_bench(b: &ApiBench) -> anyhow::Result<ApiFigures> {
         signing_secret: SECRET.into(),
         approvers: Approvers { anyone: vec!["U_BENCH".into()], ..Approvers::default() },
     };
-    let app =
-        router(AppState { engine: engine.clone(), security: Security::new(access.clone(), limit), slack: Some(slack) });
+    let app = router(AppState {
+        engine: engine.clone(),
+        security: Security::new(access.clone(), limit),
+        slack: Some(slack),
+        telemetry: None,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();

@@ -250,7 +250,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         let security = Security::new(access.clone(), RateLimit::default());
-        let app = router(AppState { engine: engine.clone(), security, slack: None });
+        let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: None });
         async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
     });
     println!("sentinel demo: engine on {}, REST API on {api}", db.display());

@@ -138,6 +138,7 @@ fn arbitrary_slack_interactions_never_get_a_5xx_or_decide() {
             engine: engine.clone(),
             security,
             slack: Some(slack),
+            telemetry: None,
         });
         (app, run, engine, db)
     });

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod demo;
 mod facts;
+mod ingest;
 mod pg_restart;
 mod rbac;
 mod relay;

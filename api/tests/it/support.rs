@@ -105,6 +105,6 @@ pub async fn security(engine: &Engine, limit: RateLimit) -> (Security, Keys) {
 /// The API router with a key per role and no Slack.
 pub async fn app(engine: &Engine) -> (axum::Router, Security, Keys) {
     let (security, keys) = security(engine, RateLimit::default()).await;
-    let state = AppState { engine: engine.clone(), security: security.clone(), slack: None };
+    let state = AppState { engine: engine.clone(), security: security.clone(), slack: None, telemetry: None };
     (router(state), security, keys)
 }

@@ -1,0 +1,254 @@
+//! The telemetry path inside the binary: `POST /v1/events` and
+//! `POST /v1/alertmanager`, the pipeline behind them (Kafka and ClickHouse
+//! when configured, the embedded channel and memory store otherwise), and
+//! the intake that turns anomalies and alert groups into incidents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use engine::Engine;
+use nodes::incident::Detection;
+use nodes::intake::{self, Intake};
+use serde_json::json;
+use telemetry::alertmanager::{self, Change};
+use telemetry::detect::DetectorConfig;
+use telemetry::event::parse_batch;
+use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
+use telemetry::pipeline::{AnomalySink, Embedded, Processor, PublishError, Publisher};
+use telemetry::store::{ClickHouseConfig, ClickHouseStore, EventStore, MemoryStore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::AppState;
+
+/// Largest body `POST /v1/events` takes (413 beyond).
+pub const MAX_EVENTS_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// Kafka when set; the embedded channel otherwise.
+    pub kafka: Option<KafkaConfig>,
+    /// ClickHouse when set; the memory store otherwise.
+    pub clickhouse: Option<ClickHouseConfig>,
+    /// Events the embedded pipeline holds before it answers 503.
+    pub capacity: usize,
+    /// Largest batch the embedded consumer stores at once.
+    pub max_batch: usize,
+    pub detectors: DetectorConfig,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            kafka: None,
+            clickhouse: None,
+            capacity: 200_000,
+            max_batch: 10_000,
+            detectors: DetectorConfig::default(),
+        }
+    }
+}
+
+/// Opens incidents for anomalies and alert groups, one at a time (two
+/// concurrent intakes of a new condition could both open an incident).
+#[derive(Clone)]
+pub struct IntakeSink {
+    engine: Engine,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl IntakeSink {
+    pub fn new(engine: Engine) -> Self {
+        IntakeSink { engine, lock: Arc::new(tokio::sync::Mutex::new(())) }
+    }
+
+    pub async fn open(&self, d: &Detection) -> engine::Result<Intake> {
+        let _one = self.lock.lock().await;
+        intake::open_or_attach(&self.engine, d).await
+    }
+
+    pub async fn clear(&self, d: &Detection) -> engine::Result<Option<engine::RunId>> {
+        let _one = self.lock.lock().await;
+        intake::clear(&self.engine, d).await
+    }
+}
+
+#[async_trait]
+impl AnomalySink for IntakeSink {
+    async fn anomaly(&self, d: Detection) -> Result<(), String> {
+        let outcome = self.open(&d).await.map_err(|e| e.to_string())?;
+        tracing::info!(service = %d.service, anomaly = %d.anomaly_type, ?outcome, "anomaly");
+        Ok(())
+    }
+}
+
+/// The running telemetry path, as the handlers see it.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub publisher: Arc<dyn Publisher>,
+    pub store: Arc<dyn EventStore>,
+    pub intake: IntakeSink,
+    /// `clickhouse` or `memory`.
+    pub storage: &'static str,
+}
+
+/// The event store the configuration names, migrated.
+#[derive(Clone)]
+pub struct Storage {
+    pub store: Arc<dyn EventStore>,
+    /// `clickhouse` or `memory`.
+    pub kind: &'static str,
+}
+
+pub async fn open_store(config: &TelemetryConfig) -> anyhow::Result<Storage> {
+    Ok(match &config.clickhouse {
+        Some(ch) => {
+            let store = ClickHouseStore::new(ch);
+            store.migrate().await.map_err(|e| anyhow::anyhow!("ClickHouse at {}: {e}", ch.url))?;
+            Storage { store: Arc::new(store), kind: "clickhouse" }
+        }
+        None => Storage { store: Arc::new(MemoryStore::new()), kind: "memory" },
+    })
+}
+
+/// Builds the pipeline over `storage` and starts its consumer (stopped by `stop`).
+pub async fn start(
+    engine: Engine,
+    storage: Storage,
+    config: &TelemetryConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<(Telemetry, JoinHandle<()>)> {
+    let intake = IntakeSink::new(engine);
+    let processor = Processor::new(storage.store.clone(), Arc::new(intake.clone()), config.detectors.clone());
+    let (publisher, consumer): (Arc<dyn Publisher>, JoinHandle<()>) = match &config.kafka {
+        Some(k) => {
+            ensure_topic(k).await.map_err(|e| anyhow::anyhow!("Kafka at {}: {e}", k.brokers))?;
+            let source = KafkaSource::new(k).map_err(|e| anyhow::anyhow!(e))?;
+            let publisher = KafkaPublisher::new(k).map_err(|e| anyhow::anyhow!(e))?;
+            (Arc::new(publisher), tokio::spawn(source.run(processor, stop)))
+        }
+        None => {
+            let (pipe, source) = Embedded::new(config.capacity);
+            (Arc::new(pipe), tokio::spawn(source.run(processor, config.max_batch, stop)))
+        }
+    };
+    tracing::info!(pipeline = publisher.kind(), storage = storage.kind, "telemetry path started");
+    Ok((Telemetry { publisher, store: storage.store, intake, storage: storage.kind }, consumer))
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+}
+
+fn retry_after(mut resp: Response, after: Duration) -> Response {
+    let secs = after.as_secs().max(1);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+fn not_running() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the telemetry path is not running here")
+}
+
+/// Accept a batch of events.
+///
+/// A JSON array of events, or NDJSON (one per line); see the event model in
+/// the README. Answered 202 once the batch is durably handed to the pipeline
+/// (acknowledged by Kafka, or queued in the embedded pipeline).
+#[utoipa::path(
+    post, path = "/v1/events", tag = "telemetry",
+    request_body(content = String, description = "JSON array or NDJSON of events", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: `{\"accepted\": N}`"),
+        (status = 400, description = "An event is malformed; `error.index` says which (0-based)"),
+        (status = 413, description = "The body or the batch is too large"),
+        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`"),
+    )
+)]
+pub async fn post_events(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(t) = state.telemetry.as_ref() else { return not_running() };
+    let events = match parse_batch(&body) {
+        Ok(events) => events,
+        Err(e) => {
+            metrics::counter!("sentinel_ingest_rejected_total").increment(1);
+            let body = json!({ "error": { "code": "bad_event", "message": e.to_string(), "index": e.index } });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    if events.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_event", "the batch holds no event");
+    }
+    let n = events.len();
+    match t.publisher.publish(events).await {
+        Ok(()) => {
+            metrics::counter!("sentinel_ingest_events_total").increment(n as u64);
+            (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
+        }
+        Err(PublishError::Saturated { retry_after: after }) => {
+            metrics::counter!("sentinel_ingest_saturated_total").increment(1);
+            retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "saturated",
+                    format!("{}", PublishError::Saturated { retry_after: after }),
+                ),
+                after,
+            )
+        }
+        Err(e @ PublishError::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        Err(e @ PublishError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "publish failed");
+            retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()), Duration::from_secs(5))
+        }
+    }
+}
+
+/// Alertmanager's webhook (payload version 4).
+///
+/// A firing group opens its incident (or attaches to the open one: one group
+/// is one incident); a resolved group clears it, closing it if it still waits
+/// for a decision. Configure Alertmanager's `webhook_configs` with this URL
+/// and an API key as bearer credentials.
+#[utoipa::path(
+    post, path = "/v1/alertmanager", tag = "telemetry",
+    request_body(content = String, description = "Alertmanager webhook payload, version 4", content_type = "application/json"),
+    responses(
+        (status = 202, description = "`{\"incident\": RUN_ID|null, \"status\": \"opened\"|\"attached\"|\"duplicate\"|\"cleared\"|\"no_open_incident\"}`"),
+        (status = 400, description = "Not an Alertmanager v4 payload"),
+        (status = 503, description = "The database is unavailable; Alertmanager retries"),
+    )
+)]
+pub async fn post_alertmanager(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(t) = state.telemetry.as_ref() else { return not_running() };
+    let notification = match alertmanager::parse(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_payload", e),
+    };
+    metrics::counter!("sentinel_alertmanager_notifications_total", "status" => notification.status.clone())
+        .increment(1);
+    let outcome = match notification.change() {
+        Change::Firing(d) => t.intake.open(&d).await.map(|i| match i {
+            Intake::Opened(run) => (Some(run), "opened"),
+            Intake::Attached(run, engine::Delivery::Accepted) => (Some(run), "attached"),
+            Intake::Attached(run, engine::Delivery::Duplicate) => (Some(run), "duplicate"),
+        }),
+        Change::Resolved(d) => t.intake.clear(&d).await.map(|run| match run {
+            Some(run) => (Some(run), "cleared"),
+            None => (None, "no_open_incident"),
+        }),
+    };
+    match outcome {
+        Ok((run, status)) => {
+            (StatusCode::ACCEPTED, axum::Json(json!({ "incident": run, "status": status }))).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "alertmanager intake failed");
+            retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()), Duration::from_secs(5))
+        }
+    }
+}
