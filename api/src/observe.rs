@@ -131,9 +131,35 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
         }
         Err(e) => Component { status: "down", latency_ms: None, detail: Some(json!(e.to_string())) },
     };
+    let (broker, clickhouse) = match &state.telemetry {
+        None => (Component::not_configured("telemetry pipeline"), Component::not_configured("event store")),
+        Some(t) => {
+            let started = Instant::now();
+            let broker = match t.publisher.health().await {
+                Ok(detail) if t.publisher.kind() == "kafka" => Component {
+                    status: "ok",
+                    latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+                    detail: Some(json!(detail)),
+                },
+                Ok(detail) => Component { status: "embedded", latency_ms: None, detail: Some(json!(detail)) },
+                Err(e) => Component { status: "down", latency_ms: None, detail: Some(json!(e)) },
+            };
+            let started = Instant::now();
+            let clickhouse = match (t.storage, t.store.ping().await) {
+                ("memory", _) => {
+                    Component { status: "embedded", latency_ms: None, detail: Some(json!("in-memory event store")) }
+                }
+                (_, Ok(())) => {
+                    Component { status: "ok", latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0), detail: None }
+                }
+                (_, Err(e)) => Component { status: "down", latency_ms: None, detail: Some(json!(e.to_string())) },
+            };
+            (broker, clickhouse)
+        }
+    };
     let overall = if ping.is_err() {
         "down"
-    } else if outbox.status != "ok" {
+    } else if outbox.status != "ok" || broker.status == "down" || clickhouse.status == "down" {
         "degraded"
     } else {
         "ok"
@@ -144,8 +170,8 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
         "components": {
             "database": database,
             "outbox": outbox,
-            "broker": Component::not_configured("Kafka broker"),
-            "clickhouse": Component::not_configured("ClickHouse"),
+            "broker": broker,
+            "clickhouse": clickhouse,
             "vector_index": Component::not_configured("vector index"),
         }
     });

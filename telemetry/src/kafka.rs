@@ -179,6 +179,21 @@ impl Publisher for KafkaPublisher {
     fn kind(&self) -> &'static str {
         "kafka"
     }
+
+    async fn health(&self) -> Result<String, String> {
+        let client = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let meta = client
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map_err(|e| format!("kafka metadata: {e}"))?;
+            let partitions = meta.topics().first().map_or(0, |t| t.partitions().len());
+            Ok(format!("kafka: {} brokers, topic {topic} with {partitions} partitions", meta.brokers().len()))
+        })
+        .await
+        .map_err(|e| format!("kafka health: {e}"))?
+    }
 }
 
 /// A consumer group member feeding a [`Processor`].

@@ -44,12 +44,27 @@ pub trait Publisher: Send + Sync {
 
     /// `kafka` or `embedded`, for health and logs.
     fn kind(&self) -> &'static str;
+
+    /// Whether the pipeline can take events now; the error says why not.
+    async fn health(&self) -> Result<String, String> {
+        Ok(self.kind().to_owned())
+    }
 }
 
 /// Where anomalies go: the API opens (or attaches to) an incident.
 #[async_trait]
 pub trait AnomalySink: Send + Sync {
     async fn anomaly(&self, detection: Detection) -> Result<(), String>;
+}
+
+/// Anomalies into a channel, for a caller that opens incidents itself (the demo).
+pub struct ChannelSink(pub mpsc::UnboundedSender<Detection>);
+
+#[async_trait]
+impl AnomalySink for ChannelSink {
+    async fn anomaly(&self, detection: Detection) -> Result<(), String> {
+        self.0.send(detection).map_err(|_| "the receiver has gone".to_owned())
+    }
 }
 
 /// The runbook vocabulary for a metric name: `http_p99_ms` → `latency_spike`.
@@ -106,6 +121,21 @@ impl Default for Backoff {
 #[error("stopped before the batch was stored")]
 pub struct Stopped;
 
+/// Services whose detectors start over at the next batch: a remediation
+/// moved their baseline, what was learnt before no longer holds.
+#[derive(Clone, Default)]
+pub struct Resets(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Resets {
+    pub fn reset(&self, service: &str) {
+        self.0.lock().expect("resets lock").push(service.to_owned());
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("resets lock"))
+    }
+}
+
 /// Stores batches, then runs the detectors over them.
 pub struct Processor {
     store: Arc<dyn EventStore>,
@@ -113,11 +143,24 @@ pub struct Processor {
     config: DetectorConfig,
     backoff: Backoff,
     series: HashMap<(String, String), Series>,
+    resets: Resets,
 }
 
 impl Processor {
     pub fn new(store: Arc<dyn EventStore>, sink: Arc<dyn AnomalySink>, config: DetectorConfig) -> Self {
-        Processor { store, sink, config, backoff: Backoff::default(), series: HashMap::new() }
+        Processor {
+            store,
+            sink,
+            config,
+            backoff: Backoff::default(),
+            series: HashMap::new(),
+            resets: Resets::default(),
+        }
+    }
+
+    /// A handle to reset a service's detectors from elsewhere.
+    pub fn resets(&self) -> Resets {
+        self.resets.clone()
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -148,6 +191,9 @@ impl Processor {
             }
         }
         metrics::histogram!("sentinel_ingest_flush_seconds").record(started.elapsed().as_secs_f64());
+        for service in self.resets.take() {
+            self.series.retain(|(s, _), _| *s != service);
+        }
         metrics::counter!("sentinel_ingest_stored_events_total").increment(events.len() as u64);
         for e in events {
             let Event::Metric(m) = e else { continue };
@@ -232,6 +278,10 @@ impl Publisher for Embedded {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn health(&self) -> Result<String, String> {
+        Ok(format!("embedded: {} of {} events in flight", self.in_flight(), self.capacity))
     }
 }
 

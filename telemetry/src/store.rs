@@ -62,6 +62,11 @@ pub trait EventStore: Send + Sync {
 
     /// Distinct events stored, by kind (`metric`, `log`, `deploy`).
     async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// FNV-1a (64 bits) over the event's canonical JSON: the same event always

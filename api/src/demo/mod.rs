@@ -1,8 +1,9 @@
 //! `sentinel demo`: the incident workflow end to end on embedded defaults.
 //!
 //! One process: the engine on a fresh SQLite file, a worker, the REST API on
-//! a loopback port, a simulated fleet with a detector, and mock executors
-//! whose actions change the simulation. Faults are injected one after another;
+//! a loopback port, a simulated fleet whose samples go through the embedded
+//! telemetry pipeline (in-process channel, memory store, the streaming
+//! detectors), and mock executors whose actions change the simulation. Faults are injected one after another;
 //! each becomes an incident that runs through the graph, and the demo approves
 //! the risky ones through the same REST API a human would use.
 
@@ -16,10 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreConfig, SystemClock, WorkerConfig};
 use nodes::analyze::ServiceGraph;
-use nodes::incident::{Detection, Source};
+use nodes::incident::Source;
 use nodes::intake::{open_or_attach, Intake};
 use nodes::policy::PolicyConfig;
-use nodes::ports::{Deployment, MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
+use nodes::ports::{MockRemediator, NoIndex};
 use nodes::runbook::{self, PlannedAction};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
@@ -29,7 +30,11 @@ use crate::access::{Access, Role};
 use crate::facts::RunHistoryFacts;
 use crate::security::{RateLimit, Security};
 use crate::server::{router, AppState};
-use sim::{anomaly_type, Detector, Fault, Fleet};
+use sim::{Fault, Fleet};
+use telemetry::detect::DetectorConfig;
+use telemetry::event::{DeployEvent, Event, MetricSample};
+use telemetry::pipeline::{ChannelSink, Embedded, Processor, Publisher};
+use telemetry::store::{MemoryStore, StorePorts};
 
 #[derive(Clone, Debug)]
 pub struct DemoConfig {
@@ -149,29 +154,47 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let db = config.data_dir.join(format!("demo-{stamp}.db"));
     let store = Store::connect(&StoreConfig::new(format!("sqlite://{}", db.display()))).await?;
 
-    let metrics = MemoryMetrics::default();
-    let deployments = MemoryDeployments::default();
+    // The embedded telemetry path: samples in through a channel, into the
+    // memory store the workflow reads, past the streaming detectors, whose
+    // anomalies come back here to open incidents.
+    let events = Arc::new(MemoryStore::new());
+    let (detected_tx, mut detected) = tokio::sync::mpsc::unbounded_channel();
+    let processor = Processor::new(events.clone(), Arc::new(ChannelSink(detected_tx)), DetectorConfig::default());
+    let resets = processor.resets();
+    let (pipeline, source) = Embedded::new(100_000);
+    let pipeline_stop = CancellationToken::new();
+    let consumer = tokio::spawn(source.run(processor, 10_000, pipeline_stop.clone()));
     let remediator = MockRemediator::default();
     let fleet = Arc::new(Mutex::new(Fleet::new(config.seed)));
-    let detector = Arc::new(Mutex::new(Detector::new()));
     let scenarios = Arc::new(scenarios());
+    let active: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    // Each sample carries the labels of the scenario active on its service.
+    let sample_events = |samples: Vec<(&str, &str, f64)>, at: engine::Timestamp| -> Vec<Event> {
+        let active = active.lock().expect("active lock");
+        samples
+            .into_iter()
+            .map(|(service, metric, value)| {
+                let labels = active.get(service).map_or(&[("namespace", "prod")][..], |i| scenarios[*i].labels);
+                Event::Metric(MetricSample {
+                    ts: at.0,
+                    service: service.to_owned(),
+                    metric: metric.to_owned(),
+                    value,
+                    labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                })
+            })
+            .collect()
+    };
 
     // Prefill an hour of history, one sample per simulated minute.
     let now = SystemClock.now();
-    {
-        let mut f = fleet.lock().expect("fleet lock");
-        let mut d = detector.lock().expect("detector lock");
-        for m in 0..60u32 {
-            let at = now.saturating_sub(Duration::from_secs(u64::from(60 - m) * 60));
-            for (service, metric, value) in f.sample(600 + m) {
-                metrics.push(service, metric, at, value);
-                d.observe(service, metric, value);
-            }
-        }
+    for m in 0..60u32 {
+        let at = now.saturating_sub(Duration::from_secs(u64::from(60 - m) * 60));
+        let samples = fleet.lock().expect("fleet lock").sample(600 + m);
+        pipeline.publish(sample_events(samples, at)).await.context("the embedded pipeline")?;
     }
 
     // What each mock action does to the simulation.
-    let active: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     for action in [
         "restart_deployment",
         "scale_deployment",
@@ -181,7 +204,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         "drain_node",
         "delete_pod",
     ] {
-        let (fleet, detector, scenarios, active) = (fleet.clone(), detector.clone(), scenarios.clone(), active.clone());
+        let (fleet, resets, scenarios, active) = (fleet.clone(), resets.clone(), scenarios.clone(), active.clone());
         remediator.on_apply(
             action,
             Arc::new(move |a: &PlannedAction| {
@@ -189,7 +212,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
                 let Some(&i) = active.lock().expect("active lock").get(&service) else { return };
                 if scenarios[i].fixed_by.contains(&a.action.as_str()) {
                     fleet.lock().expect("fleet lock").fix(&service);
-                    detector.lock().expect("detector lock").reset(&service);
+                    // The detectors judge the fixed service against fresh data.
+                    resets.reset(&service);
                 }
             }),
         );
@@ -220,8 +244,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         config: workflow_config,
         runbooks: runbook::shipped().context("loading runbooks")?,
         services,
-        metrics: Arc::new(metrics.clone()),
-        deployments: Arc::new(deployments.clone()),
+        metrics: Arc::new(StorePorts(events.clone())),
+        deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
         remediator: Arc::new(remediator.clone()),
         safety: Arc::new(RunHistoryFacts {
@@ -278,58 +302,47 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
                     injected.insert(i);
                     active.lock().expect("active lock").insert(s.service.to_owned(), i);
                     if s.deploy {
-                        deployments.0.lock().expect("deployments lock").push(Deployment {
+                        let deploy = Event::Deploy(DeployEvent {
+                            ts: at.0,
                             service: s.service.into(),
                             version: format!("v2.{tick}"),
-                            at,
+                            change_type: "rollout".into(),
+                            git_sha: None,
                         });
+                        pipeline.publish(vec![deploy]).await.context("the embedded pipeline")?;
                     }
                     fleet.lock().expect("fleet lock").inject(s.service, s.metric, s.fault.clone());
                     println!("[{:>5.1}s] inject   {:<17} {}", started.elapsed().as_secs_f64(), s.service, s.name);
                 }
             }
         }
-        // One simulated minute of telemetry, through the detector.
+        // One simulated minute of telemetry, into the pipeline.
         let samples = fleet.lock().expect("fleet lock").sample(660 + tick as u32 % 1440);
-        for (service, metric, value) in samples {
-            metrics.push(service, metric, at, value);
-            let anomaly = detector.lock().expect("detector lock").observe(service, metric, value);
-            let Some(a) = anomaly else { continue };
-            let scenario_index = active.lock().expect("active lock").get(service).copied();
-            let labels = scenario_index.map(|i| scenarios[i].labels).unwrap_or(&[("namespace", "prod")]);
-            let detection = Detection {
-                service: a.service.clone(),
-                anomaly_type: anomaly_type(&a.metric).to_owned(),
-                metric: a.metric.clone(),
-                observed: a.observed,
-                baseline_mean: a.mean,
-                baseline_stddev: a.stddev,
-                started_at: at,
-                source: Source::Detector {
-                    detector: "rolling z-score".into(),
-                    score: (a.z.abs() / 10.0).min(1.0),
-                    reason: format!("z = {:.1} for 3 of the last 5 points", a.z),
-                },
-                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            };
+        pipeline.publish(sample_events(samples, at)).await.context("the embedded pipeline")?;
+        // What the detectors found since the last tick.
+        while let Ok(detection) = detected.try_recv() {
             let run = match open_or_attach(&engine, &detection).await? {
                 Intake::Opened(run) => run,
                 // The same condition while its incident is open: attached, not opened again.
                 Intake::Attached(..) => continue,
             };
+            let scenario_index = active.lock().expect("active lock").get(&detection.service).copied();
             let scenario = scenario_index.map_or("(noise)".to_owned(), |i| scenarios[i].name.to_owned());
+            let score = match &detection.source {
+                Source::Detector { score, .. } => *score,
+                Source::Alertmanager { .. } => 1.0,
+            };
             println!(
-                "[{:>5.1}s] detect   {:<17} {} (z = {:.1}) → incident {run}",
+                "[{:>5.1}s] detect   {:<17} {} (score {score:.2}) → incident {run}",
                 started.elapsed().as_secs_f64(),
-                a.service,
+                detection.service,
                 detection.anomaly_type,
-                a.z
             );
             tracked.insert(
                 run,
                 Tracked {
                     scenario,
-                    service: a.service,
+                    service: detection.service,
                     anomaly: detection.anomaly_type,
                     seen_steps: 0,
                     approved_at_step: None,
@@ -390,8 +403,10 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         tokio::time::sleep(TICK).await;
     }
     shutdown.cancel();
+    pipeline_stop.cancel();
     worker.await?;
     server.await??;
+    consumer.await?;
 
     let mut rows = Vec::new();
     for (run, t) in &tracked {

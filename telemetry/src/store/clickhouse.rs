@@ -162,11 +162,6 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    /// Answers a trivial query: whether the server is up.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.admin.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(|e| unavailable("ping", e))
-    }
-
     /// Drops the database (tests and benchmarks clean up with it).
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.admin
@@ -308,6 +303,11 @@ impl EventStore for ClickHouseStore {
                 git_sha: (!r.git_sha.is_empty()).then_some(r.git_sha),
             })
             .collect())
+    }
+
+    /// Answers a trivial query: whether the server is up.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.admin.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(|e| unavailable("ping", e))
     }
 
     async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
