@@ -161,3 +161,141 @@ pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
     }
     Ok(config)
 }
+
+/// `SENTINEL_EXECUTORS_FILE`: the executors `serve` and `worker` act through.
+/// Without it every action is a dry run through the mock remediator.
+///
+/// ```yaml
+/// dry_run: false              # default true: live actions are an explicit choice
+/// allowlist: ["kubernetes:prod/*", "ecs:prod-cluster/*"]   # targets that may be acted on
+/// auto_approve: ["kubernetes:prod/*"]                      # targets the policy may approve alone
+/// cooldown_secs: 300
+/// max_scale_factor: 2.0
+/// max_nodes_cordoned: 0
+/// aws: { region: us-east-1 }  # EC2 and ECS; credentials from the standard chain
+/// kubernetes: {}              # the kubeconfig, or the in-cluster service account
+/// ```
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorsFile {
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    pub allowlist: Vec<String>,
+    #[serde(default)]
+    pub auto_approve: Vec<String>,
+    pub cooldown_secs: Option<u64>,
+    pub max_scale_factor: Option<f64>,
+    pub max_nodes_cordoned: Option<u64>,
+    pub aws: Option<AwsSection>,
+    pub kubernetes: Option<KubeSection>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub wait_timeout_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSection {
+    pub wait_timeout_secs: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ExecutorsFile {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<ExecutorsFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let file: ExecutorsFile =
+            serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if file.allowlist.is_empty() {
+            anyhow::bail!("{}: `allowlist` is empty: no target could ever be acted on", path.display());
+        }
+        if file.aws.is_none() && file.kubernetes.is_none() {
+            anyhow::bail!("{}: configure `aws`, `kubernetes` or both", path.display());
+        }
+        Ok(file)
+    }
+
+    /// The executors' configuration, guardrails included.
+    pub fn executors_config(&self) -> executors::ExecutorsConfig {
+        let mut rails = executors::Guardrails { allowlist: self.allowlist.clone(), ..Default::default() };
+        rails.dry_run = self.dry_run;
+        if let Some(s) = self.cooldown_secs {
+            rails.cooldown = std::time::Duration::from_secs(s);
+        }
+        if let Some(f) = self.max_scale_factor {
+            rails.max_scale_factor = f;
+        }
+        if let Some(n) = self.max_nodes_cordoned {
+            rails.max_nodes_cordoned = n;
+        }
+        let aws = self.aws.as_ref().map(|a| {
+            let mut c = executors::aws::AwsConfig {
+                region: a.region.clone(),
+                endpoint_url: a.endpoint_url.clone(),
+                ..Default::default()
+            };
+            if let Some(s) = a.wait_timeout_secs {
+                c.wait_timeout = std::time::Duration::from_secs(s);
+            }
+            c
+        });
+        let kubernetes = self.kubernetes.as_ref().map(|k| {
+            let mut c = executors::kubernetes::KubeConfig::default();
+            if let Some(s) = k.wait_timeout_secs {
+                c.wait_timeout = std::time::Duration::from_secs(s);
+            }
+            c
+        });
+        executors::ExecutorsConfig { aws, kubernetes, mock_kinds: Vec::new(), guardrails: rails }
+    }
+}
+
+pub fn executors_file() -> anyhow::Result<Option<ExecutorsFile>> {
+    match std::env::var("SENTINEL_EXECUTORS_FILE").ok().filter(|s| !s.trim().is_empty()) {
+        Some(path) => ExecutorsFile::read(std::path::Path::new(&path)).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_executors_file_becomes_guardrails() {
+        let dir = std::env::temp_dir().join(format!("sentinel-exec-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("executors.yaml");
+        std::fs::write(
+            &path,
+            "dry_run: false\nallowlist: [\"ecs:prod/*\"]\ncooldown_secs: 60\nmax_scale_factor: 1.5\n\
+             aws: { region: eu-west-1, endpoint_url: \"http://127.0.0.1:5055\" }\n",
+        )
+        .unwrap();
+        let file = ExecutorsFile::read(&path).unwrap();
+        let c = file.executors_config();
+        assert!(!c.guardrails.dry_run);
+        assert_eq!(c.guardrails.allowlist, ["ecs:prod/*"]);
+        assert_eq!(c.guardrails.cooldown, std::time::Duration::from_secs(60));
+        assert_eq!(c.guardrails.max_scale_factor, 1.5);
+        assert_eq!(c.aws.unwrap().region.as_deref(), Some("eu-west-1"));
+        assert!(c.kubernetes.is_none());
+
+        std::fs::write(&path, "allowlist: [\"ecs:prod/*\"]\naws: {}\n").unwrap();
+        assert!(ExecutorsFile::read(&path).unwrap().dry_run, "dry run unless said otherwise");
+        std::fs::write(&path, "allowlist: []\naws: {}\n").unwrap();
+        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("allowlist"));
+        std::fs::write(&path, "allowlist: [\"x:y/*\"]\n").unwrap();
+        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("aws"));
+        std::fs::write(&path, "allowlist: [\"x:y/*\"]\naws: {}\ndryrun: false\n").unwrap();
+        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("dryrun"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -268,11 +268,31 @@ fn detect(args: DetectArgs) -> anyhow::Result<()> {
 }
 
 /// Every graph this binary runs: the incident workflow and the benchmark graphs.
-fn registry(store: &Store, access: Access, telemetry: &sentinel::ingest::Storage) -> engine::Registry {
+async fn registry(
+    store: &Store,
+    access: Access,
+    telemetry: &sentinel::ingest::Storage,
+) -> anyhow::Result<engine::Registry> {
+    use sentinel::wiring::Acting;
+    let acting = match config::executors_file()? {
+        None => {
+            tracing::info!("no SENTINEL_EXECUTORS_FILE: actions are recorded as dry runs");
+            Acting::DryRun
+        }
+        Some(file) => {
+            let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
+            let executors = executors::Executors::build(&file.executors_config(), kill_switch)
+                .await
+                .context("building the executors")?;
+            tracing::info!(kinds = ?executors.kinds(), dry_run = file.dry_run, "executors ready");
+            let remediator = Arc::new(sentinel::remediate::ExecutorRemediator { executors });
+            Acting::Live { remediator, auto_approve: file.auto_approve }
+        }
+    };
     let mut registry = bench::registry(None);
     let ports = telemetry::store::StorePorts(telemetry.store.clone());
-    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access, ports)));
-    registry
+    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access, ports, acting)));
+    Ok(registry)
 }
 
 /// The database with the engine's and the API's migrations applied.
@@ -288,7 +308,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, access) = open_database().await?;
     let telemetry_config = config::telemetry()?;
     let storage = sentinel::ingest::open_store(&telemetry_config).await.context("telemetry store")?;
-    let engine = Engine::new(store.clone(), registry(&store, access.clone(), &storage), Arc::new(SystemClock));
+    let engine = Engine::new(store.clone(), registry(&store, access.clone(), &storage).await?, Arc::new(SystemClock));
     if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
         tracing::warn!(
             "no API key exists: every /v1 call will be refused; create one with \
@@ -338,7 +358,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let (store, access) = open_database().await?;
     let storage = sentinel::ingest::open_store(&config::telemetry()?).await.context("telemetry store")?;
-    let engine = Engine::new(store.clone(), registry(&store, access, &storage), Arc::new(SystemClock));
+    let engine = Engine::new(store.clone(), registry(&store, access, &storage).await?, Arc::new(SystemClock));
     let mut config = WorkerConfig {
         concurrency: args.concurrency,
         lease: Duration::from_millis(args.lease_ms),

@@ -39,7 +39,12 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
-    let workflow = sentinel::wiring::standalone_workflow(&store, access, StorePorts(storage.store.clone()));
+    let workflow = sentinel::wiring::standalone_workflow(
+        &store,
+        access,
+        StorePorts(storage.store.clone()),
+        sentinel::wiring::Acting::DryRun,
+    );
     let mut registry = engine::Registry::new();
     registry.register(workflow::graph(workflow));
     let engine = Engine::new(store, registry, Arc::new(SystemClock));
