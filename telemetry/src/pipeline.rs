@@ -241,6 +241,9 @@ pub struct Embedded {
     capacity: usize,
 }
 
+/// How long a stopping embedded pipeline keeps storing what it accepted.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The consuming half of [`Embedded`].
 pub struct EmbeddedSource {
     rx: mpsc::UnboundedReceiver<Held>,
@@ -287,32 +290,69 @@ impl Publisher for Embedded {
 
 impl EmbeddedSource {
     /// Feeds the processor until `stop` fires, coalescing what is queued into
-    /// batches of up to `max_batch` events.
+    /// batches of up to `max_batch` events. Then it takes nothing new and
+    /// stores what was already accepted, for up to [`DRAIN_TIMEOUT`].
     pub async fn run(mut self, mut processor: Processor, max_batch: usize, stop: CancellationToken) {
+        let mut unstored = None;
         loop {
             let first = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 held = self.rx.recv() => match held { Some(h) => h, None => return },
             };
-            let mut batch = vec![first];
-            let mut n = batch[0].events.len();
-            while n < max_batch {
-                match self.rx.try_recv() {
-                    Ok(h) => {
-                        n += h.events.len();
-                        batch.push(h);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let events: Vec<Event> = batch.iter().flat_map(|h| h.events.iter().cloned()).collect();
-            if processor.process(&events, &stop).await.is_err() {
-                return;
+            let batch = self.coalesce(first, max_batch);
+            if processor.process(&events_of(&batch), &stop).await.is_err() {
+                unstored = Some(batch);
+                break;
             }
             // Dropping the held batches releases their capacity.
-            drop(batch);
+        }
+        self.rx.close();
+        let deadline = CancellationToken::new();
+        tokio::spawn({
+            let deadline = deadline.clone();
+            async move {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+                deadline.cancel();
+            }
+        });
+        let mut next = unstored;
+        loop {
+            let batch = match next.take() {
+                Some(b) => b,
+                None => match self.rx.recv().await {
+                    Some(first) => self.coalesce(first, max_batch),
+                    None => return,
+                },
+            };
+            let events = events_of(&batch);
+            if processor.process(&events, &deadline).await.is_err() {
+                let left: usize = events.len()
+                    + std::iter::from_fn(|| self.rx.try_recv().ok()).map(|h| h.events.len()).sum::<usize>();
+                tracing::error!(events = left, "stopped with accepted events the store did not take");
+                return;
+            }
         }
     }
+
+    /// `first` and whatever is queued behind it, up to `max_batch` events.
+    fn coalesce(&mut self, first: Held, max_batch: usize) -> Vec<Held> {
+        let mut n = first.events.len();
+        let mut batch = vec![first];
+        while n < max_batch {
+            match self.rx.try_recv() {
+                Ok(h) => {
+                    n += h.events.len();
+                    batch.push(h);
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+}
+
+fn events_of(batch: &[Held]) -> Vec<Event> {
+    batch.iter().flat_map(|h| h.events.iter().cloned()).collect()
 }
 
 #[cfg(test)]
@@ -372,6 +412,21 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
         assert!(store.counts().await.unwrap()["metric"] >= 6);
+    }
+
+    #[tokio::test]
+    async fn what_was_accepted_is_stored_when_stopping() {
+        let (pipe, source) = Embedded::new(10_000);
+        for chunk in 0..20 {
+            pipe.publish((chunk * 100..chunk * 100 + 100).map(|i| sample(i, 1.0)).collect()).await.unwrap();
+        }
+        let store = Arc::new(MemoryStore::new());
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let processor = Processor::new(store.clone(), Arc::new(Collect::default()), DetectorConfig::default());
+        source.run(processor, 300, stop).await;
+        assert_eq!(store.counts().await.unwrap()["metric"], 2000);
+        assert!(matches!(pipe.publish(vec![sample(0, 1.0)]).await, Err(PublishError::Unavailable(_))));
     }
 
     /// A store that fails its first `n` inserts.
