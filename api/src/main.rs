@@ -142,7 +142,7 @@ struct IngestBenchArgs {
     #[arg(long, default_value_t = 500_000)]
     batch_events: usize,
     /// Requests in flight (batches: at most 16).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     concurrency: usize,
     /// Services given a fault for the ingest-to-anomaly delay.
     #[arg(long, default_value_t = 200)]
