@@ -326,7 +326,7 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         );
     }
     if let Some(signal) = ctx.take_signal(&["cleared"]) {
-        // The alert resolved (or the detector recovered) while waiting: nothing to do.
+        // The alert group resolved while the action waited for a decision: nothing to do.
         let by = signal.payload.get("source").and_then(|a| a.as_str()).unwrap_or("alertmanager").to_owned();
         s.note(now, "await_approval", format!("condition cleared ({by}) before any action; closing"));
         s.outcome = Some("cleared before any action".into());
