@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod facts;
 mod ingest;
+mod ingest_crash;
 mod pg_restart;
 mod rbac;
 mod relay;
