@@ -128,7 +128,8 @@ async fn a_consumer_killed_mid_batch_loses_nothing() {
     let brokers = brokers();
     let config = kafka("killed", &brokers).await;
     let db = unique("kafka_killed");
-    let first = Arc::new(DiesMidBatch { inner: clickhouse(&db).await, good: Mutex::new(2), hung: Mutex::new(0) });
+    // 900 events in batches of at most 500: there is always a second batch to die in.
+    let first = Arc::new(DiesMidBatch { inner: clickhouse(&db).await, good: Mutex::new(1), hung: Mutex::new(0) });
     let publisher = KafkaPublisher::new(&config).unwrap();
     let events = series();
     for chunk in events.chunks(300) {
@@ -137,14 +138,14 @@ async fn a_consumer_killed_mid_batch_loses_nothing() {
     let sink = Arc::new(Collect::default());
     let stop = CancellationToken::new();
     let doomed = tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(first.clone(), sink.clone()), stop));
-    // Wait until it is stuck inside its third batch, then kill it there.
+    // Wait until it is stuck inside its second batch, then kill it there.
     tokio::time::timeout(Duration::from_secs(60), async {
         while *first.hung.lock().unwrap() == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
-    .expect("the consumer reached its third batch");
+    .expect("the consumer reached its second batch");
     doomed.abort();
     let _ = doomed.await;
     let stored_before = first.inner.counts().await.unwrap()["metric"];
