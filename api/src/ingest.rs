@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -151,6 +152,13 @@ fn retry_after(mut resp: Response, after: Duration) -> Response {
     resp
 }
 
+/// A body that could not be read (too large, or cut off): our JSON error, with axum's reason.
+fn unreadable(rejection: BytesRejection) -> Response {
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+    error(status, code, format!("{} (the limit is {MAX_EVENTS_BODY} bytes)", rejection.body_text()))
+}
+
 fn not_running() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the telemetry path is not running here")
 }
@@ -170,8 +178,12 @@ fn not_running() -> Response {
         (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`"),
     )
 )]
-pub async fn post_events(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn post_events(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let Some(t) = state.telemetry.as_ref() else { return not_running() };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(rejection),
+    };
     let events = match parse_batch(&body) {
         Ok(events) => events,
         Err(e) => {
@@ -223,8 +235,12 @@ pub async fn post_events(State(state): State<AppState>, body: Bytes) -> Response
         (status = 503, description = "The database is unavailable; Alertmanager retries"),
     )
 )]
-pub async fn post_alertmanager(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn post_alertmanager(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let Some(t) = state.telemetry.as_ref() else { return not_running() };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(rejection),
+    };
     let notification = match alertmanager::parse(&body) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_payload", e),

@@ -114,8 +114,8 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
     assert_eq!((body["error"]["code"].as_str(), body["error"]["index"].as_u64()), (Some("bad_event"), Some(2)));
     let (status, body, _) = post(&h.app, "/v1/events", op, "{not json").await;
     assert_eq!((status, body["error"]["index"].as_u64()), (StatusCode::BAD_REQUEST, Some(0)));
-    let (status, _, _) = post(&h.app, "/v1/events", op, vec![b' '; 9 * 1024 * 1024]).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body, _) = post(&h.app, "/v1/events", op, vec![b' '; 9 * 1024 * 1024]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")), "{body}");
     assert_eq!(h.store.counts().await.unwrap()["metric"], 0, "nothing of a refused batch is kept");
 
     // The series as NDJSON in batches of 50, then one array; one fault, one incident.
