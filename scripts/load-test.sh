@@ -24,7 +24,7 @@ export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}" CLICKHOUSE_URL="${CLICKH
 export SENTINEL_KAFKA_TOPIC="sentinel-load-$run" SENTINEL_KAFKA_GROUP="sentinel-load-$run"
 export SENTINEL_CLICKHOUSE_DATABASE="sentinel_load_${run//-/_}"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-key="$("$bin" keys create --direct --name load-test --role operator --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+key="$("$bin" keys create --direct --name load-test --role ingest --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
 "$bin" serve --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 serve=$!
 cleanup() {

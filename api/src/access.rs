@@ -14,12 +14,16 @@ use sqlx::{AnyPool, Row};
 
 pub type Result<T> = std::result::Result<T, sqlx::Error>;
 
-/// What a key may do. Each role may do everything the ones before it may.
+/// What a key may do. From `Viewer` up, each role may do everything the ones
+/// before it may; `Ingest` may only push telemetry (`/v1/events`,
+/// `/v1/alertmanager`), which operators and admins may do too.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Pushes telemetry: events and Alertmanager notifications. Nothing else.
+    Ingest,
     /// Reads: runs, incidents, postmortems, graphs, outbox.
     Viewer,
     /// Decisions on runs: approve, reject, cancel, retry.
@@ -31,6 +35,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Ingest => "ingest",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -48,10 +53,11 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
+            "ingest" => Ok(Role::Ingest),
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role `{other}` (viewer, operator or admin)")),
+            other => Err(format!("unknown role `{other}` (ingest, viewer, operator or admin)")),
         }
     }
 }

@@ -177,18 +177,55 @@ pub async fn require(State((sec, needed)): State<(Security, Role)>, req: Request
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
         return unauthorized("no API key");
     };
-    if caller.role >= needed {
+    // `Ingest` is below `Viewer` in the order, and may read nothing.
+    if caller.role >= needed && caller.role != Role::Ingest {
         return next.run(req).await;
     }
     let message = format!("this call needs the {needed} role; key `{}` has {}", caller.name, caller.role);
-    if req.method() != Method::GET {
-        let action = action(&req);
+    forbid(&sec, Refused::of(&req), &caller, message).await
+}
+
+/// The telemetry routes: `ingest` keys, and operators and admins.
+pub async fn require_ingest(State(sec): State<Security>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return unauthorized("no API key");
+    };
+    if caller.role == Role::Ingest || caller.role >= Role::Operator {
+        return next.run(req).await;
+    }
+    let message =
+        format!("this call needs the ingest, operator or admin role; key `{}` has {}", caller.name, caller.role);
+    forbid(&sec, Refused::of(&req), &caller, message).await
+}
+
+/// What a refusal records of the request (owned: the request is not `Sync`).
+struct Refused {
+    mutating: bool,
+    action: String,
+    target: String,
+    request_id: String,
+}
+
+impl Refused {
+    fn of(req: &Request) -> Refused {
+        Refused {
+            mutating: req.method() != Method::GET,
+            action: action(req),
+            target: req.uri().path().to_owned(),
+            request_id: request_id(req),
+        }
+    }
+}
+
+/// 403, audited when the call would have changed something.
+async fn forbid(sec: &Security, call: Refused, caller: &Caller, message: String) -> Response {
+    if call.mutating {
         let entry = AuditStart {
             actor: &caller.name,
             key_id: Some(&caller.key_id),
-            action: &action,
-            target: req.uri().path(),
-            request_id: &request_id(&req),
+            action: &call.action,
+            target: &call.target,
+            request_id: &call.request_id,
             detail: &message,
         };
         if let Err(e) = sec.access.audit(&entry, StatusCode::FORBIDDEN.as_u16()).await {

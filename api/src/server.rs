@@ -76,7 +76,7 @@ pub fn router(state: AppState) -> Router {
         (name = "incidents", description = "Incidents and their postmortems"),
         (name = "outbox", description = "Notifications to Slack and PagerDuty, and their dead letters"),
         (name = "admin", description = "API keys, the kill switch and the audit log"),
-        (name = "telemetry", description = "Events and Alertmanager notifications in (operator keys; not audited, not rate limited: the pipeline pushes back)"),
+        (name = "telemetry", description = "Events and Alertmanager notifications in (ingest, operator or admin keys; not audited, not rate limited: the pipeline pushes back)"),
     )
 )]
 struct ApiDoc;
@@ -130,7 +130,7 @@ fn api_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(crate::ingest::post_events))
         .routes(routes!(crate::ingest::post_alertmanager))
         .layer(axum::extract::DefaultBodyLimit::max(crate::ingest::MAX_EVENTS_BODY))
-        .route_layer(from_fn_with_state((sec.clone(), Role::Operator), security::require))
+        .route_layer(from_fn_with_state(sec.clone(), security::require_ingest))
         .layer(from_fn_with_state(sec.clone(), security::authenticate_cached));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(viewer)

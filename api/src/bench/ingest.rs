@@ -284,7 +284,7 @@ pub async fn run_ingest_bench(b: &IngestBench) -> anyhow::Result<IngestFigures> 
     let store = super::connect(&b.database_url).await?;
     let engine = Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock));
     let access = Access::new(&store, Arc::new(SystemClock)).await.context("API migrations")?;
-    let key = access.create_key("bench-ingest", Role::Operator, "bench").await?;
+    let key = access.create_key("bench-ingest", Role::Ingest, "bench").await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(b.concurrency).build()?;
     let mut figures = Vec::new();
     for &batch in &b.batch_sizes {

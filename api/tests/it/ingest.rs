@@ -28,6 +28,7 @@ struct Harness {
     app: axum::Router,
     engine: Engine,
     keys: Keys,
+    access: Access,
     store: Arc<dyn EventStore>,
     stop: CancellationToken,
     _worker: BackgroundWorker,
@@ -41,7 +42,7 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
     let workflow = sentinel::wiring::standalone_workflow(
         &store,
-        access,
+        access.clone(),
         StorePorts(storage.store.clone()),
         sentinel::wiring::Acting::DryRun,
     );
@@ -54,7 +55,7 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let (telemetry, _consumer) = ingest::start(engine.clone(), storage, &config, stop.clone()).await.unwrap();
     let (security, keys) = security(&engine, RateLimit::default()).await;
     let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: Some(telemetry) });
-    Harness { app, engine, keys, store: events, stop, _worker: worker, _db: db }
+    Harness { app, engine, keys, access, store: events, stop, _worker: worker, _db: db }
 }
 
 impl Drop for Harness {
@@ -107,6 +108,19 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
     let (status, _, _) =
         post(&h.app, "/v1/events", Some(&h.keys.viewer), json!([metric("a", 0, 1.0)]).to_string()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // An ingest key pushes telemetry and may read or decide nothing.
+    let agent = h.access.create_key("agent", sentinel::access::Role::Ingest, "test").await.unwrap().secret;
+    let (status, body, _) = post(&h.app, "/v1/events", Some(&agent), json!([metric("b", 0, 1.0)]).to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let req =
+        Request::get("/v1/runs").header(header::AUTHORIZATION, format!("Bearer {agent}")).body(Body::empty()).unwrap();
+    assert_eq!(h.app.clone().oneshot(req).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let approve = "/v1/runs/01a2054b-87bb-7445-bf0f-830483e586af/approve";
+    assert_eq!(post(&h.app, approve, Some(&agent), "{}").await.0, StatusCode::FORBIDDEN);
+    eventually("the agent's sample stored", Duration::from_secs(10), || async {
+        h.store.counts().await.unwrap()["metric"] == 1
+    })
+    .await;
 
     let bad = json!([metric("a", 0, 1.0), metric("a", 1, 1.0), { "kind": "metric", "service": "a" }]);
     let (status, body, _) = post(&h.app, "/v1/events", op, bad.to_string()).await;
@@ -116,7 +130,7 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
     assert_eq!((status, body["error"]["index"].as_u64()), (StatusCode::BAD_REQUEST, Some(0)));
     let (status, body, _) = post(&h.app, "/v1/events", op, vec![b' '; 9 * 1024 * 1024]).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")), "{body}");
-    assert_eq!(h.store.counts().await.unwrap()["metric"], 0, "nothing of a refused batch is kept");
+    assert_eq!(h.store.counts().await.unwrap()["metric"], 1, "nothing of a refused batch is kept");
 
     // The series as NDJSON in batches of 50, then one array; one fault, one incident.
     let series = faulty_series();
@@ -128,7 +142,7 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
     let (status, body, _) = post(&h.app, "/v1/events", op, Value::Array(series[150..].to_vec()).to_string()).await;
     assert_eq!((status, body["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(150)));
     eventually("300 samples stored", Duration::from_secs(20), || async {
-        h.store.counts().await.unwrap()["metric"] == 300
+        h.store.counts().await.unwrap()["metric"] == 301
     })
     .await;
     eventually("the incident", Duration::from_secs(20), || async { !incident_runs(&h.engine).await.is_empty() }).await;
