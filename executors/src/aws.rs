@@ -323,17 +323,6 @@ impl EcsExecutor {
         .await
     }
 
-    fn scale_target(action: &Action, before: i64) -> Result<i64, ExecError> {
-        if let Some(n) = action.param_u64("replicas")? {
-            return i64::try_from(n).map_err(|_| ExecError::BadAction(format!("replicas {n} is too large")));
-        }
-        let factor = action.param_f64("factor")?.unwrap_or(2.0);
-        if !(factor.is_finite() && factor > 0.0) {
-            return Err(ExecError::BadAction(format!("factor must be above 0, not {factor}")));
-        }
-        Ok(((before.max(1) as f64) * factor).round() as i64)
-    }
-
     /// `family:N` → `family:N-1`.
     fn previous_revision(task_definition: &str) -> Result<String, ExecError> {
         let (family, revision) = task_definition
@@ -384,7 +373,7 @@ impl Executor for EcsExecutor {
         let mut after = pre.clone();
         let (summary, blast) = match action.action.as_str() {
             "scale_service" => {
-                let to = EcsExecutor::scale_target(action, desired)?;
+                let to = action.scale_to(desired)?;
                 after["desired_count"] = json!(to);
                 let blast = Blast { replicas: Some((desired.max(0) as u64, to.max(0) as u64)), ..Blast::default() };
                 (format!("scale {} from {desired} to {to} task(s)", t.name), blast)
@@ -406,7 +395,7 @@ impl Executor for EcsExecutor {
         let now = self.service(&t.scope, &t.name).await?;
         let changed = match action.action.as_str() {
             "scale_service" => {
-                let to = count(EcsExecutor::scale_target(action, desired)?)?;
+                let to = count(action.scale_to(desired)?)?;
                 let act = now.desired != to;
                 if act {
                     self.update(&t.scope, &t.name, Some(to), None, false).await?;

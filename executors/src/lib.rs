@@ -66,6 +66,19 @@ impl Action {
         }
     }
 
+    /// The count a scaling action asks for from `before`: `replicas`, or
+    /// `factor` × `before` (×2 by default), rounded.
+    pub fn scale_to(&self, before: i64) -> Result<i64, ExecError> {
+        if let Some(n) = self.param_u64("replicas")? {
+            return i64::try_from(n).map_err(|_| ExecError::BadAction(format!("replicas {n} is too large")));
+        }
+        let factor = self.param_f64("factor")?.unwrap_or(2.0);
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(ExecError::BadAction(format!("factor must be above 0, not {factor}")));
+        }
+        Ok(((before.max(1) as f64) * factor).round() as i64)
+    }
+
     pub fn param_f64(&self, name: &str) -> Result<Option<f64>, ExecError> {
         match self.params.get(name) {
             None => Ok(None),

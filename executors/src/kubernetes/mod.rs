@@ -54,6 +54,21 @@ impl Default for KubeConfig {
     }
 }
 
+/// A value a workload action sets on its deployment.
+enum Setting {
+    Replicas(i64),
+    Image {
+        container: String,
+        image: String,
+    },
+    Memory {
+        container: String,
+        limit: String,
+    },
+    /// The whole pod template (rollout undo, and its rollback).
+    Template(Value),
+}
+
 pub struct KubeExecutor {
     pub(crate) client: kube::Client,
     pub(crate) config: KubeConfig,
@@ -188,17 +203,6 @@ impl KubeExecutor {
         )
     }
 
-    fn scale_to(action: &Action, before: i64) -> Result<i64, ExecError> {
-        if let Some(n) = action.param_u64("replicas")? {
-            return i64::try_from(n).map_err(|_| ExecError::BadAction(format!("replicas {n} is too large")));
-        }
-        let factor = action.param_f64("factor")?.unwrap_or(2.0);
-        if !(factor.is_finite() && factor > 0.0) {
-            return Err(ExecError::BadAction(format!("factor must be above 0, not {factor}")));
-        }
-        Ok(((before.max(1) as f64) * factor).round() as i64)
-    }
-
     /// The container an action names, or the first one.
     fn container(action: &Action, pre: &Value) -> Result<String, ExecError> {
         let name = match action.params.get("container").and_then(Value::as_str) {
@@ -257,10 +261,69 @@ impl KubeExecutor {
         Ok((container, before.to_owned(), quantity::mebibytes(target)))
     }
 
-    fn memory_of(state: &Value, container: &str) -> Option<String> {
-        state["containers"].as_array()?.iter().find(|c| c["name"] == container)?["memory_limit"]
-            .as_str()
-            .map(str::to_owned)
+    /// `field` (`image`, `memory_limit`) of `container` in a captured state.
+    fn container_field(state: &Value, container: &str, field: &str) -> Option<String> {
+        state["containers"].as_array()?.iter().find(|c| c["name"] == container)?[field].as_str().map(str::to_owned)
+    }
+
+    /// What `action` sets on the deployment: forward (execute) from the
+    /// pre-state, or back to the pre-state (rollback). None for
+    /// `restart_deployment`, which has no setting of its own.
+    fn setting(action: &Action, pre: &Value, back: bool) -> Result<Option<Setting>, ExecError> {
+        let setting = match action.action.as_str() {
+            "scale_deployment" if back => Setting::Replicas(
+                pre["replicas"].as_i64().ok_or_else(|| ExecError::BadAction("pre-state lacks replicas".into()))?,
+            ),
+            "scale_deployment" => Setting::Replicas(action.scale_to(pre["replicas"].as_i64().unwrap_or(1))?),
+            "patch_image" => {
+                let (container, image) = KubeExecutor::image_change(action, pre)?;
+                let image = if back {
+                    KubeExecutor::container_field(pre, &container, "image")
+                        .ok_or_else(|| ExecError::BadAction(format!("pre-state lacks container {container}")))?
+                } else {
+                    image
+                };
+                Setting::Image { container, image }
+            }
+            "patch_memory_limit" => {
+                let (container, before, to) = KubeExecutor::memory_change(action, pre)?;
+                Setting::Memory { container, limit: if back { before } else { to } }
+            }
+            "rollback_deployment" if back => {
+                if pre["template"].is_null() {
+                    return Err(ExecError::BadAction("pre-state lacks the pod template".into()));
+                }
+                Setting::Template(pre["template"].clone())
+            }
+            "rollback_deployment" => Setting::Template(KubeExecutor::rollback_target(pre)?["template"].clone()),
+            "restart_deployment" => return Ok(None),
+            _ => return Err(unsupported(action)),
+        };
+        Ok(Some(setting))
+    }
+
+    /// Makes the deployment so, unless `now` shows it already is; whether it acted.
+    async fn converge(&self, ns: &str, name: &str, now: &Value, setting: &Setting) -> Result<bool, ExecError> {
+        let already = match setting {
+            Setting::Replicas(n) => now["replicas"].as_i64() == Some(*n),
+            Setting::Image { container, image } => {
+                KubeExecutor::container_field(now, container, "image").as_deref() == Some(image.as_str())
+            }
+            Setting::Memory { container, limit } => {
+                KubeExecutor::container_field(now, container, "memory_limit").as_deref() == Some(limit.as_str())
+            }
+            Setting::Template(t) => now["template"] == *t,
+        };
+        if already {
+            return Ok(false);
+        }
+        match setting {
+            Setting::Replicas(n) => self.set_replicas(ns, name, *n).await?,
+            Setting::Image { container, image } => self.set_image(ns, name, container, image).await?,
+            Setting::Memory { container, limit } => self.set_memory(ns, name, container, limit).await?,
+            Setting::Template(t) => self.set_template(ns, name, t).await?,
+        }
+        Ok(true)
     }
 
     async fn set_memory(&self, ns: &str, name: &str, container: &str, limit: &str) -> Result<(), ExecError> {
@@ -280,10 +343,6 @@ impl KubeExecutor {
             .await
             .map_err(|e| kube_err("patch deployment", e))?;
         Ok(())
-    }
-
-    fn image_of(state: &Value, container: &str) -> Option<String> {
-        state["containers"].as_array()?.iter().find(|c| c["name"] == container)?["image"].as_str().map(str::to_owned)
     }
 
     async fn patch(&self, ns: &str, name: &str, patch: Value) -> Result<(), ExecError> {
@@ -369,7 +428,7 @@ impl Executor for KubeExecutor {
         let summary = match action.action.as_str() {
             "scale_deployment" => {
                 let before = pre["replicas"].as_i64().unwrap_or(1);
-                let to = KubeExecutor::scale_to(action, before)?;
+                let to = action.scale_to(before)?;
                 after["replicas"] = json!(to);
                 blast.replicas = Some((before.max(0) as u64, to.max(0) as u64));
                 format!("scale deployment {} from {before} to {to}", pre["deployment"].as_str().unwrap_or(&t.name))
@@ -432,16 +491,10 @@ impl Executor for KubeExecutor {
         let (d, chain) = self.resolve(&t.scope, &t.name).await?;
         let name = d.metadata.name.clone().unwrap_or_default();
         let now = KubeExecutor::state(&d, &chain);
-        let changed = match action.action.as_str() {
-            "scale_deployment" => {
-                let to = KubeExecutor::scale_to(action, pre["replicas"].as_i64().unwrap_or(1))?;
-                let act = now["replicas"].as_i64() != Some(to);
-                if act {
-                    self.set_replicas(&t.scope, &name, to).await?;
-                }
-                act
-            }
-            "restart_deployment" => {
+        let changed = match KubeExecutor::setting(action, pre, false)? {
+            Some(setting) => self.converge(&t.scope, &name, &now, &setting).await?,
+            // A restart sets nothing: our key beside the rollout annotation says whether it was done.
+            None => {
                 let act = now["restart_key"].as_str() != Some(key);
                 if act {
                     let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -450,31 +503,6 @@ impl Executor for KubeExecutor {
                 }
                 act
             }
-            "patch_image" => {
-                let (container, image) = KubeExecutor::image_change(action, pre)?;
-                let act = KubeExecutor::image_of(&now, &container).as_deref() != Some(image.as_str());
-                if act {
-                    self.set_image(&t.scope, &name, &container, &image).await?;
-                }
-                act
-            }
-            "patch_memory_limit" => {
-                let (container, _, to) = KubeExecutor::memory_change(action, pre)?;
-                let act = KubeExecutor::memory_of(&now, &container).as_deref() != Some(to.as_str());
-                if act {
-                    self.set_memory(&t.scope, &name, &container, &to).await?;
-                }
-                act
-            }
-            "rollback_deployment" => {
-                let to = &KubeExecutor::rollback_target(pre)?["template"];
-                let act = now["template"] != *to;
-                if act {
-                    self.set_template(&t.scope, &name, to).await?;
-                }
-                act
-            }
-            _ => return Err(unsupported(action)),
         };
         let d = self.rolled_out(&t.scope, &name).await?;
         let after = KubeExecutor::state(&d, &chain);
@@ -499,47 +527,8 @@ impl Executor for KubeExecutor {
         let (d, chain) = self.resolve(&t.scope, &t.name).await?;
         let name = d.metadata.name.clone().unwrap_or_default();
         let now = KubeExecutor::state(&d, &chain);
-        let changed = match action.action.as_str() {
-            "scale_deployment" => {
-                let before =
-                    pre["replicas"].as_i64().ok_or_else(|| ExecError::BadAction("pre-state lacks replicas".into()))?;
-                let act = now["replicas"].as_i64() != Some(before);
-                if act {
-                    self.set_replicas(&t.scope, &name, before).await?;
-                }
-                act
-            }
-            "patch_image" => {
-                let (container, _) = KubeExecutor::image_change(action, pre)?;
-                let before = KubeExecutor::image_of(pre, &container)
-                    .ok_or_else(|| ExecError::BadAction(format!("pre-state lacks container {container}")))?;
-                let act = KubeExecutor::image_of(&now, &container).as_deref() != Some(before.as_str());
-                if act {
-                    self.set_image(&t.scope, &name, &container, &before).await?;
-                }
-                act
-            }
-            "patch_memory_limit" => {
-                let (container, before, _) = KubeExecutor::memory_change(action, pre)?;
-                let act = KubeExecutor::memory_of(&now, &container).as_deref() != Some(before.as_str());
-                if act {
-                    self.set_memory(&t.scope, &name, &container, &before).await?;
-                }
-                act
-            }
-            "rollback_deployment" => {
-                let before = &pre["template"];
-                if before.is_null() {
-                    return Err(ExecError::BadAction("pre-state lacks the pod template".into()));
-                }
-                let act = now["template"] != *before;
-                if act {
-                    self.set_template(&t.scope, &name, before).await?;
-                }
-                act
-            }
-            _ => return Err(unsupported(action)),
-        };
+        let setting = KubeExecutor::setting(action, pre, true)?.ok_or_else(|| unsupported(action))?;
+        let changed = self.converge(&t.scope, &name, &now, &setting).await?;
         let d = self.rolled_out(&t.scope, &name).await?;
         Ok(Outcome {
             changed,
