@@ -98,18 +98,25 @@ pub fn request_id(req: &Request) -> String {
     req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
 }
 
+/// The key in `Authorization: Bearer <key>`, or why there is none (for the 401).
+fn bearer(req: &Request) -> Result<String, &'static str> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err("missing API key: send `Authorization: Bearer <key>` (create one with `sentinel keys create`)");
+    };
+    match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+        Some(secret) => Ok(secret.trim().to_owned()),
+        None => Err("the Authorization header must be `Bearer <key>`"),
+    }
+}
+
 /// Finds the caller's key and applies its rate limit. Unauthenticated calls
 /// are answered 401 and never reach a handler.
 pub async fn authenticate(State(sec): State<Security>, mut req: Request, next: Next) -> Response {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return unauthorized(
-            "missing API key: send `Authorization: Bearer <key>` (create one with `sentinel keys create`)",
-        );
+    let secret = match bearer(&req) {
+        Ok(secret) => secret,
+        Err(why) => return unauthorized(why),
     };
-    let Some(secret) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
-        return unauthorized("the Authorization header must be `Bearer <key>`");
-    };
-    let key = match sec.access.authenticate(secret).await {
+    let key = match sec.access.authenticate(&secret).await {
         Ok(Some(key)) => key,
         Ok(None) => return unauthorized("unknown or revoked API key"),
         Err(e) => {
@@ -139,14 +146,9 @@ pub async fn authenticate(State(sec): State<Security>, mut req: Request, next: N
 /// Finds the caller's key through [`KEY_CACHE_TTL`]-long cache, with no rate
 /// limit: for the ingest routes, where the pipeline pushes back instead.
 pub async fn authenticate_cached(State(sec): State<Security>, mut req: Request, next: Next) -> Response {
-    let Some(secret) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|s| s.trim().to_owned())
-    else {
-        return unauthorized("missing API key: send `Authorization: Bearer <key>`");
+    let secret = match bearer(&req) {
+        Ok(secret) => secret,
+        Err(why) => return unauthorized(why),
     };
     match sec.cached_key(&secret).await {
         Ok(Some(key)) => {

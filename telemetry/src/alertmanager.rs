@@ -88,9 +88,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, String> {
 }
 
 fn parse_time(t: &str) -> Result<Timestamp, String> {
-    let at = humantime::parse_rfc3339_weak(t).map_err(|e| format!("{t:?} is not RFC 3339: {e}"))?;
-    let ms = at.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{t:?} is before 1970"))?.as_millis();
-    Ok(Timestamp(i64::try_from(ms).map_err(|_| format!("{t:?} is too far ahead"))?))
+    crate::event::rfc3339_millis(t).map(Timestamp)
 }
 
 impl Notification {

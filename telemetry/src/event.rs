@@ -211,6 +211,14 @@ fn one(index: usize, bytes: &[u8]) -> Result<Event, BatchError> {
     Ok(event)
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 time (a space for the
+/// `T` and a missing zone, read as UTC, are accepted).
+pub fn rfc3339_millis(t: &str) -> Result<i64, String> {
+    let at = humantime::parse_rfc3339_weak(t).map_err(|e| format!("{t:?} is not RFC 3339: {e}"))?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{t:?} is before 1970"))?.as_millis();
+    i64::try_from(ms).map_err(|_| format!("{t:?} is too far ahead"))
+}
+
 /// `ts` as RFC 3339 or milliseconds on the way in; milliseconds on the way out.
 mod ts {
     use serde::de::Error as _;
@@ -229,15 +237,7 @@ mod ts {
         }
         match Ts::deserialize(d).map_err(|_| D::Error::custom("`ts` must be RFC 3339 text or milliseconds"))? {
             Ts::Millis(ms) => Ok(ms),
-            Ts::Text(t) => {
-                let at = humantime::parse_rfc3339_weak(&t)
-                    .map_err(|e| D::Error::custom(format!("`ts` {t:?} is not RFC 3339: {e}")))?;
-                let ms = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|_| D::Error::custom("`ts` is before 1970"))?
-                    .as_millis();
-                i64::try_from(ms).map_err(|_| D::Error::custom("`ts` is too far in the future"))
-            }
+            Ts::Text(t) => super::rfc3339_millis(&t).map_err(|e| D::Error::custom(format!("`ts` {e}"))),
         }
     }
 }

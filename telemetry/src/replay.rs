@@ -44,9 +44,7 @@ pub fn parse_timestamp(t: &str) -> Result<i64, String> {
         let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
         return Ok(ms.round() as i64);
     }
-    let at = humantime::parse_rfc3339_weak(t).map_err(|e| format!("timestamp {t:?}: {e}"))?;
-    let ms = at.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("timestamp {t:?} is before 1970"))?;
-    i64::try_from(ms.as_millis()).map_err(|_| format!("timestamp {t:?} is too far ahead"))
+    crate::event::rfc3339_millis(t).map_err(|e| format!("timestamp {e}"))
 }
 
 /// Scores every row of `input` and writes `timestamp,value,anomaly_score` to `output`.
