@@ -288,6 +288,7 @@ pub struct Series {
     in_episode: bool,
     calm: usize,
     seen: u64,
+    scratch: Vec<f64>,
 }
 
 impl Default for Series {
@@ -306,6 +307,7 @@ impl Series {
             in_episode: false,
             calm: 0,
             seen: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -325,13 +327,18 @@ impl Series {
             let d = (x - out.mean) / out.stddev.max(floor(out.mean));
             out.zscore = Some(Reading { deviation: d, score: score(d, cfg.z_threshold) });
 
-            let mut sorted: Vec<f64> = self.window.iter().copied().collect();
-            sorted.sort_by(f64::total_cmp);
-            let med = median(&sorted);
-            let mut dev: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
-            dev.sort_by(f64::total_cmp);
+            // One scratch buffer, reused point after point: sorted window, then deviations.
+            let scratch = &mut self.scratch;
+            scratch.clear();
+            scratch.extend(self.window.iter().copied());
+            scratch.sort_unstable_by(f64::total_cmp);
+            let med = median(scratch);
+            for v in scratch.iter_mut() {
+                *v = (*v - med).abs();
+            }
+            scratch.sort_unstable_by(f64::total_cmp);
             // 1.4826 · MAD estimates σ for normal data; 0.6745 = 1 / 1.4826.
-            let mad = median(&dev);
+            let mad = median(scratch);
             let d = 0.6745 * (x - med) / mad.max(floor(med) * 0.6745);
             out.robust = Some(Reading { deviation: d, score: score(d, cfg.mad_threshold) });
 

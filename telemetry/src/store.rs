@@ -70,15 +70,23 @@ pub trait EventStore: Send + Sync {
 }
 
 /// FNV-1a (64 bits) over the event's canonical JSON: the same event always
-/// has the same id, on every process and version.
+/// has the same id, on every process and version. The JSON is hashed as it
+/// is written, never held.
 pub fn event_id(e: &Event) -> u64 {
-    let bytes = serde_json::to_vec(e).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    struct Hashing(fnv::FnvHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            std::hash::Hasher::write(&mut self.0, bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    hash
+    let mut h = Hashing(fnv::FnvHasher::default());
+    // Writing into a hasher cannot fail, and an event always serializes.
+    let _ = serde_json::to_writer(&mut h, e);
+    std::hash::Hasher::finish(&h.0)
 }
 
 /// Percentile by nearest rank over sorted values.
@@ -234,6 +242,17 @@ mod tests {
             value,
             labels: BTreeMap::new(),
         })
+    }
+
+    #[test]
+    fn the_id_is_fnv1a_of_the_canonical_json() {
+        let e = sample(60_000, 1.5);
+        let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in serde_json::to_vec(&e).unwrap() {
+            expected ^= u64::from(b);
+            expected = expected.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(event_id(&e), expected);
     }
 
     #[tokio::test]
