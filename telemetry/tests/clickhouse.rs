@@ -2,25 +2,15 @@
 //! (`CLICKHOUSE_URL`, default http://127.0.0.1:8123), each test in a database
 //! of its own.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use telemetry::event::{DeployEvent, Event, LogLine, MetricSample};
 use telemetry::store::{ClickHouseConfig, ClickHouseStore, EventStore};
 
 async fn store(name: &str) -> ClickHouseStore {
-    let url = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    let config = ClickHouseConfig {
-        database: format!("sentinel_t_{name}_{}", std::process::id()),
-        ..ClickHouseConfig::new(&url)
-    };
-    let store = ClickHouseStore::new(&config);
-    store
-        .ping()
-        .await
-        .unwrap_or_else(|e| panic!("ClickHouse is not answering at {url} ({e}); run scripts/ensure-clickhouse.sh"));
-    store.drop_database().await.unwrap();
-    store.migrate().await.unwrap();
-    store
+    support::clickhouse(&format!("{name}_{}", std::process::id())).await
 }
 
 fn metric(ts: i64, value: f64, labels: &[(&str, &str)]) -> Event {

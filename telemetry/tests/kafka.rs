@@ -160,15 +160,6 @@ async fn a_consumer_killed_mid_batch_loses_nothing() {
     store.drop_database().await.unwrap();
 }
 
-/// The same database again, without dropping it.
-fn clickhouse_reuse(name: &str) -> ClickHouseStore {
-    let config = telemetry::store::ClickHouseConfig {
-        database: format!("sentinel_t_{name}"),
-        ..telemetry::store::ClickHouseConfig::new(clickhouse_url())
-    };
-    ClickHouseStore::new(&config)
-}
-
 #[tokio::test]
 async fn clickhouse_away_holds_the_batch_and_nothing_is_lost() {
     let brokers = brokers();

@@ -48,6 +48,12 @@ pub async fn clickhouse_at(url: &str, name: &str) -> ClickHouseStore {
     store
 }
 
+/// The database of an earlier [`clickhouse`] call again, without dropping it.
+pub fn clickhouse_reuse(name: &str) -> ClickHouseStore {
+    let config = ClickHouseConfig { database: format!("sentinel_t_{name}"), ..ClickHouseConfig::new(clickhouse_url()) };
+    ClickHouseStore::new(&config)
+}
+
 pub async fn clickhouse(name: &str) -> ClickHouseStore {
     clickhouse_at(&clickhouse_url(), name).await
 }
