@@ -9,3 +9,5 @@ pub mod kafka;
 pub mod pipeline;
 pub mod replay;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

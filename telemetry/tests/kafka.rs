@@ -15,6 +15,7 @@ use telemetry::event::Event;
 use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
 use telemetry::pipeline::{Backoff, Processor, PublishError, Publisher};
 use telemetry::store::{ClickHouseStore, EventStore, StoreError};
+use telemetry::testing::Proxy;
 use tokio_util::sync::CancellationToken;
 
 async fn kafka(name: &str, brokers: &str) -> KafkaConfig {

@@ -19,6 +19,7 @@ use sentinel::server::{router, AppState};
 use serde_json::{json, Value};
 use telemetry::kafka::KafkaConfig;
 use telemetry::store::{ClickHouseConfig, ClickHouseStore, EventStore, StorePorts};
+use telemetry::testing::Proxy;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -226,44 +227,15 @@ async fn http_to_kafka_to_clickhouse_exactly_as_sent() {
     direct.drop_database().await.unwrap();
 }
 
-/// A TCP proxy to `target` that can cut every connection, and refuse new ones.
-async fn proxy(target: String) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Arc::new(AtomicBool::new(true));
-    let flag = up.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else { return };
-            if !flag.load(Ordering::SeqCst) {
-                continue;
-            }
-            let (target, flag) = (target.clone(), flag.clone());
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
-                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                let cut = async {
-                    while flag.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                };
-                tokio::select! { _ = copy => {}, _ = cut => {} }
-            });
-        }
-    });
-    (addr, up)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_away_is_backpressure_and_nothing_accepted_is_lost() {
     let url = clickhouse_url();
-    let (addr, up) = proxy(url.trim_start_matches("http://").to_owned()).await;
-    let (ch, storage) = clickhouse(&format!("http://{addr}"), "backpressure").await;
+    let proxy = Proxy::start(url.trim_start_matches("http://")).await;
+    let (ch, storage) = clickhouse(&format!("http://{}", proxy.addr), "backpressure").await;
     let config = TelemetryConfig { capacity: 500, max_batch: 100, ..TelemetryConfig::default() };
     let h = harness(config, storage).await;
     let op = Some(h.keys.operator.as_str());
-    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut();
 
     let series: Vec<Value> = (0..2000).map(|i| metric("search", i, 40.0 + (i % 5) as f64)).collect();
     let mut accepted: Vec<Value> = Vec::new();
@@ -291,7 +263,7 @@ async fn clickhouse_away_is_backpressure_and_nothing_accepted_is_lost() {
         accepted.len()
     );
 
-    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.restore();
     let total = accepted.len() as u64;
     eventually("every accepted event stored", Duration::from_secs(30), || async {
         direct.counts().await.map(|c| c["metric"] == total).unwrap_or(false)

@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,53 +91,5 @@ pub async fn wait_for_metrics(store: &dyn EventStore, n: u64, within: Duration) 
             panic!("only {have} of {n} samples stored within {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A TCP proxy to `target` that can be cut (connections refused, open ones dropped).
-#[derive(Clone)]
-pub struct Proxy {
-    pub addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    pub async fn start(target: &str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Proxy {
-            addr: listener.local_addr().unwrap(),
-            up: Arc::new(AtomicBool::new(true)),
-            open: Arc::new(Mutex::new(Vec::new())),
-        };
-        let (p, target) = (proxy.clone(), target.to_owned());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if !p.up.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                p.open.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        proxy
-    }
-
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for task in self.open.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
     }
 }
