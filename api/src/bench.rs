@@ -146,8 +146,14 @@ fn witness_has(path: &std::path::Path, line: &str) -> std::io::Result<bool> {
 /// Every built-in benchmark graph.
 pub fn registry(probe: Option<Arc<Probe>>) -> Registry {
     let mut r = Registry::new();
-    r.register(chain_graph(probe)).register(effects_graph()).register(wait_graph());
+    register(&mut r, probe);
     r
+}
+
+/// Adds the benchmark graphs to `registry`: for `sentinel bench` and the
+/// tests only; `serve` and `worker` never run them.
+pub fn register(registry: &mut Registry, probe: Option<Arc<Probe>>) {
+    registry.register(chain_graph(probe)).register(effects_graph()).register(wait_graph());
 }
 
 // ---- sentinel bench engine ---------------------------------------------------

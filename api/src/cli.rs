@@ -39,9 +39,9 @@ pub enum RunsCommand {
     },
     /// One run with its history.
     Show { id: String },
-    /// Approve the action a run waits on.
+    /// Approve the action a run waits on: prints the proposal and the gate it decides.
     Approve(Decision),
-    /// Reject the action a run waits on.
+    /// Reject the action a run waits on: prints the proposal and the gate it decides.
     Reject(Decision),
     /// Cancel a run.
     Cancel(Decision),
@@ -54,9 +54,12 @@ pub struct Decision {
     pub id: String,
     #[arg(long, default_value = "")]
     pub reason: String,
-    /// The person deciding, when the key is shared; the key's name otherwise.
+    /// Who you act for, kept as a note; the decision is recorded as the key's.
     #[arg(long)]
     pub actor: Option<String>,
+    /// The gate to decide (`runs show` prints it); the run's current one when absent.
+    #[arg(long)]
+    pub gate: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +151,7 @@ impl Client {
                         ]);
                     }
                     println!("{table}");
+                    self.warn_undeliverable().await;
                 }
             }
             RunsCommand::Show { id } => {
@@ -163,6 +167,9 @@ impl Client {
                     }
                     if let Some(e) = &r.error {
                         println!("error    {e}");
+                    }
+                    if let Some(p) = &detail.proposal {
+                        print_proposal(p);
                     }
                     let mut table = table(&["step", "node", "attempt", "outcome", "worker", "finished"]);
                     for h in &detail.history {
@@ -196,10 +203,43 @@ impl Client {
         Ok(())
     }
 
+    /// Says on standard error when notifications reached nobody.
+    async fn warn_undeliverable(&self) {
+        let list: anyhow::Result<Value> =
+            self.call(Method::GET, "/v1/outbox?status=undeliverable&limit=1000", None).await;
+        if let Some(n) = list.ok().and_then(|v| v["messages"].as_array().map(Vec::len)).filter(|n| *n > 0) {
+            eprintln!(
+                "warning: {n} notification(s) reached nobody (no Slack or PagerDuty destination took them): \
+                 GET /v1/outbox?status=undeliverable"
+            );
+        }
+    }
+
     async fn decide(&self, verb: &str, d: Decision) -> anyhow::Result<()> {
         let mut body = json!({ "reason": d.reason });
         if let Some(actor) = d.actor {
             body["actor"] = json!(actor);
+        }
+        if verb != "cancel" {
+            // Show what is decided, and bind the decision to that proposal's gate.
+            let detail: RunDetailBody = self.call(Method::GET, &format!("/v1/runs/{}", d.id), None).await?;
+            let gate = match (d.gate, &detail.proposal) {
+                (Some(g), _) => g,
+                (None, Some(p)) if p.waiting => p.gate.clone(),
+                (None, _) => anyhow::bail!(
+                    "run {} is not waiting for a decision (it is {} at `{}`)",
+                    d.id,
+                    detail.run.status,
+                    detail.run.node
+                ),
+            };
+            if !self.remote.json {
+                if let Some(p) = &detail.proposal {
+                    print_proposal(p);
+                }
+                println!("{verb} gate {gate}");
+            }
+            body["gate"] = json!(gate);
         }
         let done: SignalAccepted = self.call(Method::POST, &format!("/v1/runs/{}/{verb}", d.id), Some(body)).await?;
         if !self.print_json(&done)? {
@@ -270,6 +310,24 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+fn print_proposal(p: &crate::server::Proposal) {
+    println!("proposal gate {}{}", p.gate, if p.waiting { " (waiting for a decision)" } else { "" });
+    println!("  service     {} ({})", p.service, p.severity.as_deref().unwrap_or("severity unknown"));
+    println!("  hypothesis  {}", p.top_hypothesis.as_deref().unwrap_or("none"));
+    println!("  action      {} {} on {}", p.executor, p.action, p.target);
+    println!("  parameters  {}", p.params);
+    println!(
+        "  downtime    ~{} s; blast radius {}; rollback: {}",
+        p.estimated_downtime_secs, p.blast_radius, p.rollback
+    );
+    if let Some(deadline) = p.deadline {
+        println!("  decide by   {}", time(deadline));
+    }
+    if let Some(d) = &p.decided {
+        println!("  decided     {d}");
     }
 }
 

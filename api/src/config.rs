@@ -163,13 +163,13 @@ pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
 }
 
 /// `SENTINEL_EXECUTORS_FILE`: the executors `serve` and `worker` act through.
-/// Without it every action is a dry run through the mock remediator.
+/// Without it every action is a dry run through the mock backend.
 ///
 /// ```yaml
 /// dry_run: false              # default true: live actions are an explicit choice
 /// allowlist: ["kubernetes:prod/*", "ecs:prod-cluster/*"]   # targets that may be acted on
 /// auto_approve: ["kubernetes:prod/*"]                      # targets the policy may approve alone
-/// cooldown_secs: 300
+/// cooldown_secs: 600          # no auto-approval on a service this soon after an action on it
 /// max_scale_factor: 2.0
 /// max_nodes_cordoned: 0
 /// aws: { region: us-east-1 }  # EC2 and ECS; credentials from the standard chain
@@ -180,9 +180,9 @@ pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
 pub struct ExecutorsFile {
     #[serde(default = "yes")]
     pub dry_run: bool,
-    pub allowlist: Vec<String>,
+    pub allowlist: executors::Allowlist,
     #[serde(default)]
-    pub auto_approve: Vec<String>,
+    pub auto_approve: executors::Allowlist,
     pub cooldown_secs: Option<u64>,
     pub max_scale_factor: Option<f64>,
     pub max_nodes_cordoned: Option<u64>,
@@ -226,9 +226,6 @@ impl ExecutorsFile {
     pub fn executors_config(&self) -> executors::ExecutorsConfig {
         let mut rails = executors::Guardrails { allowlist: self.allowlist.clone(), ..Default::default() };
         rails.dry_run = self.dry_run;
-        if let Some(s) = self.cooldown_secs {
-            rails.cooldown = std::time::Duration::from_secs(s);
-        }
         if let Some(f) = self.max_scale_factor {
             rails.max_scale_factor = f;
         }
@@ -253,7 +250,7 @@ impl ExecutorsFile {
             }
             c
         });
-        executors::ExecutorsConfig { aws, kubernetes, mock_kinds: Vec::new(), guardrails: rails }
+        executors::ExecutorsConfig { aws, kubernetes, guardrails: rails, ..Default::default() }
     }
 }
 
@@ -282,8 +279,8 @@ mod tests {
         let file = ExecutorsFile::read(&path).unwrap();
         let c = file.executors_config();
         assert!(!c.guardrails.dry_run);
-        assert_eq!(c.guardrails.allowlist, ["ecs:prod/*"]);
-        assert_eq!(c.guardrails.cooldown, std::time::Duration::from_secs(60));
+        assert_eq!(c.guardrails.allowlist, executors::Allowlist::parse(&["ecs:prod/*"]).unwrap());
+        assert_eq!(file.cooldown_secs, Some(60));
         assert_eq!(c.guardrails.max_scale_factor, 1.5);
         assert_eq!(c.aws.unwrap().region.as_deref(), Some("eu-west-1"));
         assert!(c.kubernetes.is_none());
@@ -296,6 +293,8 @@ mod tests {
         assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("aws"));
         std::fs::write(&path, "allowlist: [\"x:y/*\"]\naws: {}\ndryrun: false\n").unwrap();
         assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("dryrun"));
+        std::fs::write(&path, "allowlist: [\"ecs:[prod\"]\naws: {}\n").unwrap();
+        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("ecs:[prod"), "a bad pattern is named");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

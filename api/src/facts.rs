@@ -35,8 +35,16 @@ impl SafetyFacts for RunHistoryFacts {
         let mut facts = Facts { kill_switch: kill_switch.enabled, ..Facts::default() };
         for run in runs.iter().filter(|r| r.updated_at >= since) {
             let Ok(s) = serde_json::from_value::<Incident>(run.state.clone()) else { continue };
-            facts.auto_approvals.extend(s.decisions.iter().filter(|d| d.by == "policy").map(|d| d.at));
-            // Each rollback undoes the action before it, in order: action i failed iff i < rollbacks.
+            // A dry run changed nothing: its auto-approval does not count toward the rate limits.
+            let dry_gates: Vec<&Option<String>> = s.actions.iter().filter(|a| a.dry_run).map(|a| &a.gate).collect();
+            facts.auto_approvals.extend(
+                s.decisions
+                    .iter()
+                    .filter(|d| d.by == "policy" && !(d.gate.is_some() && dry_gates.contains(&&d.gate)))
+                    .map(|d| d.at),
+            );
+            // Each rollback undoes the action before it, in order: action i failed iff
+            // i < rollbacks, or the executor itself failed on it.
             let rolled_back = s.rollbacks as usize;
             for (i, a) in s.actions.iter().enumerate() {
                 if a.dry_run {
@@ -45,7 +53,7 @@ impl SafetyFacts for RunHistoryFacts {
                 if s.detection.as_ref().is_some_and(|d| d.service == service) {
                     facts.last_action_on_service = facts.last_action_on_service.max(Some(a.at));
                 }
-                let failed = i < rolled_back;
+                let failed = i < rolled_back || a.outcome.get("error").is_some();
                 let verified = i + 1 == s.actions.len() && matches!(s.verdict, Some(Verdict::Recovered { .. }));
                 if failed || verified {
                     facts.outcomes.push(Outcome { at: a.at, succeeded: verified });
@@ -53,8 +61,8 @@ impl SafetyFacts for RunHistoryFacts {
                 if failed {
                     facts.failed_attempts.push(FailedAttempt {
                         at: a.at,
-                        action: a.action.action.clone(),
-                        target: a.action.target.clone(),
+                        action: a.action.action.action.clone(),
+                        target: a.action.action.target.clone(),
                     });
                 }
             }

@@ -129,6 +129,9 @@ enum BenchCommand {
     /// broker at KAFKA_BROKERS and the server at CLICKHOUSE_URL (local
     /// defaults); starts neither.
     Ingest(IngestBenchArgs),
+    /// A worker that runs the benchmark graphs (`bench.*`) besides the
+    /// incident workflow: for the crash and restart tests, never production.
+    Worker(WorkerArgs),
 }
 
 #[derive(Args)]
@@ -203,13 +206,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             open_database().await?;
             eprintln!("migrations applied");
         }
-        Command::Worker(args) => worker(args).await?,
+        Command::Worker(args) => worker(args, false).await?,
         Command::Demo(args) => demo(args).await?,
         Command::Detect(args) => detect(args)?,
         Command::Serve(args) => serve(args).await?,
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
         Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
         Command::Bench(BenchCommand::Ingest(args)) => bench_ingest(args).await?,
+        Command::Bench(BenchCommand::Worker(args)) => worker(args, true).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
             let (_, access) = open_database().await?;
@@ -267,29 +271,20 @@ fn detect(args: DetectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every graph this binary runs: the incident workflow and the benchmark graphs.
+/// The graph `serve` and `worker` run: the incident workflow, and nothing
+/// else (the benchmark graphs are registered by `sentinel bench` only).
 async fn registry(
     store: &Store,
     access: Access,
     telemetry: &sentinel::ingest::Storage,
 ) -> anyhow::Result<engine::Registry> {
-    use sentinel::wiring::Acting;
-    let acting = match config::executors_file()? {
-        None => {
-            tracing::info!("no SENTINEL_EXECUTORS_FILE: actions are recorded as dry runs");
-            Acting::DryRun
-        }
-        Some(file) => {
-            let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
-            let executors = executors::Executors::build(&file.executors_config(), kill_switch)
-                .await
-                .context("building the executors")?;
-            tracing::info!(kinds = ?executors.kinds(), dry_run = file.dry_run, "executors ready");
-            let remediator = Arc::new(sentinel::remediate::ExecutorRemediator { executors });
-            Acting::Live { remediator, auto_approve: file.auto_approve }
-        }
-    };
-    let mut registry = bench::registry(None);
+    let file = config::executors_file()?;
+    if file.is_none() {
+        tracing::info!("no SENTINEL_EXECUTORS_FILE: actions are recorded as dry runs");
+    }
+    let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
+    let acting = sentinel::wiring::Acting::build(file.as_ref(), kill_switch).await.context("building the executors")?;
+    let mut registry = engine::Registry::new();
     let ports = telemetry::store::StorePorts(telemetry.store.clone());
     registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access, ports, acting)));
     Ok(registry)
@@ -355,10 +350,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+/// Runs workers; `with_bench_graphs` adds the `bench.*` graphs (`sentinel bench worker`).
+async fn worker(args: WorkerArgs, with_bench_graphs: bool) -> anyhow::Result<()> {
     let (store, access) = open_database().await?;
     let storage = sentinel::ingest::open_store(&config::telemetry()?).await.context("telemetry store")?;
-    let engine = Engine::new(store.clone(), registry(&store, access, &storage).await?, Arc::new(SystemClock));
+    let mut registry = registry(&store, access, &storage).await?;
+    if with_bench_graphs {
+        bench::register(&mut registry, None);
+    }
+    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
     let mut config = WorkerConfig {
         concurrency: args.concurrency,
         lease: Duration::from_millis(args.lease_ms),

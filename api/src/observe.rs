@@ -76,6 +76,7 @@ pub async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         let now = state.engine.clock().now().0;
         metrics::gauge!("sentinel_outbox_pending").set(outbox.pending as f64);
         metrics::gauge!("sentinel_outbox_dead").set(outbox.dead as f64);
+        metrics::gauge!("sentinel_outbox_undeliverable").set(outbox.undeliverable as f64);
         let lag = outbox.oldest_pending_at.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
         metrics::gauge!("sentinel_outbox_lag_seconds").set(lag);
     }
@@ -106,8 +107,9 @@ impl Component {
 const OUTBOX_LAG_LIMIT_SECS: f64 = 60.0;
 
 /// `GET /health/detailed`: each dependency with its status. 200 when the
-/// database answers (`ok`, or `degraded` when the outbox is behind or holds
-/// dead letters), 503 when it does not.
+/// database answers (`ok`, or `degraded` when the outbox is behind, holds
+/// dead letters, or holds messages no destination could take), 503 when it
+/// does not.
 pub async fn health_detailed(State(state): State<AppState>) -> Response {
     let store = state.engine.store();
     let started = Instant::now();
@@ -125,8 +127,11 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
         Ok(stats) => {
             let now = state.engine.clock().now().0;
             let lag = stats.oldest_pending_at.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-            let status = if stats.dead > 0 || lag > OUTBOX_LAG_LIMIT_SECS { "degraded" } else { "ok" };
-            let detail = json!({ "pending": stats.pending, "dead": stats.dead, "lag_seconds": lag });
+            let stuck = stats.dead > 0 || stats.undeliverable > 0 || lag > OUTBOX_LAG_LIMIT_SECS;
+            let status = if stuck { "degraded" } else { "ok" };
+            let detail = json!({
+                "pending": stats.pending, "dead": stats.dead, "undeliverable": stats.undeliverable, "lag_seconds": lag,
+            });
             Component { status, latency_ms: None, detail: Some(detail) }
         }
         Err(e) => Component { status: "down", latency_ms: None, detail: Some(json!(e.to_string())) },

@@ -7,8 +7,13 @@
 //! run as a `slack_message` signal; later topics update that message
 //! (chat.update). PagerDuty (Events API v2): an `escalation` triggers an alert
 //! keyed by the incident's run id; once triggered, the decision acknowledges
-//! it and the resolution resolves it. Topics without a configured destination
-//! are marked delivered.
+//! it and the resolution resolves it.
+//!
+//! Nothing is dropped quietly: a message that must reach a person (an
+//! approval request, an escalation) and that no configured destination took
+//! is marked `undeliverable`, which `/health/detailed`, `/metrics` and the
+//! CLI show. Updates to a message never posted (an incident that needed
+//! nobody) are simply done.
 
 use std::time::Duration;
 
@@ -94,7 +99,13 @@ pub async fn run(engine: Engine, destinations: Destinations, config: RelayConfig
                     let result = deliver(&engine, &destinations, &msg).await;
                     let now = engine.clock().now();
                     let recorded = match result {
-                        Ok(()) => engine.store().outbox_delivered(msg.id, now).await,
+                        Ok(Sent::Delivered) => engine.store().outbox_delivered(msg.id, now).await,
+                        Ok(Sent::Undeliverable(why)) => {
+                            tracing::error!(key = %msg.idempotency_key, topic = %msg.topic, reason = %why, "outbox message undeliverable");
+                            metrics::counter!("sentinel_outbox_undeliverable_total", "topic" => msg.topic.clone())
+                                .increment(1);
+                            engine.store().outbox_undeliverable(msg.id, &why).await
+                        }
                         Err(error) => {
                             let attempt = msg.attempts + 1;
                             let retry_at = retry_time(&config, now, attempt);
@@ -116,20 +127,37 @@ pub async fn run(engine: Engine, destinations: Destinations, config: RelayConfig
     }
 }
 
-async fn deliver(engine: &Engine, to: &Destinations, msg: &PendingMessage) -> Result<(), String> {
+/// What became of a message.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Delivered,
+    /// No configured destination takes it: said why.
+    Undeliverable(String),
+}
+
+/// Topics that ask something of a person: one nobody received is a failure.
+fn needs_a_person(topic: &str) -> bool {
+    topic == topics::ESCALATION || topic == topics::APPROVAL_REQUESTED
+}
+
+async fn deliver(engine: &Engine, to: &Destinations, msg: &PendingMessage) -> Result<Sent, String> {
     if to.slack.is_none() && to.pagerduty.is_none() {
-        return Ok(());
+        return Ok(Sent::Undeliverable("neither Slack nor PagerDuty is configured".into()));
     }
     let detail = engine.detail(msg.run_id).await.map_err(|e| e.to_string())?;
     let incident: Incident =
         serde_json::from_value(detail.run.state.clone()).map_err(|e| format!("not an incident: {e}"))?;
+    let mut taken = false;
     if let Some(slack) = &to.slack {
-        deliver_slack(engine, slack, msg, &detail, &incident).await?;
+        taken |= deliver_slack(engine, slack, msg, &detail, &incident).await?;
     }
     if let Some(pd) = &to.pagerduty {
-        deliver_pagerduty(engine, pd, msg, &detail, &incident).await?;
+        taken |= deliver_pagerduty(engine, pd, msg, &detail, &incident).await?;
     }
-    Ok(())
+    if !taken && needs_a_person(&msg.topic) {
+        return Ok(Sent::Undeliverable(format!("no configured destination takes `{}` for this incident", msg.topic)));
+    }
+    Ok(Sent::Delivered)
 }
 
 async fn deliver_pagerduty(
@@ -138,13 +166,13 @@ async fn deliver_pagerduty(
     msg: &PendingMessage,
     detail: &engine::RunDetail,
     incident: &Incident,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let triggered = detail.signals.iter().any(|s| s.kind == "pagerduty_triggered");
     let action = match msg.topic.as_str() {
         topics::ESCALATION => "trigger",
         topics::DECIDED if triggered => "acknowledge",
         topics::RESOLVED if triggered => "resolve",
-        _ => return Ok(()),
+        _ => return Ok(false),
     };
     let severity = match incident.severity {
         Some(nodes::incident::Severity::Sev1) => "critical",
@@ -159,7 +187,12 @@ async fn deliver_pagerduty(
             "summary": format!("{} — {}", headline(incident), msg.payload["reason"].as_str().unwrap_or("escalated")),
             "source": incident.detection.as_ref().map_or("sentinel".to_owned(), |d| d.service.clone()),
             "severity": severity,
-            "custom_details": { "run": msg.run_id.to_string(), "outcome": incident.outcome },
+            "custom_details": {
+                "run": msg.run_id.to_string(),
+                "outcome": incident.outcome,
+                // What was done, and the state to restore by hand.
+                "actions": msg.payload.get("actions").cloned().unwrap_or_default(),
+            },
         });
     }
     let url = format!("{}/v2/enqueue", pd.base_url.trim_end_matches('/'));
@@ -182,7 +215,7 @@ async fn deliver_pagerduty(
             Err(e) => return Err(format!("triggered, but could not record it: {e}")),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn deliver_slack(
@@ -191,7 +224,7 @@ async fn deliver_slack(
     msg: &PendingMessage,
     detail: &engine::RunDetail,
     incident: &Incident,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let run = msg.run_id.to_string();
     let posted = detail.signals.iter().find(|s| s.kind == "slack_message").map(|s| s.payload.clone());
     match (msg.topic.as_str(), posted) {
@@ -201,17 +234,22 @@ async fn deliver_slack(
             let reply = slack.call("chat.postMessage", &body).await?;
             let at = json!({ "channel": reply["channel"], "ts": reply["ts"] });
             match engine.signal(msg.run_id, "slack-message", "slack_message", at).await {
-                Ok(Delivery::Accepted | Delivery::Duplicate) | Err(engine::Error::RunFinished { .. }) => Ok(()),
+                Ok(Delivery::Accepted | Delivery::Duplicate) | Err(engine::Error::RunFinished { .. }) => Ok(true),
                 Err(e) => Err(format!("posted, but could not record the message: {e}")),
             }
         }
-        (topics::APPROVAL_REQUESTED, Some(_)) => Ok(()),
+        // A later proposal of the same incident: the message is updated with it.
+        (topics::APPROVAL_REQUESTED, Some(at)) => {
+            let reason = msg.payload["reason"].as_str().unwrap_or_default();
+            let body = json!({ "channel": at["channel"], "ts": at["ts"], "text": headline(incident), "blocks": approval_blocks(&run, incident, reason) });
+            slack.call("chat.update", &body).await.map(|_| true)
+        }
         (_, Some(at)) => {
             let body = json!({ "channel": at["channel"], "ts": at["ts"], "text": headline(incident), "blocks": status_blocks(incident, &msg.topic) });
-            slack.call("chat.update", &body).await.map(|_| ())
+            slack.call("chat.update", &body).await.map(|_| true)
         }
         // Nothing was posted for this incident (it never needed a human).
-        (_, None) => Ok(()),
+        (_, None) => Ok(false),
     }
 }
 
@@ -251,9 +289,14 @@ fn summary_blocks(s: &Incident) -> Vec<Value> {
     }
     if let Some(a) = s.plan.get(s.current) {
         blocks.push(mrkdwn(format!(
-            "*Plan*: `{}` on `{}` — downtime ~{} s, blast radius {}, rollback: {}",
-            a.action,
-            a.target,
+            "*Plan*: `{}` on `{}`{} — downtime ~{} s, blast radius {}, rollback: {}",
+            a.action.action,
+            a.action.target,
+            if a.action.params.is_empty() {
+                String::new()
+            } else {
+                format!(" with `{}`", serde_json::to_string(&a.action.params).unwrap_or_default())
+            },
             a.estimated_downtime.as_secs(),
             serde_json::to_value(a.blast_radius).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
             a.rollback
@@ -283,14 +326,18 @@ fn approval_blocks(run: &str, s: &Incident, reason: &str) -> Vec<Value> {
     blocks.push(
         json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": format!("Why a human: {reason}") }] }),
     );
-    let action =
-        s.plan.get(s.current).map_or("the planned action".to_owned(), |a| format!("`{}` on `{}`", a.action, a.target));
+    let action = s
+        .plan
+        .get(s.current)
+        .map_or("the planned action".to_owned(), |a| format!("`{}` on `{}`", a.action.action, a.action.target));
+    // The buttons carry the gate: a click decides this proposal or nothing.
+    let value = format!("{run}/{}", s.gate.as_deref().unwrap_or_default());
     blocks.push(json!({
         "type": "actions",
         "block_id": "sentinel_decision",
         "elements": [
-            button(APPROVE_ACTION, "Approve", "primary", run, &format!("Run {action} now?")),
-            button(REJECT_ACTION, "Reject", "danger", run, &format!("Reject {action}? The incident will be closed."))
+            button(APPROVE_ACTION, "Approve", "primary", &value, &format!("Run {action} now?")),
+            button(REJECT_ACTION, "Reject", "danger", &value, &format!("Reject {action}? The incident will be closed."))
         ]
     }));
     blocks
@@ -306,7 +353,19 @@ fn status_blocks(s: &Incident, topic: &str) -> Vec<Value> {
     lines.push(match topic {
         topics::EXECUTED => "Action executed; verifying.".to_owned(),
         topics::RESOLVED => format!("Resolved (MTTR {:.0} s).", s.mttr_secs.unwrap_or_default()),
-        topics::ESCALATION => format!("Escalated: {}", s.outcome.as_deref().unwrap_or("needs a human")),
+        topics::ESCALATION => {
+            // What was done, with the state to restore by hand if need be.
+            let done: Vec<String> = s
+                .actions
+                .iter()
+                .filter(|a| !a.dry_run)
+                .map(|a| {
+                    format!("`{}` on `{}` (before: `{}`)", a.action.action.action, a.action.action.target, a.pre_state)
+                })
+                .collect();
+            let done = if done.is_empty() { String::new() } else { format!(" Done: {}.", done.join("; ")) };
+            format!("Escalated: {}.{done}", s.outcome.as_deref().unwrap_or("needs a human"))
+        }
         _ => s.outcome.clone().unwrap_or_else(|| "Decision recorded.".to_owned()),
     });
     blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": lines.join(" · ") }] }));

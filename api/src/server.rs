@@ -177,7 +177,11 @@ impl From<EngineError> for ApiError {
             EngineError::RunNotFound(_) => ApiError::NotFound(e.to_string()),
             EngineError::RunFinished { .. } | EngineError::WrongStatus { .. } => ApiError::Conflict(e.to_string()),
             EngineError::UnknownGraph { .. } => ApiError::NotFound(e.to_string()),
-            e if e.is_transient() => ApiError::Unavailable(format!("the database is unavailable: {e}")),
+            e if e.is_transient() => {
+                // The driver's text names hosts and SQL: it goes to the log, not to the client.
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; try again".into())
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }
@@ -209,7 +213,8 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Unavailable(format!("the database is unavailable: {e}"))
+        tracing::warn!(error = %e, "database unavailable");
+        ApiError::Unavailable("the database is unavailable; try again".into())
     }
 }
 
@@ -343,10 +348,79 @@ pub struct EffectEntry {
     pub completed_at: Option<i64>,
 }
 
+/// What a human is asked to decide: shown wherever they can decide it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Proposal {
+    /// Name this in `POST /v1/runs/{id}/approve|reject`.
+    pub gate: String,
+    /// True while the run waits on this gate.
+    pub waiting: bool,
+    pub service: String,
+    pub severity: Option<String>,
+    pub top_hypothesis: Option<String>,
+    pub executor: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub params: Value,
+    pub estimated_downtime_secs: u64,
+    pub blast_radius: String,
+    pub rollback: String,
+    /// When the run escalates if nobody decides (epoch ms).
+    pub deadline: Option<i64>,
+    /// Who decided this gate, once someone has.
+    pub decided: Option<String>,
+}
+
+impl Proposal {
+    /// The current proposal of an incident run, if it has reached one.
+    pub fn of(run: &engine::Run) -> Option<Proposal> {
+        if run.graph != workflow::GRAPH {
+            return None;
+        }
+        let s: Incident = serde_json::from_value(run.state.clone()).ok()?;
+        let gate = s.gate.clone()?;
+        let planned = s.plan.get(s.current)?;
+        let waiting = run.status == RunStatus::Waiting && run.node == "await_approval";
+        let decided = s.decisions.iter().rev().find(|d| d.gate.as_deref() == Some(gate.as_str())).map(|d| {
+            format!("{} by {} at {}", if d.approved { "approved" } else { "rejected" }, d.by, rfc3339(d.at.0))
+        });
+        let text = |v: Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        Some(Proposal {
+            gate,
+            waiting,
+            service: s.detection.as_ref().map(|d| d.service.clone()).unwrap_or_default(),
+            severity: s.severity.and_then(|v| serde_json::to_value(v).ok()).map(text),
+            top_hypothesis: s
+                .analysis
+                .hypotheses
+                .first()
+                .map(|h| format!("{} ({:.0}%)", h.summary, h.confidence * 100.0)),
+            executor: planned.action.executor.clone(),
+            action: planned.action.action.clone(),
+            target: planned.action.target.clone(),
+            params: serde_json::to_value(&planned.action.params).unwrap_or_default(),
+            estimated_downtime_secs: planned.estimated_downtime.as_secs(),
+            blast_radius: text(serde_json::to_value(planned.blast_radius).unwrap_or_default()),
+            rollback: planned.rollback.clone(),
+            deadline: if waiting { s.approval_deadline.map(|t| t.0) } else { None },
+            decided,
+        })
+    }
+}
+
+/// RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// A run with its state, history, signals and side effects.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RunDetailBody {
     pub run: RunSummary,
+    /// For an incident: the action proposed at its current gate.
+    pub proposal: Option<Proposal>,
     #[schema(value_type = Object)]
     pub state: Value,
     pub history: Vec<HistoryEntry>,
@@ -396,18 +470,32 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Resul
             completed_at: e.completed_at.map(|t| t.0),
         })
         .collect();
-    Ok(Json(RunDetailBody { run: RunSummary::from(&detail.run), state: detail.run.state, history, signals, effects }))
+    let proposal = Proposal::of(&detail.run);
+    Ok(Json(RunDetailBody {
+        run: RunSummary::from(&detail.run),
+        proposal,
+        state: detail.run.state,
+        history,
+        signals,
+        effects,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    /// Who decides, when the key acts for a person; the key's name otherwise.
+    /// The gate decided (`GET /v1/runs/{id}` shows it as `proposal.gate`).
+    /// Required for approve and reject: a decision applies to exactly the
+    /// proposal it names, or to nothing.
+    #[serde(default)]
+    pub gate: Option<String>,
+    /// Who the key acts for, kept as a note. The decision is recorded as made
+    /// by the authenticated key, whatever this says.
     #[serde(default)]
     pub actor: Option<String>,
     #[serde(default)]
     pub reason: String,
-    /// Deduplicates retried requests; defaults to one decision per actor and step.
+    /// Lets a retried request be recognised as the same one.
     pub request_id: Option<String>,
 }
 
@@ -421,11 +509,42 @@ pub struct SignalAccepted {
     pub delivery: Delivery,
 }
 
-fn actor(caller: &Caller, body: &DecisionBody) -> Result<String, ApiError> {
+fn note(body: &DecisionBody) -> Result<Option<String>, ApiError> {
     match body.actor.as_deref().map(str::trim) {
-        None => Ok(caller.name.clone()),
+        None => Ok(None),
         Some("") => Err(ApiError::BadRequest("actor must not be empty".into())),
-        Some(a) => Ok(a.to_owned()),
+        Some(a) => Ok(Some(a.to_owned())),
+    }
+}
+
+/// The signal id of a gate's decision: one per gate, so the database's
+/// primary key makes decisions first-wins, whichever process takes them.
+pub fn decision_signal(gate: &str) -> String {
+    format!("decision:{gate}")
+}
+
+/// A second decision for a decided gate: the same request (or the same
+/// principal deciding the same way) again is a duplicate; anything else is
+/// refused, naming who decided first and when.
+pub fn already_decided(prior: &engine::Signal, by: &str, kind: &str, request: Option<&str>) -> Result<(), String> {
+    let prior_by = prior.payload.get("by").and_then(Value::as_str).unwrap_or("unknown");
+    let prior_request = prior.payload.get("request").and_then(Value::as_str);
+    let same_request = request.is_some() && request == prior_request;
+    if same_request || (prior_by == by && prior.kind == kind) {
+        return Ok(());
+    }
+    let gate = prior.payload.get("gate").and_then(Value::as_str).unwrap_or("?");
+    let done = if prior.kind == "approve" { "approved" } else { "rejected" };
+    Err(format!("gate {gate} was already {done} by {prior_by} at {}", rfc3339(prior.received_at.0)))
+}
+
+/// Records on the run a decision that was not applied, so the incident's own
+/// record shows every attempt; a finished run takes no more signals.
+pub async fn record_refused(engine: &Engine, run: RunId, payload: Value) {
+    let id = format!("refused:{}", uuid::Uuid::new_v4());
+    match engine.signal(run, &id, "refused_decision", payload).await {
+        Ok(_) | Err(EngineError::RunFinished { .. }) => {}
+        Err(e) => tracing::warn!(error = %e, %run, "could not record a refused decision"),
     }
 }
 
@@ -437,29 +556,101 @@ async fn decide(
     body: DecisionBody,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(id)?;
-    let actor = actor(caller, &body)?;
-    let run = state.engine.run(id).await?;
-    if run.status != RunStatus::Waiting || !run.wait_signals.iter().any(|s| s == kind) {
-        return Err(ApiError::Conflict(format!(
-            "run {id} is not waiting for a decision (it is {} at `{}`)",
-            run.status, run.node
-        )));
-    }
-    let signal = body.request_id.unwrap_or_else(|| format!("api:{actor}:{}", run.step));
-    let payload = json!({ "actor": actor, "reason": body.reason, "via": "api", "key": caller.name });
-    let delivery = state.engine.signal(id, &signal, kind, payload).await?;
-    let status = match delivery {
-        Delivery::Accepted => StatusCode::ACCEPTED,
-        Delivery::Duplicate => StatusCode::OK,
+    let note = note(&body)?;
+    let detail = state.engine.detail(id).await?;
+    let run = &detail.run;
+    let current = Proposal::of(run).filter(|p| p.waiting && run.wait_signals.iter().any(|s| s == kind));
+    let Some(gate) = body.gate.as_deref().map(str::trim).filter(|g| !g.is_empty()) else {
+        return Err(ApiError::BadRequest(match &current {
+            Some(p) => format!("`gate` is required: this run waits on gate {} ({} on {})", p.gate, p.action, p.target),
+            None => "`gate` is required: name the proposal you decide on".to_owned(),
+        }));
     };
-    Ok((status, Json(SignalAccepted { run: id.to_string(), signal, delivery })))
+    let signal = decision_signal(gate);
+    let by = caller.name.as_str();
+    let request = body.request_id.as_deref();
+    let second = Second { run: id, gate, signal: &signal, by, kind, request };
+    if let Some(prior) = detail.signals.iter().find(|s| s.id == signal) {
+        return second.answer(&state.engine, prior).await;
+    }
+    if current.as_ref().map(|p| p.gate.as_str()) != Some(gate) {
+        let why = match &current {
+            Some(p) => format!(
+                "gate {gate} is not the proposal this run waits on (gate {}: {} on {})",
+                p.gate, p.action, p.target
+            ),
+            None => format!(
+                "run {id} is not waiting for a decision on gate {gate} (it is {} at `{}`)",
+                run.status, run.node
+            ),
+        };
+        let payload = json!({ "by": by, "wanted": kind, "gate": gate, "reason": why, "via": "api" });
+        record_refused(&state.engine, id, payload).await;
+        return Err(ApiError::Conflict(why));
+    }
+    let payload = json!({
+        "gate": gate, "by": by, "note": note, "reason": body.reason, "via": "api", "request": request,
+    });
+    match state.engine.signal(id, &signal, kind, payload).await? {
+        Delivery::Accepted => Ok((
+            StatusCode::ACCEPTED,
+            Json(SignalAccepted { run: id.to_string(), signal, delivery: Delivery::Accepted }),
+        )),
+        // Another request took the gate between our read and our write.
+        Delivery::Duplicate => {
+            let detail = state.engine.detail(id).await?;
+            let prior =
+                detail.signals.iter().find(|s| s.id == signal).ok_or_else(|| {
+                    ApiError::Internal(format!("signal {signal} reported as a duplicate but not found"))
+                })?;
+            second.answer(&state.engine, prior).await
+        }
+    }
+}
+
+/// A decision for a gate that already has one.
+struct Second<'a> {
+    run: RunId,
+    gate: &'a str,
+    signal: &'a str,
+    by: &'a str,
+    kind: &'a str,
+    request: Option<&'a str>,
+}
+
+impl Second<'_> {
+    /// The same decision again is a duplicate (200); anything else is
+    /// refused (409, naming who decided first) and recorded on the run.
+    async fn answer(
+        &self,
+        engine: &Engine,
+        prior: &engine::Signal,
+    ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
+        match already_decided(prior, self.by, self.kind, self.request) {
+            Ok(()) => Ok((
+                StatusCode::OK,
+                Json(SignalAccepted {
+                    run: self.run.to_string(),
+                    signal: self.signal.to_owned(),
+                    delivery: Delivery::Duplicate,
+                }),
+            )),
+            Err(why) => {
+                let payload =
+                    json!({ "by": self.by, "wanted": self.kind, "gate": self.gate, "reason": why, "via": "api" });
+                record_refused(engine, self.run, payload).await;
+                Err(ApiError::Conflict(why))
+            }
+        }
+    }
 }
 
 /// Approve the action a run waits on (operator).
 #[utoipa::path(post, path = "/v1/runs/{id}/approve", tag = "runs", request_body = DecisionBody,
     params(("id" = String, Path, description = "Run id (UUID)")),
-    responses((status = 202, body = SignalAccepted), (status = 200, description = "Duplicate request", body = SignalAccepted),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody)))]
+    responses((status = 202, body = SignalAccepted), (status = 200, description = "The same decision again", body = SignalAccepted),
+        (status = 400, description = "No gate named", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The gate was decided by someone else, or is not the one the run waits on", body = ErrorBody)))]
 async fn approve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -472,8 +663,9 @@ async fn approve(
 /// Reject the action a run waits on (operator).
 #[utoipa::path(post, path = "/v1/runs/{id}/reject", tag = "runs", request_body = DecisionBody,
     params(("id" = String, Path, description = "Run id (UUID)")),
-    responses((status = 202, body = SignalAccepted), (status = 200, description = "Duplicate request", body = SignalAccepted),
-        (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for a decision", body = ErrorBody)))]
+    responses((status = 202, body = SignalAccepted), (status = 200, description = "The same decision again", body = SignalAccepted),
+        (status = 400, description = "No gate named", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The gate was decided by someone else, or is not the one the run waits on", body = ErrorBody)))]
 async fn reject(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -494,8 +686,8 @@ async fn cancel(
     Json(body): Json<DecisionBody>,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(&id)?;
-    let actor = actor(&caller, &body)?;
-    let signal = body.request_id.unwrap_or_else(|| format!("api-cancel:{actor}"));
+    note(&body)?;
+    let signal = body.request_id.unwrap_or_else(|| format!("api-cancel:{}", caller.name));
     let delivery = state.engine.cancel(id, &signal, &body.reason).await?;
     Ok((StatusCode::ACCEPTED, Json(SignalAccepted { run: id.to_string(), signal, delivery })))
 }
@@ -690,7 +882,7 @@ async fn audit_log(State(state): State<AppState>, Query(q): Query<AuditQuery>) -
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct OutboxQuery {
-    /// pending, delivered or dead.
+    /// pending, delivered, dead or undeliverable.
     status: Option<String>,
     /// 1 to 1000; 100 when absent.
     limit: Option<i64>,
@@ -710,15 +902,17 @@ async fn list_outbox(
     Query(q): Query<OutboxQuery>,
 ) -> Result<Json<OutboxList>, ApiError> {
     if let Some(s) = q.status.as_deref() {
-        if !["pending", "delivered", "dead"].contains(&s) {
-            return Err(ApiError::BadRequest(format!("unknown outbox status `{s}` (pending, delivered or dead)")));
+        if !["pending", "delivered", "dead", "undeliverable"].contains(&s) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown outbox status `{s}` (pending, delivered, dead or undeliverable)"
+            )));
         }
     }
     let limit = page_limit(q.limit)?;
     Ok(Json(OutboxList { messages: state.engine.store().outbox_list(q.status.as_deref(), limit).await? }))
 }
 
-/// Send a dead letter again (operator): back to pending with fresh attempts.
+/// Send a dead or undeliverable message again (operator): back to pending with fresh attempts.
 #[utoipa::path(post, path = "/v1/outbox/{id}/requeue", tag = "outbox", params(("id" = i64, Path)),
     responses((status = 202, body = Object), (status = 404, body = ErrorBody)))]
 async fn requeue_outbox(
@@ -727,7 +921,7 @@ async fn requeue_outbox(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::BadRequest(format!("`{id}` is not an outbox message id")))?;
     if !state.engine.store().outbox_requeue(id, state.engine.clock().now()).await? {
-        return Err(ApiError::NotFound(format!("no dead-lettered outbox message {id}")));
+        return Err(ApiError::NotFound(format!("no dead or undeliverable outbox message {id}")));
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "pending" }))))
 }

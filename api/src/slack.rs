@@ -5,9 +5,11 @@
 //! is `v0=` + hex HMAC-SHA256 of `v0:{X-Slack-Request-Timestamp}:{raw body}`
 //! under the signing secret, compared in constant time, and requests whose
 //! timestamp is more than five minutes away are refused (replays). Only then
-//! is the form-encoded `payload` parsed. A click becomes an approve/reject
-//! signal whose id is derived from the action, so Slack's retries and repeated
-//! deliveries are one decision.
+//! is the form-encoded `payload` parsed. A button's value names the run and
+//! the gate it was posted for (`RUN/GATE`); a click becomes the gate's one
+//! decision signal, so Slack's retries are one decision, a second person's
+//! click is told who decided first, and a click on a replaced proposal is
+//! refused and recorded, never applied.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,7 @@ use sha2::Sha256;
 
 use crate::access::{Access, AuditStart};
 
-/// The action ids of the buttons Sentinel posts; their value is the run id.
+/// The action ids of the buttons Sentinel posts; their value is `RUN/GATE`.
 pub const APPROVE_ACTION: &str = "sentinel_approve";
 pub const REJECT_ACTION: &str = "sentinel_reject";
 /// Requests whose timestamp is further than this from now are refused.
@@ -83,7 +85,8 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now_secs: i64) -> 
     let timestamp = header("x-slack-request-timestamp")?;
     let signature = header("x-slack-signature")?;
     let ts: i64 = timestamp.parse().map_err(|_| Refusal::StaleTimestamp)?;
-    if (now_secs - ts).abs() > MAX_SKEW_SECS {
+    // abs_diff cannot overflow, whatever the two values.
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(Refusal::StaleTimestamp);
     }
     let tag = signature.strip_prefix("v0=").and_then(|h| hex::decode(h).ok()).ok_or(Refusal::BadSignature)?;
@@ -181,7 +184,7 @@ async fn interact(
         tracing::warn!(?refusal, "slack request refused");
         let text = match refusal {
             Refusal::MissingHeader(h) => format!("missing header {h}"),
-            Refusal::StaleTimestamp => "request timestamp is missing, malformed or older than 5 minutes".to_owned(),
+            Refusal::StaleTimestamp => "request timestamp is malformed or more than 5 minutes from now".to_owned(),
             Refusal::BadSignature => "signature does not match".to_owned(),
         };
         return reply(StatusCode::UNAUTHORIZED, text);
@@ -200,8 +203,9 @@ async fn interact(
     else {
         return reply(StatusCode::OK, "no Sentinel action in this interaction");
     };
-    let Ok(run) = action.value.parse::<RunId>() else {
-        return reply(StatusCode::BAD_REQUEST, format!("`{}` is not a run id", action.value));
+    let (run, gate) = action.value.split_once('/').unwrap_or((action.value.as_str(), ""));
+    let Ok(run) = run.parse::<RunId>() else {
+        return reply(StatusCode::BAD_REQUEST, format!("`{}` does not name a run", action.value));
     };
     let kind = if action.action_id == APPROVE_ACTION { "approve" } else { "reject" };
     let actor = format!("slack:{}", payload.user.id);
@@ -218,25 +222,52 @@ async fn interact(
     };
     let incident: Incident = serde_json::from_value(r.state.clone()).unwrap_or_default();
     let click_id = format!("slack:{}:{}", payload.user.id, action.action_ts);
+    let refuse = |reason: String| json!({ "by": actor, "wanted": kind, "gate": gate, "reason": reason, "via": "slack", "request": click_id });
     if !state.approvers.allows(&payload.user.id, &incident) {
         // Recorded on the run, where the audit of the incident lives; it decides nothing.
-        let note = json!({ "actor": actor, "wanted": kind, "reason": "not an approver for this incident" });
-        if let Err(e) = state.engine.signal(run, &format!("refused:{click_id}"), "refused_decision", note).await {
-            tracing::warn!(error = %e, "could not record a refused decision");
-        }
+        crate::server::record_refused(&state.engine, run, refuse("not an approver for this incident".into())).await;
         return reply(StatusCode::FORBIDDEN, format!("<@{}> is not an approver for this incident", payload.user.id));
     }
-    if r.status != RunStatus::Waiting || !r.wait_signals.iter().any(|s| s == kind) {
-        return reply(
-            StatusCode::CONFLICT,
-            format!("this incident is not waiting for a decision (it is {} at {})", r.status, r.node),
-        );
+    let signal_id = crate::server::decision_signal(gate);
+    let decided = |prior: &engine::Signal| match crate::server::already_decided(prior, &actor, kind, Some(&click_id)) {
+        Ok(()) => reply(StatusCode::OK, "already recorded"),
+        Err(why) => reply(StatusCode::CONFLICT, why),
+    };
+    let prior = match state.engine.detail(run).await {
+        Ok(d) => d.signals.into_iter().find(|s| s.id == signal_id),
+        Err(e) => {
+            tracing::error!(error = %e, "slack interaction");
+            return reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again");
+        }
+    };
+    if let Some(prior) = prior {
+        return decided(&prior);
+    }
+    let waiting =
+        r.status == RunStatus::Waiting && r.node == "await_approval" && r.wait_signals.iter().any(|s| s == kind);
+    let current = incident.gate.as_deref().filter(|_| waiting);
+    if gate.is_empty() || current != Some(gate) {
+        let why = match current {
+            Some(g) => format!("this button is for an earlier proposal (gate {gate}); the incident now waits on gate {g}: use the latest message"),
+            None => format!("this incident is not waiting for a decision (it is {} at {})", r.status, r.node),
+        };
+        crate::server::record_refused(&state.engine, run, refuse(why.clone())).await;
+        return reply(StatusCode::CONFLICT, why);
     }
     let who = payload.user.username.clone().unwrap_or_else(|| payload.user.id.clone());
-    let signal = json!({ "actor": actor, "reason": format!("{kind}d in Slack by {who}"), "via": "slack" });
-    match state.engine.signal(run, &click_id, kind, signal).await {
+    let signal = json!({
+        "gate": gate, "by": actor, "note": who, "reason": format!("{kind}d in Slack by {who}"), "via": "slack",
+        "request": click_id,
+    });
+    match state.engine.signal(run, &signal_id, kind, signal).await {
         Ok(Delivery::Accepted) => reply(StatusCode::OK, format!("{kind}d by <@{}>", payload.user.id)),
-        Ok(Delivery::Duplicate) => reply(StatusCode::OK, "already recorded"),
+        Ok(Delivery::Duplicate) => match state.engine.detail(run).await {
+            Ok(d) => match d.signals.iter().find(|s| s.id == signal_id) {
+                Some(prior) => decided(prior),
+                None => reply(StatusCode::OK, "already recorded"),
+            },
+            Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again"),
+        },
         Err(e @ engine::Error::RunFinished { .. }) => reply(StatusCode::CONFLICT, e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "slack interaction");

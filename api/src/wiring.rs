@@ -1,40 +1,69 @@
 //! Ports wired for a standalone `sentinel serve`/`worker`: metrics and
 //! deployments come from the telemetry store (ClickHouse, or the embedded
-//! memory store); actions go through the executors of
-//! `SENTINEL_EXECUTORS_FILE`, or, without it, are dry runs through the mock
-//! remediator (recorded, not done).
+//! memory store); actions go through the executors' factory, built from
+//! `SENTINEL_EXECUTORS_FILE`, or, without it, from the mock backend in
+//! dry-run mode (recorded, never done).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Engine, Registry, Store, SystemClock};
+use executors::{Allowlist, Executor, Executors, ExecutorsConfig, Guardrails, KillSwitch};
 use nodes::analyze::ServiceGraph;
-use nodes::ports::{MockRemediator, NoIndex, Remediator};
+use nodes::ports::NoIndex;
 use nodes::runbook;
 use nodes::workflow::{Workflow, WorkflowConfig};
 
 use crate::access::Access;
+use crate::config::ExecutorsFile;
 use telemetry::store::StorePorts;
 
 use crate::facts::RunHistoryFacts;
 
-/// How actions are carried out: recorded only, or through live executors.
-pub enum Acting {
-    DryRun,
-    Live { remediator: Arc<dyn Remediator>, auto_approve: Vec<String> },
+/// How actions are carried out, and what the policy may approve alone.
+pub struct Acting {
+    pub executor: Arc<dyn Executor>,
+    pub auto_approve: Allowlist,
+    /// The policy's cooldown per service, when the executors file sets one.
+    pub service_cooldown: Option<Duration>,
+}
+
+impl Acting {
+    /// From the executors file, or dry runs through the mock backend without one.
+    pub async fn build(file: Option<&ExecutorsFile>, kill_switch: Arc<dyn KillSwitch>) -> anyhow::Result<Acting> {
+        let Some(file) = file else {
+            let config = ExecutorsConfig {
+                mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
+                guardrails: Guardrails {
+                    allowlist: Allowlist::parse(&["*"]).map_err(anyhow::Error::msg)?,
+                    dry_run: true,
+                    ..Guardrails::default()
+                },
+                ..ExecutorsConfig::default()
+            };
+            let executors = Executors::build(&config, kill_switch).await?;
+            return Ok(Acting {
+                executor: Arc::new(executors),
+                auto_approve: Allowlist::default(),
+                service_cooldown: None,
+            });
+        };
+        let executors = Executors::build(&file.executors_config(), kill_switch).await?;
+        tracing::info!(kinds = ?executors.kinds(), dry_run = file.dry_run, "executors ready");
+        Ok(Acting {
+            executor: Arc::new(executors),
+            auto_approve: file.auto_approve.clone(),
+            service_cooldown: file.cooldown_secs.map(Duration::from_secs),
+        })
+    }
 }
 
 pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePorts, acting: Acting) -> Arc<Workflow> {
-    let (config, remediator): (WorkflowConfig, Arc<dyn Remediator>) = match acting {
-        Acting::DryRun => {
-            (WorkflowConfig { dry_run: true, ..WorkflowConfig::default() }, Arc::new(MockRemediator::default()))
-        }
-        Acting::Live { remediator, auto_approve } => {
-            let mut config = WorkflowConfig::default();
-            config.policy.allowlist = auto_approve;
-            (config, remediator)
-        }
-    };
+    let mut config = WorkflowConfig::default();
+    config.policy.allowlist = acting.auto_approve;
+    if let Some(cooldown) = acting.service_cooldown {
+        config.policy.service_cooldown = cooldown;
+    }
     Arc::new(Workflow {
         config,
         // The built-in runbooks are checked by the tests; a broken one is a build defect.
@@ -43,7 +72,7 @@ pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePort
         metrics: Arc::new(telemetry.clone()),
         deployments: Arc::new(telemetry),
         index: Arc::new(NoIndex),
-        remediator,
+        executor: acting.executor,
         safety: Arc::new(RunHistoryFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
             switches,

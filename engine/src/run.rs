@@ -243,6 +243,8 @@ pub struct OutboxEntry {
 pub struct OutboxStats {
     pub pending: i64,
     pub dead: i64,
+    /// Messages no configured destination could take.
+    pub undeliverable: i64,
     /// When the oldest message still pending was written.
     pub oldest_pending_at: Option<i64>,
 }

@@ -168,6 +168,7 @@ impl Executor for Ec2Executor {
         };
         let before = pre["state"].as_str().unwrap_or("unknown");
         Ok(Outcome {
+            dry_run: false,
             changed: action.action == "reboot_instance" || before != after,
             summary: format!("{} {id} ({before} → {after})", action.action),
             after: json!({ "instance_id": id, "state": after }),
@@ -201,6 +202,7 @@ impl Executor for Ec2Executor {
         let (state, _) = self.state(&id).await?;
         let verb = if changed { "" } else { " (already done)" };
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("{} {id}{verb}: now {state}", action.action),
             after: json!({ "instance_id": id, "state": state }),
@@ -218,6 +220,7 @@ impl Executor for Ec2Executor {
         };
         let (state, _) = self.state(&id).await?;
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("instance {id} back to {state}"),
             after: json!({ "instance_id": id, "state": state }),
@@ -386,7 +389,7 @@ impl Executor for EcsExecutor {
             }
             _ => return Err(unsupported("ecs", action)),
         };
-        Ok(Outcome { changed: true, summary, after, blast })
+        Ok(Outcome { dry_run: false, changed: true, summary, after, blast })
     }
 
     async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
@@ -426,6 +429,7 @@ impl Executor for EcsExecutor {
         let s = self.service(&t.scope, &t.name).await?;
         let note = if changed { "" } else { " (already done)" };
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("{} {}{note}: {} task(s) of {}", action.action, t.name, s.running, s.task_definition),
             after: EcsExecutor::state(&s, &t.scope, &t.name),
@@ -446,6 +450,7 @@ impl Executor for EcsExecutor {
         self.settle(&t.scope, &t.name, desired, (!task.is_empty()).then_some(task.as_str())).await?;
         let s = self.service(&t.scope, &t.name).await?;
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("{} back to {} task(s) of {}", t.name, s.desired, s.task_definition),
             after: EcsExecutor::state(&s, &t.scope, &t.name),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::aws::{AwsConfig, Ec2Executor, EcsExecutor};
@@ -18,13 +19,17 @@ pub struct ExecutorsConfig {
     /// The Kubernetes executor, with the client from the kubeconfig or the
     /// in-cluster service account, when set.
     pub kubernetes: Option<KubeConfig>,
-    /// A mock executor answering for these kinds (the demo maps `kubernetes`,
+    /// The mock executor answers for these kinds (the demo maps `kubernetes`,
     /// `ecs` and `ec2` onto it).
     pub mock_kinds: Vec<String>,
+    /// The mock those kinds reach: the caller keeps a clone to script it.
+    pub mock: MockExecutor,
     pub guardrails: Guardrails,
 }
 
-/// The executors by kind.
+/// The executors by kind. It is itself an [`Executor`] that hands each action
+/// to the backend its `executor` field names, so the workflow holds one
+/// `Arc<dyn Executor>` and never knows which backend it talks to.
 #[derive(Clone)]
 pub struct Executors {
     by_kind: BTreeMap<String, Arc<Guarded>>,
@@ -41,12 +46,12 @@ impl Executors {
             raw.push(("kubernetes".into(), Arc::new(KubeExecutor::from_environment(kube.clone()).await?)));
         }
         if !config.mock_kinds.is_empty() {
-            let mock: Arc<dyn Executor> = Arc::new(MockExecutor::default());
+            let mock: Arc<dyn Executor> = Arc::new(config.mock.clone());
             for kind in &config.mock_kinds {
                 raw.push((kind.clone(), mock.clone()));
             }
         }
-        Executors::from_parts(raw, &config.guardrails, kill_switch)
+        Ok(Executors::from_parts(raw, &config.guardrails, kill_switch))
     }
 
     /// Wraps already-built executors (tests, embedders) in the guardrails.
@@ -54,12 +59,12 @@ impl Executors {
         executors: Vec<(String, Arc<dyn Executor>)>,
         rails: &Guardrails,
         kill_switch: Arc<dyn KillSwitch>,
-    ) -> Result<Executors, ExecError> {
+    ) -> Executors {
         let mut by_kind = BTreeMap::new();
         for (kind, executor) in executors {
-            by_kind.insert(kind, Arc::new(Guarded::new(executor, rails.clone(), kill_switch.clone())?));
+            by_kind.insert(kind, Arc::new(Guarded::new(executor, rails.clone(), kill_switch.clone())));
         }
-        Ok(Executors { by_kind })
+        Executors { by_kind }
     }
 
     pub fn kinds(&self) -> Vec<String> {
@@ -69,20 +74,27 @@ impl Executors {
     fn get(&self, action: &Action) -> Result<&Arc<Guarded>, ExecError> {
         self.by_kind.get(&action.executor).ok_or_else(|| ExecError::NoExecutor(action.executor.clone()))
     }
+}
 
-    pub async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
+#[async_trait]
+impl Executor for Executors {
+    fn kind(&self) -> &'static str {
+        "factory"
+    }
+
+    async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
         self.get(action)?.describe(action).await
     }
 
-    pub async fn dry_run(&self, action: &Action, pre: &Value) -> Result<Outcome, ExecError> {
+    async fn dry_run(&self, action: &Action, pre: &Value) -> Result<Outcome, ExecError> {
         self.get(action)?.dry_run(action, pre).await
     }
 
-    pub async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
+    async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
         self.get(action)?.execute(action, pre, key).await
     }
 
-    pub async fn rollback(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
+    async fn rollback(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
         self.get(action)?.rollback(action, pre, key).await
     }
 }

@@ -1,17 +1,18 @@
 //! Guardrails enforced inside the executor layer, whoever calls: the target
-//! allowlist, the kill switch, a cooldown per target, the blast-radius limits
-//! and dry-run mode. Each refusal is [`ExecError::Refused`] naming its guard;
-//! nothing is done when one refuses.
+//! allowlist, the kill switch, the blast-radius limits and dry-run mode. Each
+//! refusal is [`ExecError::Refused`] naming its guard; nothing is done when
+//! one refuses.
+//!
+//! There is no cooldown here: the cooldown per service is the auto-approval
+//! policy's, read from durable facts (`nodes::policy`), so it holds across
+//! restarts and replicas; a human may still approve an action inside it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 
-use crate::{Action, ExecError, Executor, Outcome};
+use crate::{Action, Allowlist, ExecError, Executor, Outcome};
 
 /// Whether the operators stopped all automation. Read at every execution.
 #[async_trait]
@@ -33,11 +34,10 @@ impl KillSwitch for NoKillSwitch {
 pub struct Guardrails {
     /// Targets that may be acted on, as globs over `KIND:SCOPE/NAME`
     /// (`ecs:prod/*`, `kubernetes:*/checkout`). Empty: nothing may be.
-    pub allowlist: Vec<String>,
-    /// Record and describe, never mutate.
+    pub allowlist: Allowlist,
+    /// Record and describe, never mutate: the one dry-run switch. An execute
+    /// answers an [`Outcome`] with `dry_run` set.
     pub dry_run: bool,
-    /// No new action on a target within this long of the last one.
-    pub cooldown: Duration,
     /// Never scale to more than this many times the current count.
     pub max_scale_factor: f64,
     /// Never drain a node while this many others are cordoned.
@@ -46,13 +46,7 @@ pub struct Guardrails {
 
 impl Default for Guardrails {
     fn default() -> Self {
-        Guardrails {
-            allowlist: Vec::new(),
-            dry_run: false,
-            cooldown: Duration::from_secs(300),
-            max_scale_factor: 2.0,
-            max_nodes_cordoned: 0,
-        }
+        Guardrails { allowlist: Allowlist::default(), dry_run: false, max_scale_factor: 2.0, max_nodes_cordoned: 0 }
     }
 }
 
@@ -60,9 +54,7 @@ impl Default for Guardrails {
 pub struct Guarded {
     inner: Arc<dyn Executor>,
     rails: Guardrails,
-    allow: GlobSet,
     kill_switch: Arc<dyn KillSwitch>,
-    last_action: Mutex<HashMap<String, Instant>>,
 }
 
 fn refused(guard: &'static str, reason: impl Into<String>) -> ExecError {
@@ -70,40 +62,14 @@ fn refused(guard: &'static str, reason: impl Into<String>) -> ExecError {
 }
 
 impl Guarded {
-    pub fn new(
-        inner: Arc<dyn Executor>,
-        rails: Guardrails,
-        kill_switch: Arc<dyn KillSwitch>,
-    ) -> Result<Guarded, ExecError> {
-        let mut set = GlobSetBuilder::new();
-        for pattern in &rails.allowlist {
-            let glob =
-                Glob::new(pattern).map_err(|e| ExecError::BadAction(format!("allowlist pattern `{pattern}`: {e}")))?;
-            set.add(glob);
-        }
-        let allow = set.build().map_err(|e| ExecError::BadAction(format!("allowlist: {e}")))?;
-        Ok(Guarded { inner, rails, allow, kill_switch, last_action: Mutex::new(HashMap::new()) })
+    pub fn new(inner: Arc<dyn Executor>, rails: Guardrails, kill_switch: Arc<dyn KillSwitch>) -> Guarded {
+        Guarded { inner, rails, kill_switch }
     }
 
     fn check_allowlist(&self, action: &Action) -> Result<(), ExecError> {
         action.target()?;
-        if !self.allow.is_match(&action.target) {
+        if !self.rails.allowlist.admits(&action.target) {
             return Err(refused("allowlist", format!("`{}` matches no allowlist pattern", action.target)));
-        }
-        Ok(())
-    }
-
-    fn check_cooldown(&self, action: &Action) -> Result<(), ExecError> {
-        let last = self.last_action.lock().expect("cooldown lock").get(&action.target).copied();
-        if let Some(at) = last {
-            let since = at.elapsed();
-            if since < self.rails.cooldown {
-                let left = self.rails.cooldown - since;
-                return Err(refused(
-                    "cooldown",
-                    format!("`{}` was acted on {}s ago; wait {}s", action.target, since.as_secs(), left.as_secs() + 1),
-                ));
-            }
         }
         Ok(())
     }
@@ -153,31 +119,34 @@ impl Executor for Guarded {
         self.inner.dry_run(action, pre_state).await
     }
 
-    /// Allowlist, kill switch, cooldown, then the plan's blast radius; in
-    /// dry-run mode the plan is the answer and nothing is mutated.
+    /// Allowlist, kill switch, then the plan's blast radius; in dry-run mode
+    /// the plan is the answer (marked `dry_run`) and nothing is mutated.
     async fn execute(&self, action: &Action, pre_state: &Value, key: &str) -> Result<Outcome, ExecError> {
         self.check_allowlist(action)?;
         if self.kill_switch.engaged().await? {
             return Err(refused("kill_switch", "the kill switch is on"));
         }
-        self.check_cooldown(action)?;
         let plan = self.inner.dry_run(action, pre_state).await?;
         self.check_blast(action, &plan)?;
         if self.rails.dry_run {
-            return Ok(Outcome { changed: false, summary: format!("dry run: {}", plan.summary), ..plan });
+            return Ok(Outcome {
+                changed: false,
+                dry_run: true,
+                summary: format!("dry run: {}", plan.summary),
+                ..plan
+            });
         }
-        let outcome = self.inner.execute(action, pre_state, key).await?;
-        self.last_action.lock().expect("cooldown lock").insert(action.target.clone(), Instant::now());
-        Ok(outcome)
+        self.inner.execute(action, pre_state, key).await
     }
 
-    /// Restoring the pre-state is allowed past the kill switch and cooldown
-    /// (it undoes Sentinel's own change), not past the allowlist or dry run.
+    /// Restoring the pre-state is allowed past the kill switch (it undoes
+    /// Sentinel's own change), not past the allowlist or dry run.
     async fn rollback(&self, action: &Action, pre_state: &Value, key: &str) -> Result<Outcome, ExecError> {
         self.check_allowlist(action)?;
         if self.rails.dry_run {
             return Ok(Outcome {
                 changed: false,
+                dry_run: true,
                 summary: format!("dry run: would restore {} to its pre-state", action.target),
                 after: pre_state.clone(),
                 blast: Default::default(),

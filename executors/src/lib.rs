@@ -15,12 +15,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod allowlist;
 pub mod aws;
 pub mod factory;
 pub mod guard;
 pub mod kubernetes;
 pub mod mock;
 
+pub use allowlist::{Allowlist, TargetPattern};
 pub use factory::{Executors, ExecutorsConfig};
 pub use guard::{Guarded, Guardrails, KillSwitch, NoKillSwitch};
 
@@ -112,6 +114,10 @@ pub struct Outcome {
     /// False when the world was already as asked (a repeat after a crash, or
     /// nothing to do); the backend then made no mutating call.
     pub changed: bool,
+    /// The guardrails are in dry-run mode: this is what would have been done,
+    /// and nothing was. Never set by a backend.
+    #[serde(default)]
+    pub dry_run: bool,
     /// One line for people: what was (or would be) done.
     pub summary: String,
     /// The state the target was left in (or would be).

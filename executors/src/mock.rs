@@ -1,6 +1,7 @@
 //! A scripted executor for the demo and tests: keeps a replica count per
-//! target, answers every action, fails the ones it is told to, and records
-//! every call so a test can assert what reached it (and what did not).
+//! target, answers every action, fails the ones it is told to, runs a scripted
+//! effect on the world when an action executes ("the latency drops"), and
+//! records every call so a test can assert what reached it (and what did not).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,12 @@ pub struct Call {
     pub key: Option<String>,
 }
 
+/// What executing an action does to a simulated world.
+pub type Effect = Arc<dyn Fn(&Action) + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct MockExecutor {
+    effects: Arc<Mutex<HashMap<String, Effect>>>,
     replicas: Arc<Mutex<BTreeMap<String, u64>>>,
     failures: Arc<Mutex<HashMap<String, String>>>,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -28,10 +33,21 @@ pub struct MockExecutor {
     done: Arc<Mutex<HashMap<String, Outcome>>>,
 }
 
+impl std::fmt::Debug for MockExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockExecutor").field("replicas", &self.replicas).finish_non_exhaustive()
+    }
+}
+
 impl MockExecutor {
     pub fn with_replicas(self, target: &str, n: u64) -> Self {
         self.replicas.lock().expect("mock lock").insert(target.to_owned(), n);
         self
+    }
+
+    /// Runs `effect` each time `action` is executed (not on a repeat of the same key).
+    pub fn on_execute(&self, action: &str, effect: Effect) {
+        self.effects.lock().expect("mock lock").insert(action.to_owned(), effect);
     }
 
     /// Makes `action` fail with a backend error.
@@ -86,6 +102,7 @@ impl Executor for MockExecutor {
         let before = pre["replicas"].as_u64().unwrap_or(1);
         let desired = MockExecutor::desired(action, before)?;
         Ok(Outcome {
+            dry_run: false,
             changed: true,
             summary: format!("would {} {}", action.action, action.target),
             after: json!({ "target": action.target, "replicas": desired.unwrap_or(before) }),
@@ -106,12 +123,17 @@ impl Executor for MockExecutor {
             self.replicas.lock().expect("mock lock").insert(action.target.clone(), n);
         }
         let outcome = Outcome {
+            dry_run: false,
             changed: true,
             summary: format!("{} {}", action.action, action.target),
             after: json!({ "target": action.target, "replicas": self.replicas(&action.target) }),
             blast: Blast::default(),
         };
         self.done.lock().expect("mock lock").insert(key.to_owned(), outcome.clone());
+        let effect = self.effects.lock().expect("mock lock").get(&action.action).cloned();
+        if let Some(effect) = effect {
+            effect(action);
+        }
         Ok(outcome)
     }
 
@@ -121,6 +143,7 @@ impl Executor for MockExecutor {
             self.replicas.lock().expect("mock lock").insert(action.target.clone(), n);
         }
         Ok(Outcome {
+            dry_run: false,
             changed: true,
             summary: format!("restored {}", action.target),
             after: pre.clone(),

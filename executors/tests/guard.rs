@@ -1,16 +1,16 @@
 //! The guardrails, each on its own: every guard refuses alone with a typed
 //! error and nothing reaches the backend; an allowlisted target passes; dry
-//! run makes no mutating call.
+//! run makes no mutating call and says so in the outcome. The same guards
+//! hold for every executor kind the factory serves.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use executors::mock::MockExecutor;
-use executors::{Action, ExecError, Executor, Guarded, Guardrails, KillSwitch};
-use serde_json::json;
+use executors::{Action, Allowlist, ExecError, Executor, Executors, Guarded, Guardrails, KillSwitch};
+use serde_json::{json, Value};
 
 struct Switch(AtomicBool);
 
@@ -31,14 +31,13 @@ fn scale(target: &str, replicas: Option<u64>) -> Action {
 
 fn rails() -> Guardrails {
     Guardrails {
-        allowlist: vec!["ecs:prod/*".into(), "kubernetes:*/checkout".into()],
-        cooldown: Duration::from_secs(600),
+        allowlist: Allowlist::parse(&["ecs:prod/*", "kubernetes:*/checkout"]).unwrap(),
         ..Guardrails::default()
     }
 }
 
 fn guarded(mock: &MockExecutor, rails: Guardrails, switch: Arc<Switch>) -> Guarded {
-    Guarded::new(Arc::new(mock.clone()), rails, switch).unwrap()
+    Guarded::new(Arc::new(mock.clone()), rails, switch)
 }
 
 fn guard_of(e: ExecError) -> &'static str {
@@ -55,7 +54,7 @@ async fn an_allowlisted_target_within_limits_passes() {
     let action = scale("ecs:prod/api", Some(6));
     let pre = g.describe(&action).await.unwrap();
     let out = g.execute(&action, &pre, "run:apply-0").await.unwrap();
-    assert!(out.changed);
+    assert!(out.changed && !out.dry_run);
     assert_eq!(mock.replicas("ecs:prod/api"), 6);
     assert_eq!(mock.mutations().len(), 1);
     assert_eq!(mock.mutations()[0].key.as_deref(), Some("run:apply-0"));
@@ -94,19 +93,15 @@ async fn each_guard_refuses_on_its_own_and_nothing_reaches_the_backend() {
     switch.0.store(true, Ordering::SeqCst);
     let err = g.execute(&scale("ecs:prod/api", Some(4)), &json!({ "replicas": 3 }), "k3").await.unwrap_err();
     assert_eq!(guard_of(err), "kill_switch");
+    // … but restoring a pre-state is allowed past it: it undoes Sentinel's own change.
+    g.rollback(&scale("ecs:prod/web", Some(4)), &json!({ "replicas": 3 }), "k4").await.unwrap();
     switch.0.store(false, Ordering::SeqCst);
-    assert!(mock.mutations().is_empty(), "no refused action reached the backend: {:?}", mock.mutations());
-
-    // Cooldown: a second action on the same target soon after the first.
-    g.execute(&scale("ecs:prod/api", Some(4)), &json!({ "replicas": 3 }), "k4").await.unwrap();
-    let err = g.execute(&scale("ecs:prod/api", Some(5)), &json!({ "replicas": 4 }), "k5").await.unwrap_err();
-    assert_eq!(guard_of(err), "cooldown");
-    // … but another target is free, and restoring the first is allowed.
-    g.execute(&scale("ecs:prod/web", Some(6)), &json!({ "replicas": 3 }), "k6").await.unwrap();
-    g.rollback(&scale("ecs:prod/api", Some(4)), &json!({ "replicas": 3 }), "k7").await.unwrap();
-    assert_eq!(mock.replicas("ecs:prod/api"), 3);
     let keys: Vec<_> = mock.mutations().into_iter().map(|c| c.key.unwrap()).collect();
-    assert_eq!(keys, ["k4", "k6", "k7"]);
+    assert_eq!(keys, ["k4"], "no refused action reached the backend");
+    // Two actions on one target in a row pass: the cooldown is the policy's, not the executors'.
+    g.execute(&scale("ecs:prod/api", Some(4)), &json!({ "replicas": 3 }), "k5").await.unwrap();
+    g.execute(&scale("ecs:prod/api", Some(5)), &json!({ "replicas": 4 }), "k6").await.unwrap();
+    assert_eq!(mock.replicas("ecs:prod/api"), 5);
 }
 
 #[tokio::test]
@@ -116,11 +111,11 @@ async fn dry_run_makes_no_mutating_call() {
     let action = scale("ecs:prod/api", Some(4));
     let pre = g.describe(&action).await.unwrap();
     let out = g.execute(&action, &pre, "k").await.unwrap();
-    assert!(!out.changed);
+    assert!(out.dry_run && !out.changed, "a dry run is typed as one: {out:?}");
     assert!(out.summary.starts_with("dry run: would scale_service"), "{}", out.summary);
     assert_eq!(out.after["replicas"], 4, "the plan says what would change");
     let out = g.rollback(&action, &pre, "k").await.unwrap();
-    assert!(!out.changed);
+    assert!(out.dry_run && !out.changed);
     assert!(mock.mutations().is_empty(), "{:?}", mock.mutations());
     assert_eq!(mock.replicas("ecs:prod/api"), 2);
     // Dry run still refuses what the guards refuse.
@@ -130,11 +125,95 @@ async fn dry_run_makes_no_mutating_call() {
 #[tokio::test]
 async fn a_repeated_execute_does_not_act_twice() {
     let mock = MockExecutor::default().with_replicas("ecs:prod/api", 2);
-    let rails = Guardrails { cooldown: Duration::ZERO, ..rails() };
-    let g = guarded(&mock, rails, Arc::new(Switch(AtomicBool::new(false))));
+    let g = guarded(&mock, rails(), Arc::new(Switch(AtomicBool::new(false))));
     let action = scale("ecs:prod/api", Some(4));
     let pre = json!({ "replicas": 2 });
     assert!(g.execute(&action, &pre, "run-1:apply-0").await.unwrap().changed);
     assert!(!g.execute(&action, &pre, "run-1:apply-0").await.unwrap().changed);
     assert_eq!(mock.mutations().len(), 1);
+}
+
+/// Through the factory, for every executor kind: each guard of the unified
+/// guardrails refuses alone (the others passing), and nothing reaches the
+/// backend. The mock answers for each kind, so what is tested is the
+/// factory's routing and the guards, whatever backend sits behind them.
+#[tokio::test]
+async fn every_guard_refuses_alone_for_every_executor_kind() {
+    // (kind, an allowed target, a target outside the allowlist, an action on it that scales)
+    let kinds = [
+        ("ec2", "ec2:us-east-1/i-0abc", "ec2:eu-west-1/i-0abc", None),
+        ("ecs", "ecs:prod/orders", "ecs:staging/orders", Some("scale_service")),
+        ("kubernetes", "kubernetes:prod/checkout", "kubernetes:staging/checkout", Some("scale_deployment")),
+        ("mock", "mock:prod/thing", "mock:dev/thing", Some("scale_thing")),
+    ];
+    let allowlist = Allowlist::parse(&["ec2:us-east-1/*", "ecs:prod/*", "kubernetes:prod/*", "mock:prod/*"]).unwrap();
+    for (kind, allowed, outside, scaling) in kinds {
+        let act = |name: &str, target: &str, replicas: Option<u64>| {
+            let params =
+                replicas.map(|n| [("replicas".to_owned(), json!(n))].into_iter().collect()).unwrap_or_default();
+            Action { executor: kind.into(), action: name.into(), target: target.into(), params }
+        };
+        let pre = json!({ "replicas": 3 });
+        let build = |dry_run: bool, switch: Arc<Switch>| {
+            let mock = MockExecutor::default();
+            let rails = Guardrails { allowlist: allowlist.clone(), dry_run, ..Guardrails::default() };
+            let factory = Executors::from_parts(
+                vec![(kind.to_owned(), Arc::new(mock.clone()) as Arc<dyn Executor>)],
+                &rails,
+                switch,
+            );
+            (mock, factory)
+        };
+        let off = || Arc::new(Switch(AtomicBool::new(false)));
+        let restart = act("restart", allowed, None);
+
+        // Every guard passing: it acts.
+        let (mock, f) = build(false, off());
+        assert!(f.execute(&restart, &pre, "k0").await.unwrap().changed, "{kind}");
+        assert_eq!(mock.mutations().len(), 1, "{kind}");
+
+        // Allowlist alone.
+        let (mock, f) = build(false, off());
+        assert_eq!(
+            guard_of(f.execute(&act("restart", outside, None), &pre, "k1").await.unwrap_err()),
+            "allowlist",
+            "{kind}"
+        );
+        assert_eq!(guard_of(f.describe(&act("restart", outside, None)).await.unwrap_err()), "allowlist", "{kind}");
+        assert!(mock.calls().is_empty(), "{kind}: the backend saw nothing: {:?}", mock.calls());
+
+        // Kill switch alone.
+        let (mock, f) = build(false, Arc::new(Switch(AtomicBool::new(true))));
+        assert_eq!(guard_of(f.execute(&restart, &pre, "k2").await.unwrap_err()), "kill_switch", "{kind}");
+        assert!(mock.mutations().is_empty(), "{kind}");
+
+        // Blast radius alone, for the kinds that scale: 3 → 7 is beyond 2×.
+        if let Some(name) = scaling {
+            let (mock, f) = build(false, off());
+            let err = f.execute(&act(name, allowed, Some(7)), &pre, "k3").await.unwrap_err();
+            assert_eq!(guard_of(err), "blast_radius", "{kind}");
+            assert!(
+                f.execute(&act(name, allowed, Some(6)), &pre, "k4").await.unwrap().changed,
+                "{kind}: 2× is allowed"
+            );
+            assert_eq!(mock.mutations().len(), 1, "{kind}");
+        }
+
+        // Dry run alone: an answer, typed as a dry run, with no mutation.
+        let (mock, f) = build(true, off());
+        let out = f.execute(&restart, &pre, "k5").await.unwrap();
+        assert!(out.dry_run && !out.changed, "{kind}: {out:?}");
+        let back: Value = serde_json::to_value(&out).unwrap();
+        assert_eq!(back["dry_run"], true, "{kind}: the outcome says so when stored");
+        assert!(mock.mutations().is_empty(), "{kind}");
+    }
+    // A kind nobody configured is an error, not a silent success.
+    let f = Executors::from_parts(Vec::new(), &Guardrails::default(), Arc::new(Switch(AtomicBool::new(false))));
+    let orphan = Action {
+        executor: "ecs".into(),
+        action: "restart".into(),
+        target: "ecs:prod/x".into(),
+        params: BTreeMap::new(),
+    };
+    assert!(matches!(f.execute(&orphan, &json!({}), "k").await.unwrap_err(), ExecError::NoExecutor(_)));
 }

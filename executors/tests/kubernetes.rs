@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use executors::kubernetes::{KubeConfig, KubeExecutor, RESTART_KEY};
-use executors::{Action, ExecError, Executor, Guarded, Guardrails, NoKillSwitch};
+use executors::{Action, Allowlist, ExecError, Executor, Guarded, Guardrails, NoKillSwitch};
 use serde_json::{json, Value};
 
 /// (method, path, content type, body) of one request.
@@ -413,11 +413,11 @@ async fn only_a_pod_with_a_controller_is_deleted() {
 async fn dry_run_sends_no_mutating_request() {
     let (fake, exec) = setup().await;
     let rails = Guardrails {
-        allowlist: vec!["kubernetes:shop/*".into(), "kubernetes:node/*".into()],
+        allowlist: Allowlist::parse(&["kubernetes:shop/*", "kubernetes:node/*"]).unwrap(),
         dry_run: true,
         ..Guardrails::default()
     };
-    let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch)).unwrap();
+    let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch));
     for a in [
         action("scale_deployment", "kubernetes:shop/checkout", json!({ "replicas": 3 })),
         action("restart_deployment", "kubernetes:shop/checkout", json!({})),
@@ -614,10 +614,10 @@ async fn drain_evicts_through_the_eviction_api_and_skips_what_it_must() {
 #[tokio::test]
 async fn a_drain_that_would_lose_a_pod_or_a_second_node_is_refused() {
     let (fake, exec) = setup().await;
-    // No cooldown here: node-c is cordoned, uncordoned and cordoned again in a row.
-    let rails =
-        Guardrails { allowlist: vec!["kubernetes:node/*".into()], cooldown: Duration::ZERO, ..Guardrails::default() };
-    let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch)).unwrap();
+    // Node-c is cordoned, uncordoned and cordoned again in a row: the guardrails
+    // keep no cooldown (that is the policy's, for auto-approvals).
+    let rails = Guardrails { allowlist: Allowlist::parse(&["kubernetes:node/*"]).unwrap(), ..Guardrails::default() };
+    let g = Guarded::new(Arc::new(exec), rails, Arc::new(NoKillSwitch));
 
     // node-b runs debug-shell, which no controller owns.
     let drain_b = action("drain_node", "kubernetes:node/node-b", json!({}));

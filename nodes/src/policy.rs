@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use engine::Timestamp;
+use executors::Allowlist;
 use serde::{Deserialize, Serialize};
 
 /// What a planned action claims about itself (from its runbook).
@@ -31,9 +32,9 @@ pub struct PolicyConfig {
     pub breaker: BreakerConfig,
     pub max_auto_per_minute: u32,
     pub max_auto_per_hour: u32,
-    /// Target patterns that may be acted on without a human; `*` matches any
-    /// run of characters. Empty: nothing is auto-approved.
-    pub allowlist: Vec<String>,
+    /// Targets that may be acted on without a human (the executors' pattern
+    /// type, [`Allowlist`]). Empty: nothing is auto-approved.
+    pub allowlist: Allowlist,
     /// After an action on a service, further auto-approvals on it wait this long.
     pub service_cooldown: Duration,
     /// The same action that failed on the same target within this window is
@@ -48,7 +49,7 @@ impl Default for PolicyConfig {
             breaker: BreakerConfig::default(),
             max_auto_per_minute: 5,
             max_auto_per_hour: 30,
-            allowlist: Vec::new(),
+            allowlist: Allowlist::default(),
             service_cooldown: Duration::from_secs(10 * 60),
             loop_guard_window: Duration::from_secs(6 * 3600),
         }
@@ -218,26 +219,6 @@ pub fn breaker(config: &BreakerConfig, outcomes: &[Outcome], now: Timestamp) -> 
     Breaker::Closed { failure_rate: rate }
 }
 
-/// `*` matches any run of characters (including none); everything else is literal.
-pub fn pattern_matches(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(i) => rest = &rest[i + middle.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Decides whether `action` may run without a human. Every guard is checked,
 /// so the decision lists every reason, not just the first.
 pub fn decide(config: &PolicyConfig, action: &ProposedAction, facts: &Facts, now: Timestamp) -> Decision {
@@ -264,7 +245,7 @@ pub fn decide(config: &PolicyConfig, action: &ProposedAction, facts: &Facts, now
     if last_hour >= config.max_auto_per_hour {
         refusals.push(Refusal::RateLimitHour { count: last_hour, limit: config.max_auto_per_hour });
     }
-    if !config.allowlist.iter().any(|p| pattern_matches(p, &action.target)) {
+    if !config.allowlist.admits(&action.target) {
         refusals.push(Refusal::NotAllowlisted { target: action.target.clone() });
     }
     if let Some(last) = facts.last_action_on_service {

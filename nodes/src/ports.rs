@@ -1,6 +1,7 @@
-//! The ports the incident workflow reads and acts through. Other crates fill
-//! them with real adapters (ClickHouse, Qdrant, AWS, Kubernetes); the
-//! in-memory ones here serve the embedded demo and the tests.
+//! The ports the incident workflow reads through. Other crates fill them with
+//! real adapters (ClickHouse, Qdrant); the in-memory ones here serve the
+//! embedded demo and the tests. The workflow acts through the executors
+//! crate's `Executor` trait, not a port of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,9 +9,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use engine::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::runbook::PlannedAction;
 
 /// A port's failure: worth retrying (the backend is away) or not.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,17 +56,6 @@ pub struct SimilarIncident {
 #[async_trait]
 pub trait IncidentIndex: Send + Sync {
     async fn similar(&self, text: &str, limit: usize) -> Result<Vec<SimilarIncident>, PortError>;
-}
-
-/// Acts on the world. Each call carries the engine's idempotency key.
-#[async_trait]
-pub trait Remediator: Send + Sync {
-    /// The target's current state, enough to restore it later.
-    async fn capture(&self, action: &PlannedAction) -> Result<Value, PortError>;
-    /// Acts from the captured pre-state (the same one the rollback restores).
-    async fn apply(&self, action: &PlannedAction, pre_state: &Value, idempotency_key: &str)
-        -> Result<Value, PortError>;
-    async fn restore(&self, action: &PlannedAction, pre_state: &Value, idempotency_key: &str) -> Result<(), PortError>;
 }
 
 /// Samples by (service, metric), oldest first.
@@ -124,63 +111,5 @@ pub struct NoIndex;
 impl IncidentIndex for NoIndex {
     async fn similar(&self, _: &str, _: usize) -> Result<Vec<SimilarIncident>, PortError> {
         Ok(Vec::new())
-    }
-}
-
-/// What a mock action does to the world: a function the demo or a test
-/// supplies, applied to the simulated metrics.
-pub type Effect = Arc<dyn Fn(&PlannedAction) + Send + Sync>;
-
-/// A remediator that acts on nothing real: it records every call (with its
-/// idempotency key) and runs a scripted effect, such as "the latency drops".
-#[derive(Clone, Default)]
-pub struct MockRemediator {
-    pub calls: Arc<Mutex<Vec<(String, String, String)>>>,
-    effects: Arc<Mutex<BTreeMap<String, Effect>>>,
-    refusals: Arc<Mutex<BTreeMap<String, String>>>,
-}
-
-impl MockRemediator {
-    /// Runs `effect` when `action` is applied.
-    pub fn on_apply(&self, action: &str, effect: Effect) {
-        self.effects.lock().expect("mock lock").insert(action.to_owned(), effect);
-    }
-
-    /// Makes `action` fail with `reason`.
-    pub fn refuse(&self, action: &str, reason: &str) {
-        self.refusals.lock().expect("mock lock").insert(action.to_owned(), reason.to_owned());
-    }
-
-    /// (verb, action, idempotency key) of every call so far.
-    pub fn calls(&self) -> Vec<(String, String, String)> {
-        self.calls.lock().expect("mock lock").clone()
-    }
-
-    fn record(&self, verb: &str, action: &PlannedAction, key: &str) {
-        self.calls.lock().expect("mock lock").push((verb.to_owned(), action.action.clone(), key.to_owned()));
-    }
-}
-
-#[async_trait]
-impl Remediator for MockRemediator {
-    async fn capture(&self, action: &PlannedAction) -> Result<Value, PortError> {
-        Ok(serde_json::json!({ "target": action.target, "replicas": 3 }))
-    }
-
-    async fn apply(&self, action: &PlannedAction, _pre_state: &Value, key: &str) -> Result<Value, PortError> {
-        if let Some(reason) = self.refusals.lock().expect("mock lock").get(&action.action) {
-            return Err(PortError::Refused(reason.clone()));
-        }
-        self.record("apply", action, key);
-        let effect = self.effects.lock().expect("mock lock").get(&action.action).cloned();
-        if let Some(effect) = effect {
-            effect(action);
-        }
-        Ok(serde_json::json!({ "applied": action.action, "target": action.target }))
-    }
-
-    async fn restore(&self, action: &PlannedAction, _pre_state: &Value, key: &str) -> Result<(), PortError> {
-        self.record("restore", action, key);
-        Ok(())
     }
 }

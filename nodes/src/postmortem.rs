@@ -52,8 +52,9 @@ pub fn render(s: &Incident) -> String {
     for dec in &s.decisions {
         let _ = writeln!(
             out,
-            "- {} by {} at {}{}",
+            "- {}{} by {} at {}{}",
             if dec.approved { "Approved" } else { "Rejected" },
+            dec.gate.as_deref().map(|g| format!(" (gate {g})")).unwrap_or_default(),
             dec.by,
             time(dec.at),
             if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) }
@@ -64,9 +65,9 @@ pub fn render(s: &Incident) -> String {
         let _ = writeln!(
             out,
             "- {} `{}` on `{}`{} (runbook {}, step \"{}\")",
-            a.action.executor,
-            a.action.action,
-            a.action.target,
+            a.action.action.executor,
+            a.action.action.action,
+            a.action.action.target,
             if a.dry_run { " (dry run)" } else { "" },
             a.action.runbook,
             a.action.step

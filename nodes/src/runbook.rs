@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use executors::Action;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -173,15 +174,15 @@ impl Condition {
     }
 }
 
-/// An action planned from a runbook step for one incident.
+/// An action planned from a runbook step for one incident: the executors'
+/// [`Action`] (what to do, to what) and what the runbook claims about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedAction {
     pub runbook: String,
     pub step: String,
-    pub executor: String,
-    pub action: String,
-    pub target: String,
-    pub params: BTreeMap<String, serde_json::Value>,
+    /// Executor kind, action name, target and parameters, as the executor takes them.
+    #[serde(flatten)]
+    pub action: Action,
     pub estimated_downtime: Duration,
     pub blast_radius: BlastRadius,
     pub rollback: String,
@@ -201,10 +202,12 @@ impl Runbook {
             .map(|s| PlannedAction {
                 runbook: self.id.clone(),
                 step: s.name.clone(),
-                executor: s.action.executor.clone(),
-                action: s.action.action.clone(),
-                target: s.action.target.replace("{service}", service).replace("{namespace}", namespace),
-                params: s.action.params.clone(),
+                action: Action {
+                    executor: s.action.executor.clone(),
+                    action: s.action.action.clone(),
+                    target: s.action.target.replace("{service}", service).replace("{namespace}", namespace),
+                    params: s.action.params.clone(),
+                },
                 estimated_downtime: Duration::from_secs(s.action.estimated_downtime_secs),
                 blast_radius: s.action.blast_radius,
                 rollback: s.action.rollback.clone(),

@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engine::{Graph, NodeContext, NodeError, RetryPolicy, Timestamp, Transition};
+use engine::{Graph, NodeContext, NodeError, RetryPolicy, Signal, Timestamp, Transition};
+use executors::{ExecError, Executor, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::analyze::{self, Analysis, ServiceGraph};
 use crate::incident::{self, Detection, Severity, Tiers};
 use crate::policy::{self, Decision, Facts, PolicyConfig, ProposedAction};
-use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError, Remediator};
+use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
 use crate::postmortem;
 use crate::runbook::{PlannedAction, Runbook};
 use crate::verify::{self, Baseline, Verdict, VerifyConfig};
@@ -48,10 +50,20 @@ pub struct TimelineEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     pub approved: bool,
-    /// `policy`, `timeout`, or the human's id.
+    /// `policy`, `timeout`, or the authenticated principal: an API key's name
+    /// or `slack:USER_ID`. Never taken from a request body.
     pub by: String,
     pub reason: String,
     pub at: Timestamp,
+    /// The gate decided (see [`gate_id`]).
+    #[serde(default)]
+    pub gate: Option<String>,
+    /// Where the decision came from (`api`, `slack`), and what the caller
+    /// wrote about who it acted for: a note, not an identity.
+    #[serde(default)]
+    pub via: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,8 +71,38 @@ pub struct ActionRecord {
     pub action: PlannedAction,
     pub pre_state: serde_json::Value,
     pub outcome: serde_json::Value,
+    /// The guardrails were in dry-run mode: nothing was done. A dry run is
+    /// never verified, rolled back or counted by the policy's facts.
     pub dry_run: bool,
     pub at: Timestamp,
+    /// The gate that approved it.
+    #[serde(default)]
+    pub gate: Option<String>,
+}
+
+/// A decision that named a gate the run was not waiting on (stale, a
+/// duplicate, or for a proposal since replaced): recorded, never applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedDecision {
+    pub gate: Option<String>,
+    /// `approve` or `reject`.
+    pub wanted: String,
+    pub by: String,
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+/// The id of an approval gate: the proposal's number within the run and a
+/// digest of exactly what was proposed (executor, action, target,
+/// parameters), e.g. `2-5f1c09d3a4b7e621`. A decision applies only to the
+/// gate it names, so an approval can never move to another action.
+pub fn gate_id(number: u32, action: &executors::Action) -> String {
+    // Parameters are a BTreeMap, so the JSON (and the digest) is canonical.
+    let bound = json!({
+        "executor": action.executor, "action": action.action, "target": action.target, "params": action.params,
+    });
+    let digest = Sha256::digest(bound.to_string().as_bytes());
+    format!("{number}-{}", hex::encode(&digest[..8]))
 }
 
 /// The incident's state, checkpointed after every node.
@@ -76,9 +118,20 @@ pub struct Incident {
     /// Index into `plan` of the action being decided, executed or verified.
     pub current: usize,
     pub approval_deadline: Option<Timestamp>,
+    /// Proposals made so far: gate `n` is the n-th.
+    #[serde(default)]
+    pub proposals: u32,
+    /// The gate of the current proposal.
+    #[serde(default)]
+    pub gate: Option<String>,
     pub decisions: Vec<DecisionRecord>,
+    #[serde(default)]
+    pub refused_decisions: Vec<RefusedDecision>,
     pub actions: Vec<ActionRecord>,
     pub verify_deadline: Option<Timestamp>,
+    /// Metric-store reads that failed during the current verification.
+    #[serde(default)]
+    pub verify_read_failures: u32,
     pub verdict: Option<Verdict>,
     pub rollbacks: u32,
     pub outcome: Option<String>,
@@ -121,7 +174,6 @@ pub struct WorkflowConfig {
     pub verify_interval: Duration,
     /// Rollbacks after which the incident is escalated instead of re-analysed.
     pub max_rollbacks: u32,
-    pub dry_run: bool,
     pub tiers: Tiers,
 }
 
@@ -134,7 +186,6 @@ impl Default for WorkflowConfig {
             verify_window: Duration::from_secs(10 * 60),
             verify_interval: Duration::from_secs(30),
             max_rollbacks: 2,
-            dry_run: false,
             tiers: Tiers::default(),
         }
     }
@@ -148,7 +199,9 @@ pub struct Workflow {
     pub metrics: Arc<dyn MetricStore>,
     pub deployments: Arc<dyn Deployments>,
     pub index: Arc<dyn IncidentIndex>,
-    pub remediator: Arc<dyn Remediator>,
+    /// Acts on the world: the executors' factory (every backend behind the
+    /// guardrails, dry-run mode included).
+    pub executor: Arc<dyn Executor>,
     pub safety: Arc<dyn SafetyFacts>,
 }
 
@@ -167,7 +220,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
         let wf = workflow.clone();
         move |s: Incident, ctx: NodeContext| f(wf.clone(), s, ctx)
     };
-    let io = RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(200), ..RetryPolicy::default() };
+    let io = io_retry();
     Graph::builder(GRAPH, VERSION)
         .node("detect", w(|w, s, c| Box::pin(detect(w, s, c))))
         .node_with_retry("analyze", w(|w, s, c| Box::pin(analyze_node(w, s, c))), io.clone())
@@ -191,6 +244,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
         .edge("execute", "dry_run", "closed")
         .edge("verify", "recovered", "resolve")
         .edge("verify", "not_recovered", "rollback")
+        .edge("verify", "unverifiable", "escalate")
         .edge("rollback", "reanalyze", "analyze")
         .edge("rollback", "escalate", "escalate")
         .start("detect")
@@ -255,10 +309,12 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let namespace = d.labels.get("namespace").map_or("default", String::as_str);
     let planned = runbook.plan(&s.analysis.evidence, &d.service, namespace);
     // Actions already tried and rolled back are not planned again.
-    let tried: Vec<(String, String)> =
-        s.actions.iter().map(|a| (a.action.action.clone(), a.action.target.clone())).collect();
-    let fresh: Vec<PlannedAction> =
-        planned.into_iter().filter(|a| !tried.contains(&(a.action.clone(), a.target.clone()))).collect();
+    let tried: Vec<(&str, &str)> =
+        s.actions.iter().map(|a| (a.action.action.action.as_str(), a.action.action.target.as_str())).collect();
+    let fresh: Vec<PlannedAction> = planned
+        .into_iter()
+        .filter(|p| !tried.contains(&(p.action.action.as_str(), p.action.target.as_str())))
+        .collect();
     s.runbook = Some(runbook.id.clone());
     let Some(first) = fresh.first() else {
         s.note(ctx.now(), "plan", format!("runbook {} has no untried action", runbook.id));
@@ -271,8 +327,8 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         format!(
             "runbook {}: {} on {} (downtime {}s)",
             runbook.id,
-            first.action,
-            first.target,
+            first.action.action,
+            first.action.target,
             first.estimated_downtime.as_secs()
         ),
     );
@@ -286,18 +342,47 @@ fn current(s: &Incident) -> Result<PlannedAction, NodeError> {
     s.plan.get(s.current).cloned().ok_or_else(|| NodeError::fatal("no planned action"))
 }
 
+/// A human's decision as the API or Slack delivered it: the gate it names and
+/// the authenticated principal who made it.
+struct HumanDecision {
+    approved: bool,
+    gate: Option<String>,
+    by: String,
+    reason: String,
+    via: Option<String>,
+    note: Option<String>,
+}
+
+impl HumanDecision {
+    fn from_signal(signal: &Signal) -> HumanDecision {
+        let text = |k: &str| signal.payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        HumanDecision {
+            approved: signal.kind == "approve",
+            gate: text("gate"),
+            by: text("by").unwrap_or_else(|| "unknown".to_owned()),
+            reason: text("reason").unwrap_or_default(),
+            via: text("via"),
+            note: text("note").filter(|n| !n.is_empty()),
+        }
+    }
+}
+
 async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
-    let action = current(&s)?;
+    let planned = current(&s)?;
     let service = s.detection()?.service.clone();
     let now = ctx.now();
     if s.approval_deadline.is_none() {
-        let facts = w.safety.facts(&action, &service, now).await.map_err(port)?;
+        // A new proposal: a new gate, bound to exactly this action.
+        s.proposals += 1;
+        let gate = gate_id(s.proposals, &planned.action);
+        s.gate = Some(gate.clone());
+        let facts = w.safety.facts(&planned, &service, now).await.map_err(port)?;
         let proposed = ProposedAction {
             service: service.clone(),
-            executor: action.executor.clone(),
-            action: action.action.clone(),
-            target: action.target.clone(),
-            estimated_downtime: action.estimated_downtime,
+            executor: planned.action.executor.clone(),
+            action: planned.action.action.clone(),
+            target: planned.action.target.clone(),
+            estimated_downtime: planned.estimated_downtime,
         };
         let decision = policy::decide(&w.config.policy, &proposed, &facts, now);
         let open =
@@ -312,19 +397,30 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
                 by: "policy".into(),
                 reason: decision.reason(),
                 at: now,
+                gate: Some(gate.clone()),
+                via: None,
+                note: None,
             });
-            s.note(now, "await_approval", decision.reason());
-            ctx.send(topics::DECIDED, json!({ "approved": true, "by": "policy", "action": action.action }));
+            s.note(now, "await_approval", format!("gate {gate}: {}", decision.reason()));
+            ctx.send(
+                topics::DECIDED,
+                json!({ "approved": true, "by": "policy", "gate": gate, "action": planned.action.action }),
+            );
             return Ok((s, Transition::route("approved")));
         }
         let deadline = now.saturating_add(w.config.approval_timeout);
         s.approval_deadline = Some(deadline);
-        s.note(now, "await_approval", format!("{}; waiting for a human until {}", decision.reason(), deadline.0));
+        s.note(
+            now,
+            "await_approval",
+            format!("gate {gate}: {}; waiting for a human until {}", decision.reason(), deadline.0),
+        );
         ctx.send(
             topics::APPROVAL_REQUESTED,
-            json!({ "action": action, "reason": decision.reason(), "severity": s.severity, "deadline": deadline }),
+            json!({ "gate": gate, "action": planned, "reason": decision.reason(), "severity": s.severity, "deadline": deadline }),
         );
     }
+    let gate = s.gate.clone().ok_or_else(|| NodeError::fatal("waiting for a decision without a gate"))?;
     if let Some(signal) = ctx.take_signal(&["cleared"]) {
         // The alert group resolved while the action waited for a decision: nothing to do.
         let by = signal.payload.get("source").and_then(|a| a.as_str()).unwrap_or("alertmanager").to_owned();
@@ -332,28 +428,53 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         s.outcome = Some("cleared before any action".into());
         return Ok((s, Transition::route("cleared")));
     }
-    if let Some(signal) = ctx.take_signal(&["approve", "reject"]) {
-        let approved = signal.kind == "approve";
-        let decision = if approved { "approved" } else { "rejected" };
+    while let Some(signal) = ctx.take_signal(&["approve", "reject"]) {
+        let d = HumanDecision::from_signal(&signal);
+        let kind = if d.approved { "approve" } else { "reject" };
+        if d.gate.as_deref() != Some(gate.as_str()) {
+            // Not for the proposal on the table: recorded, never applied.
+            let named = d.gate.clone().unwrap_or_else(|| "no gate".to_owned());
+            let reason = format!("names gate {named}, but the run waits on gate {gate}");
+            metrics::counter!("sentinel_approval_decisions_refused_total", "reason" => "stale_gate").increment(1);
+            s.note(now, "await_approval", format!("refused a {kind} by {}: {reason}", d.by));
+            s.refused_decisions.push(RefusedDecision {
+                gate: d.gate,
+                wanted: kind.to_owned(),
+                by: d.by,
+                at: now,
+                reason,
+            });
+            continue;
+        }
+        let decision = if d.approved { "approved" } else { "rejected" };
         metrics::counter!("sentinel_approval_decisions_total", "decider" => "human", "decision" => decision)
             .increment(1);
-        let by = signal.payload.get("actor").and_then(|a| a.as_str()).unwrap_or("unknown").to_owned();
-        let reason = signal.payload.get("reason").and_then(|a| a.as_str()).unwrap_or("").to_owned();
-        s.decisions.push(DecisionRecord { approved, by: by.clone(), reason: reason.clone(), at: now });
         s.note(
             now,
             "await_approval",
             format!(
-                "{} by {by}{}",
-                if approved { "approved" } else { "rejected" },
-                if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                "gate {gate} {decision} by {}{}",
+                d.by,
+                if d.reason.is_empty() { String::new() } else { format!(": {}", d.reason) }
             ),
         );
-        ctx.send(topics::DECIDED, json!({ "approved": approved, "by": by, "action": action.action }));
-        if !approved {
-            s.outcome = Some(format!("rejected by {by}"));
+        ctx.send(
+            topics::DECIDED,
+            json!({ "approved": d.approved, "by": d.by, "gate": gate, "action": planned.action.action }),
+        );
+        if !d.approved {
+            s.outcome = Some(format!("rejected by {}", d.by));
         }
-        return Ok((s, Transition::route(if approved { "approved" } else { "rejected" })));
+        s.decisions.push(DecisionRecord {
+            approved: d.approved,
+            by: d.by,
+            reason: d.reason,
+            at: now,
+            gate: Some(gate),
+            via: d.via,
+            note: d.note,
+        });
+        return Ok((s, Transition::route(decision)));
     }
     let deadline = s.approval_deadline.unwrap_or(now);
     if now >= deadline {
@@ -364,11 +485,14 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
             by: "timeout".into(),
             reason: "nobody decided in time".into(),
             at: now,
+            gate: Some(gate.clone()),
+            via: None,
+            note: None,
         });
-        s.note(now, "await_approval", "approval timed out: escalated and rejected");
+        s.note(now, "await_approval", format!("gate {gate}: approval timed out: escalated and rejected"));
         ctx.send(
             topics::ESCALATION,
-            json!({ "reason": "approval timed out", "action": action.action, "severity": s.severity }),
+            json!({ "reason": "approval timed out", "gate": gate, "action": planned.action.action, "severity": s.severity }),
         );
         s.outcome = Some("rejected: approval timed out".into());
         return Ok((s, Transition::route("rejected")));
@@ -376,61 +500,110 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
     Ok((s, Transition::wait_for(["approve", "reject", "cleared"], Some(deadline))))
 }
 
-async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
-    let action = current(&s)?;
-    let n = s.actions.len();
-    let now = ctx.now();
-    if w.config.dry_run {
-        s.actions.push(ActionRecord {
-            action: action.clone(),
-            pre_state: json!(null),
-            outcome: json!({ "dry_run": true }),
-            dry_run: true,
-            at: now,
-        });
-        executed_metric(&action, "dry_run");
-        s.note(now, "execute", format!("dry run: would {} on {}", action.action, action.target));
-        s.outcome = Some(format!("dry run: {} on {} recorded, not performed", action.action, action.target));
-        ctx.send(topics::EXECUTED, json!({ "action": action.action, "dry_run": true }));
-        return Ok((s, Transition::route("dry_run")));
+/// An executor error as the engine should treat it: transient backend
+/// failures are retried; a refusal or a bad action is not.
+fn exec(e: ExecError) -> NodeError {
+    if e.is_transient() || matches!(e, ExecError::Timeout { .. }) {
+        NodeError::Retryable(e.to_string())
     } else {
-        let remediator = w.remediator.clone();
-        let pre_state =
-            ctx.effect(&format!("capture-{n}"), |_| async { remediator.capture(&action).await.map_err(port) }).await?;
-        let pre = &pre_state;
-        let applied = ctx
-            .effect(&format!("apply-{n}"), |attempt| async move {
-                match remediator.apply(&action, pre, &attempt.idempotency_key).await {
-                    Ok(v) => Ok(Ok(v)),
-                    Err(PortError::Refused(reason)) => Ok(Err(reason)),
-                    Err(e) => Err(port(e)),
-                }
-            })
-            .await?;
-        let action = current(&s)?;
-        let result = if applied.is_ok() { "applied" } else { "refused" };
-        executed_metric(&action, result);
-        match applied {
-            Ok(outcome) => {
-                s.note(now, "execute", format!("{} on {}", action.action, action.target));
-                s.actions.push(ActionRecord { action: action.clone(), pre_state, outcome, dry_run: false, at: now });
-            }
-            Err(reason) => {
-                s.note(now, "execute", format!("{} on {} refused: {reason}", action.action, action.target));
-                s.outcome = Some(format!("escalated: executor refused: {reason}"));
-                return Ok((s, Transition::route("failed")));
-            }
-        }
+        NodeError::Fatal(e.to_string())
     }
-    ctx.send(topics::EXECUTED, json!({ "action": current(&s)?.action, "dry_run": w.config.dry_run }));
-    s.verify_deadline = None;
-    s.verdict = None;
-    Ok((s, Transition::route("next")))
 }
 
-fn executed_metric(action: &PlannedAction, outcome: &'static str) {
-    let labels =
-        [("executor", action.executor.clone()), ("action", action.action.clone()), ("outcome", outcome.to_owned())];
+/// Whether the engine will run this step again after `e`: a fatal error, or
+/// a retryable one on the last attempt, ends the run unless the node routes
+/// elsewhere. After an action touched the world the workflow escalates
+/// instead, so a failure never goes unseen.
+fn is_final(e: &NodeError, ctx: &NodeContext, policy: &RetryPolicy) -> bool {
+    matches!(e, NodeError::Fatal(_)) || ctx.attempt() >= policy.max_attempts
+}
+
+fn io_retry() -> RetryPolicy {
+    RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(200), ..RetryPolicy::default() }
+}
+
+async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+    let planned = current(&s)?;
+    let action = planned.action.clone();
+    let n = s.actions.len();
+    let now = ctx.now();
+    let executor = w.executor.clone();
+    let captured =
+        ctx.effect(&format!("capture-{n}"), |_| async { executor.describe(&action).await.map_err(exec) }).await;
+    let pre_state = match captured {
+        Ok(pre) => pre,
+        Err(e) if is_final(&e, &ctx, &io_retry()) => {
+            // Nothing was done: describing is read-only.
+            s.note(now, "execute", format!("{action} not attempted: {e}"));
+            s.outcome = Some(format!("escalated: could not read {} before acting: {e}", action.target));
+            executed_metric(&planned, "refused");
+            return Ok((s, Transition::route("failed")));
+        }
+        Err(e) => return Err(e),
+    };
+    let pre = &pre_state;
+    let act = &action;
+    // A refusal is an answer, recorded as such; a backend failure is retried.
+    let applied: Result<Result<Outcome, String>, NodeError> = ctx
+        .effect(&format!("apply-{n}"), |attempt| async move {
+            match executor.execute(act, pre, &attempt.idempotency_key).await {
+                Ok(outcome) => Ok(Ok(outcome)),
+                Err(e) if e.is_transient() || matches!(e, ExecError::Timeout { .. }) => Err(exec(e)),
+                Err(e) => Ok(Err(e.to_string())),
+            }
+        })
+        .await;
+    let gate = s.gate.clone();
+    match applied {
+        Ok(Ok(outcome)) if outcome.dry_run => {
+            executed_metric(&planned, "dry_run");
+            s.note(now, "execute", format!("dry run: would {} {}: {}", action.action, action.target, outcome.summary));
+            s.outcome = Some(format!("dry run: {} on {} recorded, not performed", action.action, action.target));
+            ctx.send(topics::EXECUTED, json!({ "action": action.action, "dry_run": true, "summary": outcome.summary }));
+            let outcome = serde_json::to_value(&outcome).unwrap_or_default();
+            s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: true, at: now, gate });
+            Ok((s, Transition::route("dry_run")))
+        }
+        Ok(Ok(outcome)) => {
+            executed_metric(&planned, "applied");
+            s.note(now, "execute", format!("{}: {}", action, outcome.summary));
+            ctx.send(
+                topics::EXECUTED,
+                json!({ "action": action.action, "dry_run": false, "summary": outcome.summary }),
+            );
+            let outcome = serde_json::to_value(&outcome).unwrap_or_default();
+            s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
+            s.verify_deadline = None;
+            s.verify_read_failures = 0;
+            s.verdict = None;
+            Ok((s, Transition::route("next")))
+        }
+        Ok(Err(reason)) => {
+            executed_metric(&planned, "refused");
+            s.note(now, "execute", format!("{action} refused: {reason}"));
+            s.outcome = Some(format!("escalated: executor refused: {reason}"));
+            Ok((s, Transition::route("failed")))
+        }
+        Err(e) if is_final(&e, &ctx, &io_retry()) => {
+            // The executor may have acted before it failed: a person must look,
+            // with the pre-state in hand.
+            executed_metric(&planned, "failed");
+            s.note(now, "execute", format!("{action} failed after {} attempts: {e}", ctx.attempt()));
+            s.outcome = Some(format!("escalated: {action} failed and may be partly applied: {e}"));
+            let outcome = json!({ "error": e.to_string() });
+            s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
+            Ok((s, Transition::route("failed")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn executed_metric(planned: &PlannedAction, outcome: &'static str) {
+    let labels = [
+        ("executor", planned.action.executor.clone()),
+        ("action", planned.action.action.clone()),
+        ("outcome", outcome.to_owned()),
+    ];
     metrics::counter!("sentinel_executor_actions_total", &labels).increment(1);
 }
 
@@ -439,11 +612,31 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
     let now = ctx.now();
     let acted_at = s.actions.last().map_or(now, |a| a.at);
     let deadline = *s.verify_deadline.get_or_insert(acted_at.saturating_add(w.config.verify_window));
-    let readings = w
-        .metrics
-        .window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1)))
-        .await
-        .map_err(port)?;
+    let read = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await;
+    let readings = match read {
+        Ok(r) => r,
+        Err(PortError::Refused(e)) | Err(PortError::Unavailable(e)) if now >= deadline => {
+            // The window ended with the metric store still away: the action's
+            // effect is unknown, so a human decides.
+            s.note(now, "verify", format!("the metric store is unreachable and the verification window ended: {e}"));
+            s.outcome = Some(format!("escalated: could not verify {} (metric store unreachable: {e})", d.metric));
+            return Ok((s, Transition::route("unverifiable")));
+        }
+        Err(e) => {
+            // Wait it out with a durable timer; the window still bounds it.
+            if s.verify_read_failures == 0 {
+                s.note(now, "verify", format!("metric store unreachable ({e}); retrying until {}", deadline.0));
+            }
+            s.verify_read_failures += 1;
+            metrics::counter!("sentinel_verify_read_failures_total").increment(1);
+            let next = now.saturating_add(w.config.verify_interval).min(deadline);
+            return Ok((s, Transition::sleep_until(next)));
+        }
+    };
+    if s.verify_read_failures > 0 {
+        s.note(now, "verify", format!("metric store back after {} failed reads", s.verify_read_failures));
+        s.verify_read_failures = 0;
+    }
     let values: Vec<f64> = readings.iter().map(|r| r.1).collect();
     let baseline =
         Baseline { mean: s.analysis.baseline_mean, stddev: s.analysis.baseline_stddev, detected: d.observed };
@@ -487,19 +680,27 @@ async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let Some(last) = s.actions.last().cloned() else {
         return Err(NodeError::fatal("rollback without an executed action"));
     };
-    if !last.dry_run {
-        let remediator = w.remediator.clone();
-        let n = s.actions.len() - 1;
-        ctx.effect(&format!("restore-{n}"), |attempt| async move {
-            remediator.restore(&last.action, &last.pre_state, &attempt.idempotency_key).await.map_err(port)
+    let n = s.actions.len() - 1;
+    let executor = w.executor.clone();
+    let (action, pre) = (&last.action.action, &last.pre_state);
+    let restored = ctx
+        .effect(&format!("restore-{n}"), |attempt| async move {
+            executor.rollback(action, pre, &attempt.idempotency_key).await.map_err(exec)
         })
-        .await?;
+        .await;
+    match restored {
+        Ok(_) => {}
+        Err(e) if is_final(&e, &ctx, &io_retry()) => {
+            s.note(now, "rollback", format!("could not restore {}: {e}", action.target));
+            s.outcome = Some(format!("escalated: rollback of {action} failed: {e}"));
+            return Ok((s, Transition::route("escalate")));
+        }
+        Err(e) => return Err(e),
     }
     s.rollbacks += 1;
     metrics::counter!("sentinel_rollbacks_total").increment(1);
-    let last = s.actions.last().cloned().ok_or_else(|| NodeError::fatal("no action"))?;
-    s.note(now, "rollback", format!("restored {} to its state before {}", last.action.target, last.action.action));
-    ctx.send(topics::ESCALATION, json!({ "reason": "rollback", "action": last.action.action }));
+    s.note(now, "rollback", format!("restored {} to its state before {}", action.target, action.action));
+    ctx.send(topics::ESCALATION, json!({ "reason": "rollback", "action": action.action }));
     if s.rollbacks > w.config.max_rollbacks {
         s.outcome = Some(format!("escalated after {} rollbacks", s.rollbacks));
         return Ok((s, Transition::route("escalate")));
@@ -527,7 +728,14 @@ async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let now = ctx.now();
     let reason = s.outcome.clone().unwrap_or_else(|| "escalated".into());
     s.note(now, "escalate", format!("handed to a human: {reason}"));
-    ctx.send(topics::ESCALATION, json!({ "reason": reason, "severity": s.severity }));
+    // What was done and how to undo it by hand: every live action with its pre-state.
+    let done: Vec<serde_json::Value> = s
+        .actions
+        .iter()
+        .filter(|a| !a.dry_run)
+        .map(|a| json!({ "action": a.action.action, "outcome": a.outcome, "pre_state": a.pre_state, "at": a.at }))
+        .collect();
+    ctx.send(topics::ESCALATION, json!({ "reason": reason, "severity": s.severity, "actions": done }));
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))
 }

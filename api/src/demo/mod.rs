@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreConfig, SystemClock, WorkerConfig};
+use executors::mock::MockExecutor;
+use executors::{Action, Allowlist, Executors, ExecutorsConfig, Guardrails};
 use nodes::analyze::ServiceGraph;
 use nodes::incident::Source;
 use nodes::intake::{open_or_attach, Intake};
 use nodes::policy::PolicyConfig;
-use nodes::ports::{MockRemediator, NoIndex};
-use nodes::runbook::{self, PlannedAction};
+use nodes::ports::NoIndex;
+use nodes::runbook;
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use tokio_util::sync::CancellationToken;
@@ -164,7 +166,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let (pipeline, source) = Embedded::new(100_000);
     let pipeline_stop = CancellationToken::new();
     let consumer = tokio::spawn(source.run(processor, 10_000, pipeline_stop.clone()));
-    let remediator = MockRemediator::default();
+    let mock = MockExecutor::default();
     let fleet = Arc::new(Mutex::new(Fleet::new(config.seed)));
     let scenarios = Arc::new(scenarios());
     let active: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
@@ -205,9 +207,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         "delete_pod",
     ] {
         let (fleet, resets, scenarios, active) = (fleet.clone(), resets.clone(), scenarios.clone(), active.clone());
-        remediator.on_apply(
+        mock.on_execute(
             action,
-            Arc::new(move |a: &PlannedAction| {
+            Arc::new(move |a: &Action| {
                 let service = a.target.rsplit('/').next().unwrap_or_default().to_owned();
                 let Some(&i) = active.lock().expect("active lock").get(&service) else { return };
                 if scenarios[i].fixed_by.contains(&a.action.as_str()) {
@@ -219,12 +221,13 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         );
     }
 
+    let auto: Vec<String> = ["frontend", "checkout", "inventory", "orders", "billing-consumer"]
+        .iter()
+        .map(|s| format!("kubernetes:prod/{s}"))
+        .collect();
     let workflow_config = WorkflowConfig {
         policy: PolicyConfig {
-            allowlist: ["frontend", "checkout", "inventory", "orders", "billing-consumer"]
-                .iter()
-                .map(|s| format!("kubernetes:prod/{s}"))
-                .collect(),
+            allowlist: Allowlist::parse(&auto).map_err(anyhow::Error::msg)?,
             ..PolicyConfig::default()
         },
         verify: VerifyConfig::default(),
@@ -240,6 +243,24 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let key =
         access.create_key("demo-operator", Role::Operator, "demo").await.context("creating the demo's API key")?;
     let facts_engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
+    // The factory's mock backend for every kind, behind the production guardrails
+    // (allowlist, the API's kill switch, blast radius), live rather than dry run.
+    let executors = Executors::build(
+        &ExecutorsConfig {
+            mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
+            mock: mock.clone(),
+            guardrails: Guardrails {
+                allowlist: Allowlist::parse(&["kubernetes:prod/*", "kubernetes:node/*", "ecs:prod/*", "ec2:prod/*"])
+                    .map_err(anyhow::Error::msg)?,
+                dry_run: false,
+                ..Guardrails::default()
+            },
+            ..ExecutorsConfig::default()
+        },
+        crate::remediate::SharedKillSwitch::arc(access.clone()),
+    )
+    .await
+    .context("building the mock executors")?;
     let workflow = Arc::new(Workflow {
         config: workflow_config,
         runbooks: runbook::shipped().context("loading runbooks")?,
@@ -247,7 +268,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         metrics: Arc::new(StorePorts(events.clone())),
         deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
-        remediator: Arc::new(remediator.clone()),
+        executor: Arc::new(executors),
         safety: Arc::new(RunHistoryFacts {
             engine: facts_engine,
             switches: access.clone(),
@@ -365,7 +386,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
             let r = &detail.run;
             if r.status == RunStatus::Waiting && r.node == "await_approval" && t.approved_at_step != Some(r.step) {
                 let url = format!("{api}/v1/runs/{run}/approve");
-                let body = serde_json::json!({ "reason": "approved through the REST API by the demo" });
+                // The decision names the gate it was shown, as a human's would.
+                let gate = r.state.get("gate").cloned().unwrap_or_default();
+                let body = serde_json::json!({ "gate": gate, "reason": "approved through the REST API by the demo" });
                 let resp = http
                     .post(&url)
                     .bearer_auth(&key.secret)

@@ -6,24 +6,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
-use engine::{Graph, NodeContext, Registry, RunStatus, Transition};
+use engine::{Clock, RunStatus, SystemClock};
 use http_body_util::BodyExt;
+use nodes::incident::{Detection, Source};
+use nodes::workflow::{self, Incident, WorkflowConfig};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-/// `gate` waits for approve/reject, then completes with the decision as state.
-fn gate_graph() -> Graph<Value> {
-    Graph::builder("gate", 1)
-        .node("gate", |s: Value, ctx: NodeContext| async move {
-            match ctx.take_signal(&["approve", "reject"]) {
-                Some(sig) => Ok((json!({ "decision": sig.kind, "by": sig.payload["actor"] }), Transition::Complete)),
-                None => Ok((s, Transition::wait_for(["approve", "reject"], None))),
-            }
-        })
-        .start("gate")
-        .build()
-        .unwrap()
-}
 
 /// Calls the API with an API key (None: without one).
 pub async fn call_as(
@@ -49,33 +37,54 @@ pub async fn call_as(
     (status, value)
 }
 
+/// A latency spike on checkout: nothing is auto-approved by default, so it
+/// waits at its first gate.
+pub fn latency_spike() -> Detection {
+    Detection {
+        service: "checkout".into(),
+        anomaly_type: "latency_spike".into(),
+        metric: "http_p99_ms".into(),
+        observed: 180.0,
+        baseline_mean: 100.0,
+        baseline_stddev: 6.0,
+        started_at: SystemClock.now(),
+        source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
+        labels: [("namespace".to_owned(), "prod".to_owned())].into_iter().collect(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_errors_and_inspection() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut registry = Registry::new();
-    registry.register(gate_graph());
-    let engine = db.engine(registry).await;
+    let engine = crate::support::incidents(&db.store().await, WorkflowConfig::default(), true).await.engine;
     let (app, _, keys) = crate::support::app(&engine).await;
     let call = |app: &axum::Router, method: &str, uri: &str, body: Option<&str>| {
         let (app, key, method, uri, body) =
             (app.clone(), keys.operator.clone(), method.to_owned(), uri.to_owned(), body.map(str::to_owned));
         async move { call_as(&app, Some(&key), &method, &uri, body.as_deref()).await }
     };
-    let run = engine.start("gate", &json!({})).await.unwrap();
+    let run = engine.start(workflow::GRAPH, &Incident::new(latency_spike())).await.unwrap();
 
     // No worker yet: the run has not reached its gate, so a decision is a conflict that says why.
-    let body = r#"{"actor":"alice","reason":"looks safe"}"#;
-    let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(body)).await;
+    let early = r#"{"gate":"1-0123456789abcdef","reason":"looks safe"}"#;
+    let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(early)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
-    assert_eq!(v["error"]["message"], format!("run {run} is not waiting for a decision (it is runnable at `gate`)"));
+    assert_eq!(
+        v["error"]["message"],
+        format!("run {run} is not waiting for a decision on gate 1-0123456789abcdef (it is runnable at `detect`)")
+    );
     let worker = BackgroundWorker::start(&engine, fast_worker("api-test"));
-    wait_until(&engine, run, Duration::from_secs(10), |r| r.status == RunStatus::Waiting).await;
+    let waiting = wait_until(&engine, run, Duration::from_secs(10), |r| r.status == RunStatus::Waiting).await;
+    let gate = serde_json::from_value::<Incident>(waiting.state).unwrap().gate.unwrap();
+    let body = format!(r#"{{"gate":"{gate}","actor":"alice","reason":"looks safe"}}"#);
+    let body = body.as_str();
 
     // Bad input: each a 4xx with a JSON error, and the run untouched.
     for (method, uri, body, want) in [
         ("POST", format!("/v1/runs/{run}/approve"), Some("{not json"), StatusCode::BAD_REQUEST),
         ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"reason":5}"#), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"actor":"  "}"#), StatusCode::BAD_REQUEST),
+        ("POST", format!("/v1/runs/{run}/approve"), Some(r#"{"reason":"no gate"}"#), StatusCode::BAD_REQUEST),
         ("POST", "/v1/runs/not-a-uuid/approve".to_owned(), Some(body), StatusCode::BAD_REQUEST),
         ("POST", "/v1/runs/01a2054b-87bb-7445-bf0f-830483e586af/approve".to_owned(), Some(body), StatusCode::NOT_FOUND),
         ("GET", "/v1/runs/01a2054b-87bb-7445-bf0f-830483e586af".to_owned(), None, StatusCode::NOT_FOUND),
@@ -93,29 +102,63 @@ async fn decisions_errors_and_inspection() {
             assert!(v["error"]["message"].as_str().unwrap().contains("reason: invalid type"), "{v}");
         }
     }
+    let (_, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(r#"{"reason":"no gate"}"#)).await;
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("this run waits on gate {gate} (restart_deployment on kubernetes:prod/checkout)")),
+        "{message}"
+    );
     assert_eq!(engine.run(run).await.unwrap().status, RunStatus::Waiting);
 
-    // The decision itself, then its retry: one decision.
+    // What a human decides on, shown before they decide.
+    let (status, v) = call(&app, "GET", &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let p = &v["proposal"];
+    assert_eq!((p["gate"].as_str(), p["waiting"].as_bool()), (Some(gate.as_str()), Some(true)), "{p}");
+    assert_eq!((p["service"].as_str(), p["severity"].as_str()), (Some("checkout"), Some("sev2")), "{p}");
+    assert_eq!(
+        (p["action"].as_str(), p["target"].as_str()),
+        (Some("restart_deployment"), Some("kubernetes:prod/checkout"))
+    );
+    assert_eq!((p["estimated_downtime_secs"].as_u64(), p["blast_radius"].as_str()), (Some(10), Some("single_service")));
+    assert!(p["top_hypothesis"].as_str().is_some() && p["deadline"].as_i64().is_some(), "{p}");
+
+    // The decision itself, then its retry: one decision, made by the key whatever the body says.
     let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["delivery"], "accepted");
     let done = wait_until(&engine, run, Duration::from_secs(10), |r| r.status.is_finished()).await;
-    worker.stop().await;
-    assert_eq!(done.state, json!({ "decision": "approve", "by": "alice" }));
     let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/approve"), Some(body)).await;
-    assert_eq!(status, StatusCode::CONFLICT, "a finished run takes no decision: {v}");
+    assert_eq!((status, v["delivery"].as_str()), (StatusCode::OK, Some("duplicate")), "the same decision again: {v}");
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.decisions.len(), 1);
+    let d = &s.decisions[0];
+    assert_eq!((d.approved, d.by.as_str(), d.note.as_deref()), (true, "operator-key", Some("alice")));
+    assert_eq!(d.gate.as_deref(), Some(gate.as_str()));
+    let reject = body.replace("looks safe", "changed my mind");
+    let (status, v) = call(&app, "POST", &format!("/v1/runs/{run}/reject"), Some(&reject)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("gate {gate} was already approved by operator-key at ")),
+        "{v}"
+    );
 
     // Inspection.
     let (status, v) = call(&app, "GET", &format!("/v1/runs/{run}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["run"]["status"], "completed");
-    assert_eq!(v["history"].as_array().unwrap().len(), 2);
-    assert_eq!(v["signals"][0]["kind"], "approve");
-    assert_eq!(v["signals"][0]["payload"]["actor"], "alice");
-    let (status, v) = call(&app, "GET", "/v1/runs?status=completed&graph=gate", None).await;
+    assert_eq!(v["proposal"]["waiting"], false);
+    assert!(v["proposal"]["decided"].as_str().unwrap().starts_with("approved by operator-key at "), "{v}");
+    let decision = v["signals"].as_array().unwrap().iter().find(|s| s["kind"] == "approve").unwrap();
+    assert_eq!((&decision["payload"]["by"], &decision["payload"]["note"]), (&json!("operator-key"), &json!("alice")));
+    let (status, v) = call(&app, "GET", "/v1/runs?status=completed&graph=incident", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["runs"].as_array().unwrap().len(), 1);
-    let (status, v) = call(&app, "GET", "/v1/graphs/gate/mermaid", None).await;
+    let (status, v) = call(&app, "GET", "/v1/graphs/incident/mermaid", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(v.as_str().unwrap().starts_with("flowchart TD"));
     let (status, v) = call(&app, "GET", "/health", None).await;

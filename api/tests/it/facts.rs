@@ -5,19 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
-use engine::{Clock, Registry, RunStatus, SystemClock};
-use nodes::analyze::ServiceGraph;
+use engine::{Clock, RunStatus, SystemClock};
+use executors::{Action, Allowlist};
 use nodes::incident::{Detection, Source};
 use nodes::policy::{self, PolicyConfig, ProposedAction, Refusal};
-use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
-use nodes::runbook::{self, PlannedAction};
-use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
+use nodes::ports::MemoryMetrics;
+use nodes::workflow::{self, Incident, SafetyFacts, WorkflowConfig};
 use sentinel::access::Access;
 use sentinel::facts::RunHistoryFacts;
 
+use crate::support::incidents;
+
 fn config() -> WorkflowConfig {
     WorkflowConfig {
-        policy: PolicyConfig { allowlist: vec!["kubernetes:prod/*".into()], ..PolicyConfig::default() },
+        policy: PolicyConfig {
+            allowlist: Allowlist::parse(&["kubernetes:prod/*"]).unwrap(),
+            ..PolicyConfig::default()
+        },
         verify_window: Duration::from_secs(5),
         verify_interval: Duration::from_millis(50),
         ..WorkflowConfig::default()
@@ -38,43 +42,21 @@ fn detection() -> Detection {
     }
 }
 
-async fn engine(db: &TestDb, metrics: &MemoryMetrics, remediator: &MockRemediator) -> engine::Engine {
-    let store = db.store().await;
-    let facts_engine = engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
-    let switches = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
-    let workflow = Arc::new(Workflow {
-        config: config(),
-        runbooks: runbook::shipped().unwrap(),
-        services: ServiceGraph::default(),
-        metrics: Arc::new(metrics.clone()),
-        deployments: Arc::new(MemoryDeployments::default()),
-        index: Arc::new(NoIndex),
-        remediator: Arc::new(remediator.clone()),
-        safety: Arc::new(RunHistoryFacts { engine: facts_engine, switches, horizon: Duration::from_secs(6 * 3600) }),
-    });
-    let mut registry = Registry::new();
-    registry.register(workflow::graph(workflow));
-    engine::Engine::new(store, registry, Arc::new(SystemClock))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart() {
     let db = TestDb::new(Backend::Postgres).await;
-    let metrics = MemoryMetrics::default();
-    let remediator = MockRemediator::default();
-    {
-        let m = metrics.clone();
-        remediator.on_apply(
-            "restart_deployment",
-            Arc::new(move |_: &PlannedAction| {
-                let t = SystemClock.now();
-                for i in 1..=3 {
-                    m.push("checkout", "error_rate", t.saturating_add(Duration::from_millis(i)), 60.0);
-                }
-            }),
-        );
-    }
-    let first = engine(&db, &metrics, &remediator).await;
+    let world = incidents(&db.store().await, config(), false).await;
+    let metrics: MemoryMetrics = world.metrics.clone();
+    world.mock.on_execute(
+        "restart_deployment",
+        Arc::new(move |_: &Action| {
+            let t = SystemClock.now();
+            for i in 1..=3 {
+                metrics.push("checkout", "error_rate", t.saturating_add(Duration::from_millis(i)), 60.0);
+            }
+        }),
+    );
+    let first = world.engine.clone();
     let worker = BackgroundWorker::start(&first, fast_worker("before-restart"));
     let run = first.start(workflow::GRAPH, &Incident::new(detection())).await.unwrap();
     let done = finished(&first, run).await;
@@ -84,7 +66,7 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
     first.store().close().await;
 
     // A new process: new connections, facts read back from the runs.
-    let second = engine(&db, &metrics, &remediator).await;
+    let second = incidents(&db.store().await, config(), false).await.engine;
     let switches = Access::new(second.store(), Arc::new(SystemClock)).await.unwrap();
     let facts_source =
         RunHistoryFacts { engine: second.clone(), switches: switches.clone(), horizon: Duration::from_secs(6 * 3600) };
@@ -99,9 +81,9 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
     assert_eq!(facts.auto_approvals.len(), 1);
     let proposed = ProposedAction {
         service: "checkout".into(),
-        executor: action.executor.clone(),
-        action: action.action.clone(),
-        target: action.target.clone(),
+        executor: action.action.executor.clone(),
+        action: action.action.action.clone(),
+        target: action.action.target.clone(),
         estimated_downtime: action.estimated_downtime,
     };
     let policy::Decision::NeedsHuman { refusals } = policy::decide(&config().policy, &proposed, &facts, now) else {

@@ -41,12 +41,10 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
-    let workflow = sentinel::wiring::standalone_workflow(
-        &store,
-        access.clone(),
-        StorePorts(storage.store.clone()),
-        sentinel::wiring::Acting::DryRun,
-    );
+    let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
+    let acting = sentinel::wiring::Acting::build(None, kill_switch).await.unwrap();
+    let workflow =
+        sentinel::wiring::standalone_workflow(&store, access.clone(), StorePorts(storage.store.clone()), acting);
     let mut registry = engine::Registry::new();
     registry.register(workflow::graph(workflow));
     let engine = Engine::new(store, registry, Arc::new(SystemClock));
@@ -158,11 +156,11 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
     );
 }
 
-fn clickhouse_url() -> String {
+pub fn clickhouse_url() -> String {
     std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
-async fn clickhouse(url: &str, name: &str) -> (ClickHouseConfig, Storage) {
+pub async fn clickhouse(url: &str, name: &str) -> (ClickHouseConfig, Storage) {
     let config = ClickHouseConfig {
         database: format!("sentinel_t_{name}_{}", uuid::Uuid::new_v4().simple()),
         ..ClickHouseConfig::new(url)

@@ -10,14 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
-use engine::{Clock, Registry, RunStatus, SystemClock, Timestamp};
-use nodes::analyze::ServiceGraph;
+use engine::{Clock, RunId, RunStatus, SystemClock, Timestamp};
 use nodes::incident::{Detection, Source};
-use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex};
-use nodes::runbook;
-use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
-use sentinel::access::Access;
-use sentinel::facts::RunHistoryFacts;
+use nodes::workflow::{self, Incident, WorkflowConfig};
 use sentinel::relay::{run, Destinations, PagerDuty, RelayConfig, SlackClient};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -54,7 +49,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     let base = fake_server(fake.clone()).await;
 
     let db = TestDb::new(Backend::Postgres).await;
-    let engine = incident_engine(&db, WorkflowConfig { dry_run: true, ..WorkflowConfig::default() }).await;
+    let engine = incident_engine(&db, WorkflowConfig::default()).await;
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let shutdown = CancellationToken::new();
     let slack = SlackClient {
@@ -81,7 +76,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
         assert!(tokio::time::Instant::now() < deadline, "the message was never posted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    engine.signal(run_id, "slack:U1:1", "approve", json!({ "actor": "slack:U1" })).await.unwrap();
+    approve_as_slack_user(&engine, run_id).await;
     wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
@@ -105,9 +100,11 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     let actions = posted["blocks"].as_array().unwrap().iter().find(|b| b["type"] == "actions").expect("buttons");
     let buttons = actions["elements"].as_array().unwrap();
     assert_eq!(buttons.len(), 2);
+    let gate = gate_of(&engine, run_id).await;
     assert_eq!(
         (&buttons[0]["action_id"], &buttons[0]["value"]),
-        (&json!("sentinel_approve"), &json!(run_id.to_string()))
+        (&json!("sentinel_approve"), &json!(format!("{run_id}/{gate}"))),
+        "the buttons carry the gate they decide"
     );
     assert_eq!(buttons[1]["action_id"], "sentinel_reject");
     assert!(
@@ -115,7 +112,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
         "each button asks for confirmation"
     );
     let plan = posted["blocks"].to_string();
-    assert!(plan.contains("`drain_node` on `kubernetes:node/ip-10-0-1-7` — downtime ~120 s, blast radius multiple_services, rollback: uncordon_node"), "{plan}");
+    assert!(plan.contains("`drain_node` on `kubernetes:node/ip-10-0-1-7` with `{\\\"max_nodes\\\":1}` — downtime ~120 s, blast radius multiple_services, rollback: uncordon_node"), "{plan}");
     for (_, _, update) in &requests[2..] {
         assert_eq!((&update["channel"], &update["ts"]), (&json!("C0INCIDENTS"), &json!("1700000000.000100")));
         assert!(
@@ -126,25 +123,22 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     assert!(requests[3].2["blocks"].to_string().contains("Approved by slack:U1"));
 }
 
+/// The incident workflow acting in dry-run mode.
 async fn incident_engine(db: &TestDb, config: WorkflowConfig) -> engine::Engine {
-    let store = db.store().await;
-    let workflow = Arc::new(Workflow {
-        config,
-        runbooks: runbook::shipped().unwrap(),
-        services: ServiceGraph::default(),
-        metrics: Arc::new(MemoryMetrics::default()),
-        deployments: Arc::new(MemoryDeployments::default()),
-        index: Arc::new(NoIndex),
-        remediator: Arc::new(MockRemediator::default()),
-        safety: Arc::new(RunHistoryFacts {
-            engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
-            switches: Access::new(&store, Arc::new(SystemClock)).await.unwrap(),
-            horizon: Duration::from_secs(3600),
-        }),
-    });
-    let mut registry = Registry::new();
-    registry.register(workflow::graph(workflow));
-    engine::Engine::new(store, registry, Arc::new(SystemClock))
+    crate::support::incidents(&db.store().await, config, true).await.engine
+}
+
+/// The gate the run waits on.
+async fn gate_of(engine: &engine::Engine, run: RunId) -> String {
+    let s: Incident = serde_json::from_value(engine.run(run).await.unwrap().state).unwrap();
+    s.gate.expect("the run has a gate")
+}
+
+/// What the Slack handler records for an approver's click.
+async fn approve_as_slack_user(engine: &engine::Engine, run: RunId) {
+    let gate = gate_of(engine, run).await;
+    let decision = json!({ "gate": gate, "by": "slack:U1", "via": "slack", "request": "slack:U1:1" });
+    engine.signal(run, &format!("decision:{gate}"), "approve", decision).await.unwrap();
 }
 
 /// Draining a node takes 120 s of downtime: the policy always wants a human.
@@ -175,8 +169,7 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     let fake = FakeApi::default();
     let base = fake_server(fake.clone()).await;
     let db = TestDb::new(Backend::Sqlite).await;
-    let config =
-        WorkflowConfig { dry_run: true, approval_timeout: Duration::from_millis(300), ..WorkflowConfig::default() };
+    let config = WorkflowConfig { approval_timeout: Duration::from_millis(300), ..WorkflowConfig::default() };
     let engine = incident_engine(&db, config).await;
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let shutdown = CancellationToken::new();
@@ -212,6 +205,10 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     assert_eq!(body["payload"]["severity"], "error", "sev2 pages as error");
     assert_eq!(body["payload"]["source"], "ip-10-0-1-7");
     assert_eq!(body["payload"]["summary"], "sev2: node not ready on ip-10-0-1-7 — approval timed out");
+    // PagerDuty takes no approval request: that one reached nobody, and says so.
+    let undeliverable = engine.store().outbox_list(Some("undeliverable"), 10).await.unwrap();
+    let topics: Vec<&str> = undeliverable.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["approval_requested"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +217,7 @@ async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
     fake.hang_next.store(true, std::sync::atomic::Ordering::SeqCst);
     let base = fake_server(fake.clone()).await;
     let db = TestDb::new(Backend::Postgres).await;
-    let engine = incident_engine(&db, WorkflowConfig { dry_run: true, ..WorkflowConfig::default() }).await;
+    let engine = incident_engine(&db, WorkflowConfig::default()).await;
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let slack =
         SlackClient { base_url: base, token: "xoxb-test".into(), channel: "C0".into(), http: reqwest::Client::new() };
@@ -255,7 +252,7 @@ async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
         async move { engine.store().outbox_stats().await.unwrap().pending == 0 }
     })
     .await;
-    engine.signal(run_id, "slack:U1:1", "approve", json!({ "actor": "slack:U1" })).await.unwrap();
+    approve_as_slack_user(&engine, run_id).await;
     wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
     crate::support::eventually("the outbox drains", Duration::from_secs(20), || {
         let engine = engine.clone();
@@ -271,4 +268,50 @@ async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
     let delivered = engine.store().outbox_list(Some("delivered"), 10).await.unwrap();
     assert_eq!(delivered.len(), 3);
     assert!(delivered.iter().all(|m| m.attempts == 1), "{delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_destination_an_escalation_is_undeliverable_and_health_degraded() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let engine = incident_engine(&db, WorkflowConfig::default()).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let shutdown = CancellationToken::new();
+    let config = RelayConfig { poll_interval: Duration::from_millis(20), ..RelayConfig::default() };
+    let relay = tokio::spawn(run(engine.clone(), Destinations::default(), config, shutdown.clone()));
+    // No runbook answers: escalated at once.
+    let mut detection = node_not_ready();
+    detection.anomaly_type = "unheard_of".into();
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
+    wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
+    crate::support::eventually("the relay gives up on the escalation", Duration::from_secs(20), || {
+        let engine = engine.clone();
+        async move { engine.store().outbox_stats().await.is_ok_and(|s| s.pending == 0 && s.undeliverable == 1) }
+    })
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap();
+    worker.stop().await;
+    let gone = engine.store().outbox_list(Some("undeliverable"), 10).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].topic, "escalation");
+    assert!(engine.store().outbox_list(Some("delivered"), 10).await.unwrap().is_empty(), "nothing is called delivered");
+
+    let (app, _, keys) = crate::support::app(&engine).await;
+    let (status, health) = crate::api::call_as(&app, None, "GET", "/health/detailed", None).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["components"]["outbox"]["undeliverable"], 1, "{health}");
+    let (_, listed) =
+        crate::api::call_as(&app, Some(&keys.viewer), "GET", "/v1/outbox?status=undeliverable", None).await;
+    let error = listed["messages"][0]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("neither Slack nor PagerDuty is configured"), "{listed}");
+    let (status, metrics) = crate::api::call_as(&app, None, "GET", "/metrics", None).await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    assert!(metrics.as_str().unwrap().contains("sentinel_outbox_undeliverable 1"), "{metrics}");
+    // Requeued once a destination exists, it is owed again.
+    let id = gone[0].id;
+    let (status, _) =
+        crate::api::call_as(&app, Some(&keys.operator), "POST", &format!("/v1/outbox/{id}/requeue"), None).await;
+    assert_eq!(status, axum::http::StatusCode::ACCEPTED);
+    assert_eq!(engine.store().outbox_stats().await.unwrap().pending, 1);
 }

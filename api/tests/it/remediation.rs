@@ -11,7 +11,7 @@ use aws_sdk_ecs::config::Credentials;
 use engine::testing::{fast_worker, finished, Backend, BackgroundWorker, TestDb};
 use engine::{Clock, Registry, SystemClock};
 use executors::aws::{AwsConfig, EcsExecutor};
-use executors::{Executor, Executors, Guardrails};
+use executors::{Allowlist, Executor, Executors, Guardrails};
 use nodes::analyze::ServiceGraph;
 use nodes::incident::{Detection, Source};
 use nodes::policy::PolicyConfig;
@@ -20,7 +20,7 @@ use nodes::runbook;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use sentinel::access::Access;
 use sentinel::facts::RunHistoryFacts;
-use sentinel::remediate::{ExecutorRemediator, SharedKillSwitch};
+use sentinel::remediate::SharedKillSwitch;
 
 fn moto() -> String {
     std::env::var("SENTINEL_TEST_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned())
@@ -31,9 +31,8 @@ async fn desired(ecs: &aws_sdk_ecs::Client, cluster: &str) -> i32 {
     out.services()[0].desired_count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
-    let url = moto();
+/// An ECS service `orders` at a desired count of 3, in a cluster of its own, in moto.
+async fn ecs_service(url: &str) -> (aws_config::SdkConfig, aws_sdk_ecs::Client, String) {
     let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     assert!(
         tokio::net::TcpStream::connect(&addr).await.is_ok(),
@@ -41,7 +40,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
     );
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(&url)
+        .endpoint_url(url)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "sentinel-tests"))
         .load()
         .await;
@@ -62,7 +61,29 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         .unwrap();
     // moto marks tasks running once the count is set through UpdateService.
     ecs.update_service().cluster(&cluster).service("orders").desired_count(3).send().await.unwrap();
+    (sdk, ecs, cluster)
+}
 
+fn cpu_saturation(cluster: &str, at: engine::Timestamp) -> Detection {
+    Detection {
+        service: "orders".into(),
+        anomaly_type: "cpu_saturation".into(),
+        metric: "cpu_pct".into(),
+        observed: 92.0,
+        baseline_mean: 40.0,
+        baseline_stddev: 5.0,
+        started_at: at,
+        source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
+        labels: [("platform".to_owned(), "ecs".to_owned()), ("namespace".to_owned(), cluster.to_owned())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
+    let url = moto();
+    let (sdk, ecs, cluster) = ecs_service(&url).await;
     let db = TestDb::new(Backend::Postgres).await;
     let store = db.store().await;
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
@@ -74,9 +95,10 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         ..AwsConfig::default()
     };
     let ecs_exec: Arc<dyn Executor> = Arc::new(EcsExecutor::from_sdk(&sdk, aws));
-    let rails = Guardrails { allowlist: vec![target_glob.clone()], ..Guardrails::default() };
+    let allowlist = Allowlist::parse(&[&target_glob]).unwrap();
+    let rails = Guardrails { allowlist: allowlist.clone(), ..Guardrails::default() };
     let executors =
-        Executors::from_parts(vec![("ecs".into(), ecs_exec)], &rails, SharedKillSwitch::arc(access.clone())).unwrap();
+        Executors::from_parts(vec![("ecs".into(), ecs_exec)], &rails, SharedKillSwitch::arc(access.clone()));
 
     // CPU stays saturated, worse than when detected, after the scale-out.
     let metrics = MemoryMetrics::default();
@@ -86,7 +108,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
     }
     let workflow = Arc::new(Workflow {
         config: WorkflowConfig {
-            policy: PolicyConfig { allowlist: vec![target_glob], ..PolicyConfig::default() },
+            policy: PolicyConfig { allowlist, ..PolicyConfig::default() },
             verify_window: Duration::from_secs(3),
             verify_interval: Duration::from_millis(100),
             ..WorkflowConfig::default()
@@ -96,7 +118,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
-        remediator: Arc::new(ExecutorRemediator { executors }),
+        executor: Arc::new(executors),
         safety: Arc::new(RunHistoryFacts {
             engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
             switches: access,
@@ -108,19 +130,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
     let engine = engine::Engine::new(store, registry, Arc::new(SystemClock));
     let worker = BackgroundWorker::start(&engine, fast_worker("remediation"));
 
-    let detection = Detection {
-        service: "orders".into(),
-        anomaly_type: "cpu_saturation".into(),
-        metric: "cpu_pct".into(),
-        observed: 92.0,
-        baseline_mean: 40.0,
-        baseline_stddev: 5.0,
-        started_at: now,
-        source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
-        labels: [("platform".to_owned(), "ecs".to_owned()), ("namespace".to_owned(), cluster.clone())]
-            .into_iter()
-            .collect(),
-    };
+    let detection = cpu_saturation(&cluster, now);
     let run = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
     let done = finished(&engine, run).await;
     worker.stop().await;
@@ -138,4 +148,73 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
     let effects = engine.detail(run).await.unwrap().effects;
     let keys: Vec<&str> = effects.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["capture-0", "apply-0", "restore-0"]);
+}
+
+/// `sentinel serve` with an executors file whose `dry_run` is true, acting on
+/// ECS in moto: the auto-approved scale-out ends as a dry run (planned from
+/// the real service, nothing changed), and the policy's facts count nothing
+/// of it: no executor outcome for the breaker, no auto-approval for the rate
+/// limits, no action on the service, no failed attempt for the loop guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executors_file_in_dry_run_ends_the_incident_as_a_dry_run_and_counts_nothing() {
+    use nodes::workflow::SafetyFacts;
+    let url = moto();
+    let (_sdk, ecs, cluster) = ecs_service(&url).await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let dir = std::env::temp_dir().join(format!("sentinel-dry-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("executors.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "dry_run: true\nallowlist: [\"ecs:{cluster}/*\"]\nauto_approve: [\"ecs:{cluster}/*\"]\n\
+             aws: {{ region: us-east-1, endpoint_url: \"{url}\", wait_timeout_secs: 20 }}\n"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_sentinel"));
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db.url)
+        .env("SENTINEL_EXECUTORS_FILE", &file)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("SENTINEL_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    for var in ["KAFKA_BROKERS", "CLICKHOUSE_URL", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_ROUTING_KEY"] {
+        serve.env_remove(var);
+    }
+    let mut serve = serve.spawn().expect("spawn sentinel serve");
+    // This engine only starts the run and reads it: `serve` runs it.
+    let engine = crate::support::incidents(&store, WorkflowConfig::default(), true).await.engine;
+    let run = engine.start(workflow::GRAPH, &Incident::new(cpu_saturation(&cluster, SystemClock.now()))).await.unwrap();
+    let done = engine::testing::wait_until(&engine, run, Duration::from_secs(60), |r| r.status.is_finished()).await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(done.status, engine::RunStatus::Completed, "{:?}", done.error);
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    let path: Vec<String> = engine.detail(run).await.unwrap().history.iter().map(|c| c.node.clone()).collect();
+    assert_eq!(path, ["detect", "analyze", "plan", "await_approval", "execute", "closed"], "no verify, no rollback");
+    assert_eq!((s.decisions.len(), s.decisions[0].by.as_str()), (1, "policy"), "auto-approved by the policy");
+    assert_eq!(s.actions.len(), 1);
+    let a = &s.actions[0];
+    assert!(a.dry_run, "{a:?}");
+    assert_eq!((a.action.action.executor.as_str(), a.action.action.action.as_str()), ("ecs", "scale_service"));
+    assert_eq!(a.pre_state["desired_count"], 3, "the pre-state was read from moto");
+    assert_eq!(a.outcome["dry_run"], true);
+    assert_eq!(a.outcome["after"]["desired_count"], 6, "the plan says what would change: {:?}", a.outcome);
+    assert!(s.outcome.as_deref().unwrap().starts_with("dry run: scale_service on ecs:"), "{:?}", s.outcome);
+    assert_eq!(desired(&ecs, &cluster).await, 3, "nothing changed in ECS");
+
+    let switches = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
+    let facts = RunHistoryFacts { engine: engine.clone(), switches, horizon: Duration::from_secs(6 * 3600) };
+    let f = facts.facts(&s.plan[0], "orders", SystemClock.now()).await.unwrap();
+    assert!(f.outcomes.is_empty(), "the breaker counts no dry run: {:?}", f.outcomes);
+    assert!(f.auto_approvals.is_empty(), "the rate limits count no dry run: {:?}", f.auto_approvals);
+    assert!(f.failed_attempts.is_empty(), "the loop guard counts no dry run: {:?}", f.failed_attempts);
+    assert_eq!(f.last_action_on_service, None, "a dry run starts no cooldown");
 }

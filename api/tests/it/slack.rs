@@ -6,10 +6,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
-use engine::{Clock, Graph, NodeContext, Registry, RunId, RunStatus, SystemClock, Transition};
+use engine::{Clock, RunId, RunStatus, SystemClock};
 use http_body_util::BodyExt;
 use nodes::incident::{Detection, Source};
-use nodes::workflow::Incident;
+use nodes::workflow::{self, Incident, WorkflowConfig};
 use sentinel::access::Access;
 use sentinel::slack::{router, sign, Approvers, SlackState, APPROVE_ACTION};
 use serde_json::{json, Value};
@@ -17,23 +17,7 @@ use tower::ServiceExt;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
-fn gate_graph() -> Graph<Value> {
-    Graph::builder("gate", 1)
-        .node("gate", |mut s: Value, ctx: NodeContext| async move {
-            match ctx.take_signal(&["approve", "reject"]) {
-                Some(sig) => {
-                    s["decided"] = json!(sig.kind);
-                    s["by"] = sig.payload["actor"].clone();
-                    Ok((s, Transition::Complete))
-                }
-                None => Ok((s, Transition::wait_for(["approve", "reject"], None))),
-            }
-        })
-        .start("gate")
-        .build()
-        .unwrap()
-}
-
+/// A click on a button whose value is `run` (`RUN/GATE`).
 fn click(run: &str, user: &str, action_ts: &str) -> String {
     let payload = json!({
         "type": "block_actions",
@@ -66,11 +50,10 @@ fn signed(body: &str, ts: i64) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_signed_fresh_click_by_an_approver_decides() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut registry = Registry::new();
-    registry.register(gate_graph());
-    let engine = db.engine(registry).await;
+    // Nothing is auto-approved; actions are dry runs.
+    let engine = crate::support::incidents(&db.store().await, WorkflowConfig::default(), true).await.engine;
     let approvers = Approvers {
-        by_service: [("checkout".to_owned(), vec!["U_ALICE".to_owned()])].into_iter().collect(),
+        by_service: [("checkout".to_owned(), vec!["U_ALICE".to_owned(), "U_BOB".to_owned()])].into_iter().collect(),
         ..Approvers::default()
     };
     let access = Access::new(engine.store(), std::sync::Arc::new(SystemClock)).await.unwrap();
@@ -93,11 +76,13 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
         source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
         labels: Default::default(),
     };
-    let run = engine.start("gate", &serde_json::to_value(Incident::new(detection)).unwrap()).await.unwrap();
+    let run = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
     let worker = BackgroundWorker::start(&engine, fast_worker("slack-test"));
-    wait_until(&engine, run, Duration::from_secs(10), |r| r.status == RunStatus::Waiting).await;
+    let waiting = wait_until(&engine, run, Duration::from_secs(10), |r| r.status == RunStatus::Waiting).await;
+    let gate = serde_json::from_value::<Incident>(waiting.state).unwrap().gate.expect("a gate");
+    let value = format!("{run}/{gate}");
     let now = SystemClock.now().0 / 1000;
-    let body = click(&run.to_string(), "U_ALICE", "1700000000.000100");
+    let body = click(&value, "U_ALICE", "1700000000.000100");
 
     let unchanged = |engine: engine::Engine, run: RunId| async move {
         let d = engine.detail(run).await.unwrap();
@@ -106,13 +91,40 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
     let mut wrong = signed(&body, now);
     wrong[1].1 = sign("not-the-secret", now, body.as_bytes());
     let stale = signed(&body, now - 6 * 60);
-    let other_user = click(&run.to_string(), "U_MALLORY", "1700000000.000200");
-    let unknown = click(&RunId::new().to_string(), "U_ALICE", "1700000000.000300");
+    let other_user = click(&value, "U_MALLORY", "1700000000.000200");
+    let unknown = click(&format!("{}/{gate}", RunId::new()), "U_ALICE", "1700000000.000300");
+    let old_gate = click(&format!("{run}/0-0123456789abcdef"), "U_ALICE", "1700000000.000400");
+    let header = |ts: &str| {
+        vec![("x-slack-request-timestamp", ts.to_owned()), ("x-slack-signature", sign(SECRET, now, body.as_bytes()))]
+    };
     // (what, body, headers, expected status, text the reply must contain)
     type Case = (&'static str, String, Vec<(&'static str, String)>, StatusCode, &'static str);
     let cases: Vec<Case> = vec![
         ("wrong signature", body.clone(), wrong, StatusCode::UNAUTHORIZED, "signature does not match"),
-        ("six minutes old", body.clone(), stale, StatusCode::UNAUTHORIZED, "older than 5 minutes"),
+        ("six minutes old", body.clone(), stale, StatusCode::UNAUTHORIZED, "more than 5 minutes from now"),
+        (
+            "six minutes ahead",
+            body.clone(),
+            signed(&body, now + 6 * 60),
+            StatusCode::UNAUTHORIZED,
+            "more than 5 minutes from now",
+        ),
+        (
+            "the smallest timestamp",
+            body.clone(),
+            signed(&body, i64::MIN),
+            StatusCode::UNAUTHORIZED,
+            "more than 5 minutes from now",
+        ),
+        (
+            "the largest timestamp",
+            body.clone(),
+            signed(&body, i64::MAX),
+            StatusCode::UNAUTHORIZED,
+            "more than 5 minutes from now",
+        ),
+        ("a word for a timestamp", body.clone(), header("soon"), StatusCode::UNAUTHORIZED, "malformed"),
+        ("a timestamp past i64", body.clone(), header("99999999999999999999"), StatusCode::UNAUTHORIZED, "malformed"),
         (
             "no signature",
             body.clone(),
@@ -150,6 +162,7 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
         ),
         ("unknown run", unknown.clone(), signed(&unknown, now), StatusCode::NOT_FOUND, "does not exist"),
         ("not an approver", other_user.clone(), signed(&other_user, now), StatusCode::FORBIDDEN, "is not an approver"),
+        ("a gate not waited on", old_gate.clone(), signed(&old_gate, now), StatusCode::CONFLICT, "earlier proposal"),
     ];
     for (what, body, headers, status, text) in cases {
         let (got, reply) = post(&app, &body, &headers).await;
@@ -164,31 +177,49 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
             .unwrap()["actions"][0]["value"]
             .as_str()
             .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
             .to_owned();
     let entry = |status: u16, user: &str, target: &str| {
         (Some(i64::from(status)), format!("slack:{user}"), "slack approve".to_owned(), format!("/v1/runs/{target}"))
     };
     assert_eq!(
         audit(access.clone()).await,
-        vec![entry(404, "U_ALICE", &unknown_run), entry(403, "U_MALLORY", &run.to_string())]
+        vec![
+            entry(404, "U_ALICE", &unknown_run),
+            entry(403, "U_MALLORY", &run.to_string()),
+            entry(409, "U_ALICE", &run.to_string())
+        ]
     );
     let refused = engine.detail(run).await.unwrap().signals;
-    assert_eq!(refused.len(), 1, "the non-approver's click is recorded, deciding nothing");
-    assert_eq!(refused[0].payload["actor"], "slack:U_MALLORY");
+    assert_eq!(refused.len(), 2, "refused clicks are recorded on the run, deciding nothing");
+    assert_eq!(refused[0].payload["by"], "slack:U_MALLORY");
+    assert_eq!(
+        (&refused[1].payload["by"], &refused[1].payload["gate"]),
+        (&json!("slack:U_ALICE"), &json!("0-0123456789abcdef"))
+    );
 
-    // The real click decides; Slack's retry of it and a replay change nothing.
+    // The real click decides; Slack's retry of it is the same decision; a
+    // second approver's click is told who decided first.
     let (got, reply) = post(&app, &body, &signed(&body, now)).await;
     assert_eq!(got, StatusCode::OK, "{reply}");
     let done = wait_until(&engine, run, Duration::from_secs(10), |r| r.status.is_finished()).await;
-    assert_eq!((&done.state["decided"], &done.state["by"]), (&json!("approve"), &json!("slack:U_ALICE")));
-    for _ in 0..2 {
-        let (got, reply) = post(&app, &body, &signed(&body, now)).await;
-        assert_eq!(got, StatusCode::CONFLICT, "{reply}");
-    }
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.decisions.len(), 1);
+    assert_eq!((s.decisions[0].approved, s.decisions[0].by.as_str()), (true, "slack:U_ALICE"));
+    assert_eq!(s.decisions[0].gate.as_deref(), Some(gate.as_str()));
+    let (got, reply) = post(&app, &body, &signed(&body, now)).await;
+    assert_eq!((got, reply["text"].as_str().unwrap()), (StatusCode::OK, "already recorded"));
+    let bob = click(&value, "U_BOB", "1700000000.000500");
+    let (got, reply) = post(&app, &bob, &signed(&bob, now)).await;
+    assert_eq!(got, StatusCode::CONFLICT, "{reply}");
+    let text = reply["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("gate {gate} was already approved by slack:U_ALICE at 20")), "{text}");
     worker.stop().await;
     let signals = engine.detail(run).await.unwrap().signals;
     assert_eq!(signals.iter().filter(|s| s.kind == "approve").count(), 1);
     let log = audit(access.clone()).await;
     let run = run.to_string();
-    assert_eq!(log[2..], [entry(200, "U_ALICE", &run), entry(409, "U_ALICE", &run), entry(409, "U_ALICE", &run)]);
+    assert_eq!(log[3..], [entry(200, "U_ALICE", &run), entry(200, "U_ALICE", &run), entry(409, "U_BOB", &run)]);
 }

@@ -24,7 +24,7 @@ pub struct WorkerProcess(Child);
 impl WorkerProcess {
     pub fn spawn(url: &str, id: &str, concurrency: usize, lease_ms: u64) -> WorkerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_sentinel"))
-            .args(["worker", "--id", id, "--poll-ms", "50"])
+            .args(["bench", "worker", "--id", id, "--poll-ms", "50"])
             .args(["--concurrency", &concurrency.to_string(), "--lease-ms", &lease_ms.to_string()])
             .env("DATABASE_URL", url)
             .env("SENTINEL_LOG", "warn")
@@ -107,4 +107,67 @@ pub async fn app(engine: &Engine) -> (axum::Router, Security, Keys) {
     let (security, keys) = security(engine, RateLimit::default()).await;
     let state = AppState { engine: engine.clone(), security: security.clone(), slack: None, telemetry: None };
     (router(state), security, keys)
+}
+
+/// The incident workflow as `serve` wires it, with the factory's mock backend
+/// behind the guardrails for every executor kind (allowlist `*`, the API's
+/// kill switch) and the policy's facts read from the runs.
+pub struct Incidents {
+    pub engine: Engine,
+    pub mock: executors::mock::MockExecutor,
+    pub metrics: nodes::ports::MemoryMetrics,
+    pub deployments: nodes::ports::MemoryDeployments,
+    pub access: Access,
+}
+
+pub async fn incidents(store: &engine::Store, config: nodes::workflow::WorkflowConfig, dry_run: bool) -> Incidents {
+    incidents_reading(store, config, dry_run, None).await
+}
+
+/// [`incidents`] whose metrics come from `metrics` (a real store) instead of memory.
+pub async fn incidents_reading(
+    store: &engine::Store,
+    config: nodes::workflow::WorkflowConfig,
+    dry_run: bool,
+    metrics_port: Option<Arc<dyn nodes::ports::MetricStore>>,
+) -> Incidents {
+    use executors::{Allowlist, Executors, ExecutorsConfig, Guardrails};
+    let access = Access::new(store, Arc::new(SystemClock)).await.expect("API migrations");
+    let mock = executors::mock::MockExecutor::default();
+    let executors = Executors::build(
+        &ExecutorsConfig {
+            mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
+            mock: mock.clone(),
+            guardrails: Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() },
+            ..ExecutorsConfig::default()
+        },
+        sentinel::remediate::SharedKillSwitch::arc(access.clone()),
+    )
+    .await
+    .expect("mock executors");
+    let metrics = nodes::ports::MemoryMetrics::default();
+    let deployments = nodes::ports::MemoryDeployments::default();
+    let workflow = Arc::new(nodes::workflow::Workflow {
+        config,
+        runbooks: nodes::runbook::shipped().expect("runbooks"),
+        services: nodes::analyze::ServiceGraph::default(),
+        metrics: metrics_port.unwrap_or_else(|| Arc::new(metrics.clone())),
+        deployments: Arc::new(deployments.clone()),
+        index: Arc::new(nodes::ports::NoIndex),
+        executor: Arc::new(executors),
+        safety: Arc::new(sentinel::facts::RunHistoryFacts {
+            engine: Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock)),
+            switches: access.clone(),
+            horizon: Duration::from_secs(6 * 3600),
+        }),
+    });
+    let mut registry = engine::Registry::new();
+    registry.register(nodes::workflow::graph(workflow));
+    Incidents {
+        engine: Engine::new(store.clone(), registry, Arc::new(SystemClock)),
+        mock,
+        metrics,
+        deployments,
+        access,
+    }
 }

@@ -14,7 +14,7 @@ use axum::routing::post;
 use engine::testing::{wait_until, TestDb};
 use serde_json::Value;
 
-use crate::support::{engine, eventually};
+use crate::support::eventually;
 
 type Received = Arc<Mutex<Vec<Value>>>;
 
@@ -64,7 +64,9 @@ async fn one_trace_per_step_and_request_ids_on_log_lines() {
     tokio::spawn(async move { axum::serve(collector, app).await });
 
     let db = TestDb::new(engine::testing::Backend::Postgres).await;
-    let engine = engine(&db.url).await;
+    // Only to start the run: `serve` runs it.
+    let store = engine::Store::connect(&engine::StoreConfig::new(&db.url)).await.unwrap();
+    let engine = crate::support::incidents(&store, nodes::workflow::WorkflowConfig::default(), true).await.engine;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_sentinel"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -79,7 +81,11 @@ async fn one_trace_per_step_and_request_ids_on_log_lines() {
         .spawn()
         .expect("spawn sentinel serve");
 
-    let run = engine.start("bench.chain", &sentinel::bench::Chain { i: 0, steps: 3 }).await.unwrap();
+    // An anomaly no runbook answers: detect, analyze, plan, escalate; four steps.
+    let mut detection = crate::api::latency_spike();
+    detection.anomaly_type = "unheard_of".into();
+    let incident = nodes::workflow::Incident::new(detection);
+    let run = engine.start(nodes::workflow::GRAPH, &incident).await.unwrap();
     wait_until(&engine, run, Duration::from_secs(20), |r| r.status.is_finished()).await;
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/runs");
@@ -102,10 +108,10 @@ async fn one_trace_per_step_and_request_ids_on_log_lines() {
     let numbers: Vec<String> = steps.iter().map(|s| s.3["step"].to_string().trim_matches('"').to_owned()).collect();
     assert_eq!(numbers, ["0", "1", "2", "3"], "one span per step: {steps:?}");
     let nodes: Vec<&Value> = steps.iter().map(|s| &s.3["node"]).collect();
-    assert_eq!(nodes, ["step", "step", "step", "finish"]);
+    assert_eq!(nodes, ["detect", "analyze", "plan", "escalate"]);
     for s in &steps {
         assert!(s.1.is_empty(), "a step span is a root span: {s:?}");
-        assert_eq!(s.3["graph"], "bench.chain");
+        assert_eq!(s.3["graph"], "incident");
     }
     let traces: std::collections::BTreeSet<_> = steps.iter().map(|s| s.0.clone()).collect();
     assert_eq!(traces.len(), 4, "each step is its own trace");

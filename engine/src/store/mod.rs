@@ -866,6 +866,19 @@ impl Store {
     }
 
     /// Records a failed delivery: retried at `retry_at`, or dead-lettered when `None`.
+    /// Marks a message that no configured destination can take: kept, counted
+    /// apart from deliveries, and requeued by an operator once one is configured.
+    pub async fn outbox_undeliverable(&self, id: i64, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'undeliverable', last_error = $2, attempts = attempts + 1 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>) -> Result<()> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
@@ -913,6 +926,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
                     COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+                    COALESCE(SUM(CASE WHEN status = 'undeliverable' THEN 1 ELSE 0 END), 0) AS undeliverable,
                     MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest
              FROM outbox WHERE status <> 'delivered'",
         )
@@ -921,15 +935,16 @@ impl Store {
         Ok(OutboxStats {
             pending: row.try_get("pending")?,
             dead: row.try_get("dead")?,
+            undeliverable: row.try_get("undeliverable")?,
             oldest_pending_at: row.try_get("oldest")?,
         })
     }
 
-    /// Puts a dead-lettered message back in the queue, due now; false when no
-    /// dead message has that id.
+    /// Puts a dead-lettered or undeliverable message back in the queue, due
+    /// now; false when no such message has that id.
     pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2 WHERE id = $1 AND status = 'dead'",
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2 WHERE id = $1 AND status IN ('dead', 'undeliverable')",
         )
         .bind(id)
         .bind(now.0)

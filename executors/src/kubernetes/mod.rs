@@ -462,7 +462,7 @@ impl Executor for KubeExecutor {
             },
             _ => return Err(unsupported(action)),
         };
-        Ok(Outcome { changed: true, summary, after, blast })
+        Ok(Outcome { dry_run: false, changed: true, summary, after, blast })
     }
 
     async fn execute(&self, action: &Action, pre: &Value, key: &str) -> Result<Outcome, ExecError> {
@@ -482,6 +482,7 @@ impl Executor for KubeExecutor {
             };
             let note = if changed { "" } else { " (already gone)" };
             return Ok(Outcome {
+                dry_run: false,
                 changed,
                 summary: format!("deleted pod {}{note}", t.name),
                 after: json!({ "pod": t.name, "deleted": true }),
@@ -507,7 +508,13 @@ impl Executor for KubeExecutor {
         let d = self.rolled_out(&t.scope, &name).await?;
         let after = KubeExecutor::state(&d, &chain);
         let note = if changed { "" } else { " (already done)" };
-        Ok(Outcome { changed, summary: format!("{} {name}{note}", action.action), after, blast: Blast::default() })
+        Ok(Outcome {
+            dry_run: false,
+            changed,
+            summary: format!("{} {name}{note}", action.action),
+            after,
+            blast: Blast::default(),
+        })
     }
 
     async fn rollback(&self, action: &Action, pre: &Value, _key: &str) -> Result<Outcome, ExecError> {
@@ -518,6 +525,7 @@ impl Executor for KubeExecutor {
         if matches!(action.action.as_str(), "delete_pod" | "restart_deployment") {
             // The controller already replaced what was deleted or restarted: nothing to restore.
             return Ok(Outcome {
+                dry_run: false,
                 changed: false,
                 summary: format!("nothing to restore after {}", action.action),
                 after: pre.clone(),
@@ -531,6 +539,7 @@ impl Executor for KubeExecutor {
         let changed = self.converge(&t.scope, &name, &now, &setting).await?;
         let d = self.rolled_out(&t.scope, &name).await?;
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("{name} restored"),
             after: KubeExecutor::state(&d, &chain),

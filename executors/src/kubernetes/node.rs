@@ -114,7 +114,7 @@ pub fn plan(action: &Action, pre: &Value) -> Result<Outcome, ExecError> {
         _ => return Err(unsupported(action)),
     };
     let changed = action.action == "drain_node" || cordoned != after["unschedulable"].as_bool().unwrap_or(false);
-    Ok(Outcome { changed, summary, after, blast })
+    Ok(Outcome { dry_run: false, changed, summary, after, blast })
 }
 
 impl KubeExecutor {
@@ -213,7 +213,7 @@ impl KubeExecutor {
         };
         let after = self.describe_node(action, name).await?;
         let note = if changed { "" } else { " (already done)" };
-        Ok(Outcome { changed, summary: format!("{summary}{note}"), after, blast: Blast::default() })
+        Ok(Outcome { dry_run: false, changed, summary: format!("{summary}{note}"), after, blast: Blast::default() })
     }
 
     pub(super) async fn restore_node(&self, action: &Action, pre: &Value, name: &str) -> Result<Outcome, ExecError> {
@@ -226,6 +226,7 @@ impl KubeExecutor {
         let changed = self.set_unschedulable(name, before).await?;
         let word = if before { "cordoned" } else { "schedulable" };
         Ok(Outcome {
+            dry_run: false,
             changed,
             summary: format!("node {name} {word} again"),
             after: json!({ "node": name, "unschedulable": before }),

@@ -23,7 +23,7 @@ fn action() -> ProposedAction {
 }
 
 fn config() -> PolicyConfig {
-    PolicyConfig { allowlist: vec!["kubernetes:prod/*".into()], ..PolicyConfig::default() }
+    PolicyConfig { allowlist: Allowlist::parse(&["kubernetes:prod/*"]).unwrap(), ..PolicyConfig::default() }
 }
 
 fn outcomes(spec: &[(u64, bool)]) -> Vec<Outcome> {
@@ -61,7 +61,7 @@ fn each_guard_alone_blocks_auto_approval() {
         "rate_limit_hour",
     );
     check(|_, a, _| a.target = "kubernetes:staging/checkout".into(), "not_allowlisted");
-    check(|c, _, _| c.allowlist.clear(), "not_allowlisted");
+    check(|c, _, _| c.allowlist = Allowlist::default(), "not_allowlisted");
     check(|_, _, f| f.last_action_on_service = Some(ago(MIN * 9)), "cooldown");
     check(
         |_, a, f| {
@@ -160,7 +160,7 @@ fn patterns() {
         ("exact", "exact", true),
         ("exact", "exactly", false),
     ] {
-        assert_eq!(pattern_matches(p, t), want, "{p} vs {t}");
+        assert_eq!(Allowlist::parse(&[p]).unwrap().admits(t), want, "{p} vs {t}");
     }
 }
 
@@ -170,7 +170,7 @@ proptest! {
         let (i, j) = (cut.0 % (text.len() + 1), cut.1 % (text.len() + 1));
         let (i, j) = (i.min(j), i.max(j));
         let pattern = format!("{}*{}", &text[..i], &text[j..]);
-        prop_assert!(pattern_matches(&pattern, &text));
+        prop_assert!(Allowlist::parse(&[&pattern]).unwrap().admits(&text));
     }
 
     #[test]

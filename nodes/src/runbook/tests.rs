@@ -44,7 +44,7 @@ fn evidence(pairs: &[(&str, Evidence)]) -> BTreeMap<String, Evidence> {
 fn plans_follow_the_conditions_in_order() {
     let runbooks = load_dir(&shipped_dir()).unwrap();
     let latency = runbooks.iter().find(|r| r.id == "latency-spike").unwrap();
-    let steps = |ev| latency.plan(&ev, "checkout", "prod").into_iter().map(|a| a.action).collect::<Vec<_>>();
+    let steps = |ev| latency.plan(&ev, "checkout", "prod").into_iter().map(|a| a.action.action).collect::<Vec<_>>();
     assert_eq!(steps(evidence(&[])), ["restart_deployment"]);
     assert_eq!(
         steps(evidence(&[
@@ -54,12 +54,15 @@ fn plans_follow_the_conditions_in_order() {
         ["rollback_deployment", "scale_deployment", "restart_deployment"]
     );
     let plan = latency.plan(&evidence(&[]), "checkout", "prod");
-    assert_eq!(plan[0].target, "kubernetes:prod/checkout");
+    assert_eq!(plan[0].action.target, "kubernetes:prod/checkout");
     assert_eq!(plan[0].estimated_downtime, std::time::Duration::from_secs(10));
     let cpu = runbooks.iter().find(|r| r.id == "cpu-saturation").unwrap();
     let plan = cpu.plan(&evidence(&[("platform", Evidence::Text("ecs".into()))]), "orders", "prod-cluster");
     assert_eq!(plan.len(), 1);
-    assert_eq!((plan[0].executor.as_str(), plan[0].params["factor"].clone()), ("ecs", serde_json::json!(2)));
+    assert_eq!(
+        (plan[0].action.executor.as_str(), plan[0].action.params["factor"].clone()),
+        ("ecs", serde_json::json!(2))
+    );
 }
 
 #[track_caller]

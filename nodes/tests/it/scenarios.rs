@@ -8,10 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWorker, TestDb};
 use engine::{on_both_stores, Clock, Registry, RunStatus, SystemClock, Timestamp};
+use executors::mock::MockExecutor;
+use executors::{Action, Allowlist, Executors, Guardrails, NoKillSwitch};
 use nodes::analyze::ServiceGraph;
 use nodes::incident::{Detection, Source};
 use nodes::policy::{Facts, PolicyConfig};
-use nodes::ports::{MemoryDeployments, MemoryMetrics, MockRemediator, NoIndex, PortError};
+use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex, PortError};
 use nodes::runbook::{load_dir, shipped_dir, PlannedAction};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
@@ -28,7 +30,13 @@ impl SafetyFacts for NoHistory {
 
 struct World {
     metrics: MemoryMetrics,
-    remediator: MockRemediator,
+    /// The backend behind the factory and its guardrails, for every kind.
+    mock: MockExecutor,
+}
+
+/// (verb, action, idempotency key) of every mutating call that reached the backend.
+fn mutations(mock: &MockExecutor) -> Vec<(String, String, String)> {
+    mock.mutations().into_iter().map(|c| (c.verb.to_owned(), c.action, c.key.unwrap_or_default())).collect()
 }
 
 fn now() -> Timestamp {
@@ -59,12 +67,7 @@ fn detection(service: &str, anomaly: &str, metric: &str, observed: f64, labels: 
 }
 
 /// After an action, the metric reads `value` a few times (just after now).
-fn readings_after(
-    metrics: &MemoryMetrics,
-    service: &str,
-    metric: &str,
-    value: f64,
-) -> Arc<dyn Fn(&PlannedAction) + Send + Sync> {
+fn readings_after(metrics: &MemoryMetrics, service: &str, metric: &str, value: f64) -> executors::mock::Effect {
     let (metrics, service, metric) = (metrics.clone(), service.to_owned(), metric.to_owned());
     Arc::new(move |_| {
         let t = now();
@@ -75,16 +78,21 @@ fn readings_after(
 }
 
 async fn engine_for(db: &TestDb, config: WorkflowConfig) -> (engine::Engine, World) {
-    engine_with_deployments(db, config, MemoryDeployments::default()).await
+    engine_with_deployments(db, config, MemoryDeployments::default(), false).await
 }
 
 async fn engine_with_deployments(
     db: &TestDb,
     config: WorkflowConfig,
     deployments: MemoryDeployments,
+    dry_run: bool,
 ) -> (engine::Engine, World) {
     let metrics = MemoryMetrics::default();
-    let remediator = MockRemediator::default();
+    let mock = MockExecutor::default();
+    let rails = Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() };
+    let kinds = ["kubernetes", "ecs", "ec2", "mock"];
+    let parts = kinds.iter().map(|k| ((*k).to_owned(), Arc::new(mock.clone()) as Arc<dyn executors::Executor>));
+    let executors = Executors::from_parts(parts.collect(), &rails, Arc::new(NoKillSwitch));
     let workflow = Arc::new(Workflow {
         config,
         runbooks: load_dir(&shipped_dir()).unwrap(),
@@ -92,17 +100,20 @@ async fn engine_with_deployments(
         metrics: Arc::new(metrics.clone()),
         deployments: Arc::new(deployments),
         index: Arc::new(NoIndex),
-        remediator: Arc::new(remediator.clone()),
+        executor: Arc::new(executors),
         safety: Arc::new(NoHistory),
     });
     let mut registry = Registry::new();
     registry.register(workflow::graph(workflow));
-    (db.engine(registry).await, World { metrics, remediator })
+    (db.engine(registry).await, World { metrics, mock })
 }
 
 fn config() -> WorkflowConfig {
     WorkflowConfig {
-        policy: PolicyConfig { allowlist: vec!["kubernetes:prod/*".into()], ..PolicyConfig::default() },
+        policy: PolicyConfig {
+            allowlist: Allowlist::parse(&["kubernetes:prod/*"]).unwrap(),
+            ..PolicyConfig::default()
+        },
         verify: VerifyConfig::default(),
         approval_timeout: Duration::from_secs(60),
         verify_window: Duration::from_secs(5),
@@ -133,7 +144,7 @@ async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Back
     let db = TestDb::new(backend).await;
     let (engine, world) = engine_for(&db, config()).await;
     baseline(&world.metrics, "checkout", "http_p99_ms");
-    world.remediator.on_apply("restart_deployment", readings_after(&world.metrics, "checkout", "http_p99_ms", 101.0));
+    world.mock.on_execute("restart_deployment", readings_after(&world.metrics, "checkout", "http_p99_ms", 101.0));
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let d = detection(
         "checkout",
@@ -153,14 +164,15 @@ async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Back
     assert_eq!(s.outcome.as_deref(), Some("resolved"));
     assert_eq!(s.decisions.len(), 1);
     assert_eq!((s.decisions[0].approved, s.decisions[0].by.as_str()), (true, "policy"));
-    let calls = world.remediator.calls();
+    let calls = mutations(&world.mock);
     assert_eq!(calls.len(), 1);
-    assert_eq!((calls[0].0.as_str(), calls[0].1.as_str()), ("apply", "restart_deployment"));
+    assert_eq!((calls[0].0.as_str(), calls[0].1.as_str()), ("execute", "restart_deployment"));
     assert_eq!(calls[0].2, format!("{run}:apply-0"), "the engine's idempotency key reaches the executor");
+    let gate = s.decisions[0].gate.clone().expect("an auto-approval names its gate too");
     let pm = s.postmortem.unwrap();
     for needle in [
         "# latency spike on checkout",
-        "Approved by policy",
+        &format!("Approved (gate {gate}) by policy"),
         "kubernetes `restart_deployment` on `kubernetes:prod/checkout`",
         "Recovered",
         "- Outcome: resolved",
@@ -174,37 +186,43 @@ async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Back
 async fn a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut cfg = config();
-    cfg.policy.allowlist.push("kubernetes:node/*".into());
+    cfg.policy.allowlist.push(executors::TargetPattern::new("kubernetes:node/*").unwrap());
     let (engine, world) = engine_for(&db, cfg).await;
     baseline(&world.metrics, "ip-10-0-1-7", "node_ready");
-    world.remediator.on_apply("drain_node", readings_after(&world.metrics, "ip-10-0-1-7", "node_ready", 100.0));
+    world.mock.on_execute("drain_node", readings_after(&world.metrics, "ip-10-0-1-7", "node_ready", 100.0));
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let d = detection("ip-10-0-1-7", "node_not_ready", "node_ready", 0.0, &[]);
     let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
     let waiting = wait_until(&engine, run, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
     assert_eq!(waiting.node, "await_approval");
-    assert!(world.remediator.calls().is_empty(), "nothing acted before the approval");
+    assert!(world.mock.mutations().is_empty(), "nothing acted before the approval");
     let outbox = engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap();
     let request =
         outbox.iter().find(|m| m.topic == "approval_requested").expect("approval requested through the outbox");
     assert!(request.payload["reason"].as_str().unwrap().contains("estimated downtime 120s is not under 60s"));
 
-    engine.signal(run, "slack-1", "approve", json!({ "actor": "alice", "reason": "node is gone" })).await.unwrap();
-    engine.signal(run, "slack-1", "approve", json!({ "actor": "alice" })).await.unwrap();
+    let gate = request.payload["gate"].as_str().expect("the request names its gate").to_owned();
+    let s: Incident = serde_json::from_value(waiting.state).unwrap();
+    assert_eq!(s.gate.as_deref(), Some(gate.as_str()));
+    assert!(gate.starts_with("1-"), "{gate}");
+    let decision = |by: &str| json!({ "gate": gate, "by": by, "reason": "node is gone" });
+    engine.signal(run, "slack-1", "approve", decision("alice")).await.unwrap();
+    engine.signal(run, "slack-1", "approve", decision("alice")).await.unwrap();
     let done = finished(&engine, run).await;
     worker.stop().await;
     let s: Incident = serde_json::from_value(done.state).unwrap();
     assert_eq!(s.outcome.as_deref(), Some("resolved"), "{:#?}", s.timeline);
     assert_eq!(s.decisions.len(), 1, "a duplicated click is one decision");
     assert_eq!((s.decisions[0].by.as_str(), s.decisions[0].reason.as_str()), ("alice", "node is gone"));
-    assert!(s.postmortem.unwrap().contains("Approved by alice"));
+    assert_eq!(s.decisions[0].gate.as_deref(), Some(gate.as_str()));
+    assert!(s.postmortem.unwrap().contains(&format!("Approved (gate {gate}) by alice")));
 }
 
 async fn an_action_that_makes_things_worse_is_rolled_back_and_escalated(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (engine, world) = engine_for(&db, config()).await;
     baseline(&world.metrics, "checkout", "error_rate");
-    world.remediator.on_apply("restart_deployment", readings_after(&world.metrics, "checkout", "error_rate", 400.0));
+    world.mock.on_execute("restart_deployment", readings_after(&world.metrics, "checkout", "error_rate", 400.0));
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let d = detection("checkout", "error_rate_spike", "error_rate", 200.0, &[("namespace", "prod")]);
     let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
@@ -217,12 +235,12 @@ async fn an_action_that_makes_things_worse_is_rolled_back_and_escalated(backend:
     );
     let s: Incident = serde_json::from_value(done.state).unwrap();
     assert_eq!(s.outcome.as_deref(), Some("escalated: the action made things worse"));
-    let verbs: Vec<(String, String)> = world.remediator.calls().into_iter().map(|(v, a, _)| (v, a)).collect();
+    let verbs: Vec<(String, String)> = mutations(&world.mock).into_iter().map(|(v, a, _)| (v, a)).collect();
     assert_eq!(
         verbs,
         [
-            ("apply".to_owned(), "restart_deployment".to_owned()),
-            ("restore".to_owned(), "restart_deployment".to_owned())
+            ("execute".to_owned(), "restart_deployment".to_owned()),
+            ("rollback".to_owned(), "restart_deployment".to_owned())
         ]
     );
     let escalations = engine.store().outbox_due(Timestamp(i64::MAX), 20).await.unwrap();
@@ -233,7 +251,7 @@ async fn nobody_deciding_in_time_escalates_and_rejects(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut cfg = config();
     cfg.approval_timeout = Duration::from_millis(300);
-    cfg.policy.allowlist.clear();
+    cfg.policy.allowlist = Allowlist::default();
     let (engine, world) = engine_for(&db, cfg).await;
     baseline(&world.metrics, "checkout", "http_p99_ms");
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
@@ -244,7 +262,7 @@ async fn nobody_deciding_in_time_escalates_and_rejects(backend: Backend) {
     let s: Incident = serde_json::from_value(done.state).unwrap();
     assert_eq!(s.outcome.as_deref(), Some("rejected: approval timed out"));
     assert_eq!(s.decisions.last().map(|d| d.by.as_str()), Some("timeout"));
-    assert!(world.remediator.calls().is_empty());
+    assert!(world.mock.mutations().is_empty());
     let topics: Vec<String> =
         engine.store().outbox_due(Timestamp(i64::MAX), 20).await.unwrap().into_iter().map(|m| m.topic).collect();
     assert_eq!(topics, ["approval_requested", "escalation"]);
@@ -277,7 +295,7 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
     let mut cfg = config();
     cfg.policy.max_auto_per_minute = 100;
     cfg.policy.max_auto_per_hour = 100;
-    let (engine, world) = engine_with_deployments(&db, cfg, deployments).await;
+    let (engine, world) = engine_with_deployments(&db, cfg, deployments, false).await;
     for (service, _, metric, _, _) in &faults {
         baseline(&world.metrics, service, metric);
     }
@@ -287,9 +305,9 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
         faults.iter().map(|(s, _, m, _, a)| (((*s).to_owned(), (*a).to_owned()), (*m).to_owned())).collect();
     for action in ["restart_deployment", "scale_deployment", "patch_memory_limit", "rollback_deployment"] {
         let (metrics, fixes) = (metrics.clone(), fixes.clone());
-        world.remediator.on_apply(
+        world.mock.on_execute(
             action,
-            Arc::new(move |a: &PlannedAction| {
+            Arc::new(move |a: &Action| {
                 let service = a.target.rsplit('/').next().unwrap_or_default().to_owned();
                 if let Some(metric) = fixes.get(&(service.clone(), a.action.clone())) {
                     let t = now();
@@ -312,7 +330,7 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
         finished(&engine, *run).await;
     }
     worker.stop().await;
-    let calls = world.remediator.calls();
+    let calls = mutations(&world.mock);
     for (run, service, action) in runs {
         let r = engine.run(run).await.unwrap();
         let s: Incident = serde_json::from_value(r.state).unwrap();
@@ -333,7 +351,7 @@ async fn a_second_detection_of_an_open_condition_attaches_to_its_incident(backen
     use nodes::intake::{open_or_attach, Intake};
     let db = TestDb::new(backend).await;
     let mut cfg = config();
-    cfg.policy.allowlist.clear();
+    cfg.policy.allowlist = Allowlist::default();
     let (engine, world) = engine_for(&db, cfg).await;
     baseline(&world.metrics, "checkout", "http_p99_ms");
     let first = detection("checkout", "latency_spike", "http_p99_ms", 180.0, &[("namespace", "prod")]);
@@ -373,23 +391,25 @@ async fn a_second_detection_of_an_open_condition_attaches_to_its_incident(backen
 
 async fn a_dry_run_records_the_action_and_performs_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut cfg = config();
-    cfg.dry_run = true;
-    let (engine, world) = engine_for(&db, cfg).await;
+    let (engine, world) = engine_with_deployments(&db, config(), MemoryDeployments::default(), true).await;
     baseline(&world.metrics, "checkout", "http_p99_ms");
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
     let d = detection("checkout", "latency_spike", "http_p99_ms", 180.0, &[("namespace", "prod")]);
     let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
     let done = finished(&engine, run).await;
     worker.stop().await;
-    assert!(world.remediator.calls().is_empty(), "a dry run sends nothing to the executor");
+    assert!(world.mock.mutations().is_empty(), "a dry run makes no mutating call: {:?}", world.mock.mutations());
     let s: Incident = serde_json::from_value(done.state).unwrap();
     assert_eq!(
         s.outcome.as_deref(),
         Some("dry run: restart_deployment on kubernetes:prod/checkout recorded, not performed")
     );
     assert!(s.actions.len() == 1 && s.actions[0].dry_run);
-    assert!(engine.detail(run).await.unwrap().effects.is_empty(), "no side effect was even attempted");
+    assert_eq!(s.actions[0].outcome["dry_run"], true);
+    assert!(s
+        .timeline
+        .iter()
+        .any(|t| t.what.starts_with("dry run: would restart_deployment kubernetes:prod/checkout")));
     let detail = engine.detail(run).await.unwrap();
     assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "execute", "closed"]);
 }
