@@ -300,7 +300,7 @@ async fn with_no_destination_an_escalation_is_undeliverable_and_health_degraded(
     let (status, health) = crate::api::call_as(&app, None, "GET", "/health/detailed", None).await;
     assert_eq!(status, axum::http::StatusCode::OK);
     assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["components"]["outbox"]["undeliverable"], 1, "{health}");
+    assert_eq!(health["components"]["outbox"]["detail"]["undeliverable"], 1, "{health}");
     let (_, listed) =
         crate::api::call_as(&app, Some(&keys.viewer), "GET", "/v1/outbox?status=undeliverable", None).await;
     let error = listed["messages"][0]["last_error"].as_str().unwrap_or_default().to_owned();

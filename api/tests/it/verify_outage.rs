@@ -127,6 +127,7 @@ async fn a_metric_store_away_past_the_window_escalates() {
         .expect("an escalation in the outbox");
     let actions = escalation.payload["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 1, "{escalation:?}");
-    assert_eq!(actions[0]["action"], "restart_deployment");
+    assert_eq!(actions[0]["action"]["action"], "restart_deployment");
+    assert_eq!(actions[0]["action"]["target"], "kubernetes:prod/checkout");
     assert!(actions[0]["pre_state"].is_object(), "the page carries the pre-state: {escalation:?}");
 }
