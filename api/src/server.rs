@@ -246,7 +246,10 @@ fn run_id(s: &str) -> Result<RunId, ApiError> {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.engine.store().ping().await.map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    state.engine.store().ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "health: database unreachable");
+        ApiError::Unavailable("the database is unreachable".into())
+    })?;
     Ok(Json(json!({ "status": "ok" })))
 }
 

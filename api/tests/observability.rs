@@ -75,18 +75,23 @@ async fn metrics_health_and_dead_letters() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["components"]["database"]["status"], "ok");
     assert_eq!(health["components"]["database"]["detail"], "postgres");
-    assert_eq!(health["components"]["outbox"]["detail"], json!({ "pending": 0, "dead": 0, "lag_seconds": 0.0 }));
+    assert_eq!(
+        health["components"]["outbox"]["detail"],
+        json!({ "pending": 0, "dead": 0, "undeliverable": 0, "lag_seconds": 0.0 })
+    );
     assert_eq!(health["components"]["broker"]["status"], "not_configured");
 
-    // Two runs: one approved through the API (runs its node twice, sends one
-    // message), one left waiting.
+    // Two runs: one approved (runs its node twice, sends one message), one
+    // left waiting. A generic graph has no gate, so the API refuses to decide
+    // on it (400), and that request is counted too.
     let worker = BackgroundWorker::start(&engine, fast_worker("metrics"));
     let done = engine.start("gate", &json!({})).await.unwrap();
     let waiting = engine.start("gate", &json!({})).await.unwrap();
     for run in [done, waiting] {
         wait_until(&engine, run, Duration::from_secs(10), |r| r.status == RunStatus::Waiting).await;
     }
-    assert_eq!(post(&app, &format!("/v1/runs/{done}/approve"), &operator, "{}").await, StatusCode::ACCEPTED);
+    assert_eq!(post(&app, &format!("/v1/runs/{done}/approve"), &operator, "{}").await, StatusCode::BAD_REQUEST);
+    engine.signal(done, "approval-1", "approve", json!({ "by": "ops" })).await.unwrap();
     wait_until(&engine, done, Duration::from_secs(10), |r| r.status.is_finished()).await;
     worker.stop().await;
 
@@ -111,7 +116,7 @@ async fn metrics_health_and_dead_letters() {
         text.contains(r#"sentinel_node_duration_seconds_bucket{graph="gate",node="gate",outcome="wait",le="0.005"}"#)
     );
     assert_eq!(
-        sample(&text, r#"sentinel_http_requests_total{method="POST",route="/v1/runs/{id}/approve",status="202"}"#),
+        sample(&text, r#"sentinel_http_requests_total{method="POST",route="/v1/runs/{id}/approve",status="400"}"#),
         Some(1.0),
         "{text}"
     );
@@ -148,4 +153,10 @@ async fn metrics_health_and_dead_letters() {
         (health["status"].as_str(), health["components"]["database"]["status"].as_str()),
         (Some("down"), Some("down"))
     );
+    // No driver text (hosts, SQL, pool internals) in an unauthenticated answer.
+    assert_eq!(health["components"]["database"]["detail"], "unreachable; see the server's log", "{body}");
+    assert!(!body.contains("pool"), "{body}");
+    let (status, body) = get(&app, "/health", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("the database is unreachable") && !body.contains("pool"), "{body}");
 }

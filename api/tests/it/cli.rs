@@ -85,6 +85,39 @@ async fn keys_runs_and_the_kill_switch_from_the_command_line() {
     assert!(String::from_utf8_lossy(&missing.stderr)
         .contains("404 Not Found: run 01a2054b-87bb-7445-bf0f-830483e586af not found"));
 
+    // A waiting incident: `runs show` and `runs approve` show the proposal and its gate first.
+    ok_json(sentinel(&data, &url, Some(&admin), &["killswitch", "off", "--json"]));
+    let db = format!("sqlite://{}", data.join("sentinel.db").display());
+    let store = engine::Store::connect(&engine::StoreConfig::new(&db)).await.unwrap();
+    // This engine only starts the run and reads it: `serve` runs it.
+    let engine = crate::support::incidents(&store, nodes::workflow::WorkflowConfig::default(), true).await.engine;
+    let incident = nodes::workflow::Incident::new(crate::api::latency_spike());
+    let run = engine.start(nodes::workflow::GRAPH, &incident).await.unwrap();
+    engine::testing::wait_until(&engine, run, Duration::from_secs(30), |r| r.status == engine::RunStatus::Waiting)
+        .await;
+    let id = run.to_string();
+    let shown = sentinel(&data, &url, Some(viewer_secret), &["runs", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    for needle in [
+        "proposal gate 1-",
+        "(waiting for a decision)",
+        "service     checkout (sev2)",
+        "action      kubernetes restart_deployment on kubernetes:prod/checkout",
+        "downtime    ~10 s; blast radius single_service; rollback: restore_pre_state",
+    ] {
+        assert!(shown.contains(needle), "`runs show` lacks `{needle}`:\n{shown}");
+    }
+    let approved = sentinel(&data, &url, Some(&admin), &["runs", "approve", &id, "--actor", "slack:U1"]);
+    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
+    let said = String::from_utf8_lossy(&approved.stdout).into_owned();
+    assert!(said.contains("action      kubernetes restart_deployment") && said.contains("approve gate 1-"), "{said}");
+    let done = engine::testing::wait_until(&engine, run, Duration::from_secs(30), |r| r.status.is_finished()).await;
+    let s: nodes::workflow::Incident = serde_json::from_value(done.state).unwrap();
+    let d = &s.decisions[0];
+    assert_eq!((d.by.as_str(), d.note.as_deref()), ("root", Some("slack:U1")), "the key decides; the actor is a note");
+    assert!(s.outcome.unwrap().starts_with("dry run: restart_deployment"), "no executors file: a dry run");
+    store.close().await;
+
     let revoked = ok_json(sentinel(&data, &url, Some(&admin), &["keys", "revoke", viewer_id, "--json"]));
     assert!(revoked["revoked_at"].is_i64());
     let after = sentinel(&data, &url, Some(viewer_secret), &["runs", "list"]);
