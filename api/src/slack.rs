@@ -229,10 +229,6 @@ async fn interact(
         return reply(StatusCode::FORBIDDEN, format!("<@{}> is not an approver for this incident", payload.user.id));
     }
     let signal_id = crate::server::decision_signal(gate);
-    let decided = |prior: &engine::Signal| match crate::server::already_decided(prior, &actor, kind, Some(&click_id)) {
-        Ok(()) => reply(StatusCode::OK, "already recorded"),
-        Err(why) => reply(StatusCode::CONFLICT, why),
-    };
     let prior = match state.engine.detail(run).await {
         Ok(d) => d.signals.into_iter().find(|s| s.id == signal_id),
         Err(e) => {
@@ -241,7 +237,7 @@ async fn interact(
         }
     };
     if let Some(prior) = prior {
-        return decided(&prior);
+        return second_click(&state.engine, run, &prior, &actor, kind, &click_id).await;
     }
     let waiting =
         r.status == RunStatus::Waiting && r.node == "await_approval" && r.wait_signals.iter().any(|s| s == kind);
@@ -263,7 +259,7 @@ async fn interact(
         Ok(Delivery::Accepted) => reply(StatusCode::OK, format!("{kind}d by <@{}>", payload.user.id)),
         Ok(Delivery::Duplicate) => match state.engine.detail(run).await {
             Ok(d) => match d.signals.iter().find(|s| s.id == signal_id) {
-                Some(prior) => decided(prior),
+                Some(prior) => second_click(&state.engine, run, prior, &actor, kind, &click_id).await,
                 None => reply(StatusCode::OK, "already recorded"),
             },
             Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again"),
@@ -272,6 +268,29 @@ async fn interact(
         Err(e) => {
             tracing::error!(error = %e, "slack interaction");
             reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel could not record the decision; try again")
+        }
+    }
+}
+
+/// A click on a gate already decided: Slack's retry of the same click is
+/// "already recorded"; anyone else is told who decided first, and the
+/// attempt is recorded on the run.
+async fn second_click(
+    engine: &Engine,
+    run: RunId,
+    prior: &engine::Signal,
+    actor: &str,
+    kind: &str,
+    click: &str,
+) -> Response {
+    match crate::server::already_decided(prior, actor, kind, Some(click)) {
+        Ok(()) => reply(StatusCode::OK, "already recorded"),
+        Err(why) => {
+            let gate = prior.payload.get("gate").cloned().unwrap_or_default();
+            let payload =
+                json!({ "by": actor, "wanted": kind, "gate": gate, "reason": why, "via": "slack", "request": click });
+            crate::server::record_refused(engine, run, payload).await;
+            reply(StatusCode::CONFLICT, why)
         }
     }
 }

@@ -745,3 +745,34 @@ async fn closed(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(target: &str, factor: f64) -> executors::Action {
+        executors::Action {
+            executor: "kubernetes".into(),
+            action: "scale_deployment".into(),
+            target: target.into(),
+            params: [("factor".to_owned(), json!(factor))].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_gate_is_bound_to_exactly_what_was_proposed() {
+        let a = action("kubernetes:prod/checkout", 1.5);
+        let gate = gate_id(1, &a);
+        assert_eq!(gate, gate_id(1, &a.clone()), "the same proposal, the same gate");
+        assert!(gate.starts_with("1-") && gate.len() == 2 + 16, "{gate}");
+        for other in [
+            gate_id(2, &a),
+            gate_id(1, &action("kubernetes:prod/payments", 1.5)),
+            gate_id(1, &action("kubernetes:prod/checkout", 2.0)),
+            gate_id(1, &executors::Action { executor: "ecs".into(), ..a.clone() }),
+            gate_id(1, &executors::Action { action: "restart_deployment".into(), ..a.clone() }),
+        ] {
+            assert_ne!(gate, other, "any change to the proposal is another gate");
+        }
+    }
+}

@@ -478,6 +478,9 @@ async fn a_worker_whose_lease_was_taken_over_cannot_commit(backend: Backend) {
     let engine = db.engine_with_clock(registry([g]), Arc::new(clock.clone())).await;
     let mut first = fast_worker("first");
     first.lease = Duration::from_secs(30);
+    // One slot: an idle second slot of A's could reclaim the expired lease
+    // before B does (a race the test is not about, and that made it flaky).
+    first.concurrency = 1;
     let worker_a = BackgroundWorker::start(&engine, first);
     let run = engine.start("fenced", &Flow::default()).await.unwrap();
     while started.load(Ordering::SeqCst) == 0 {
