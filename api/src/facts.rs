@@ -36,13 +36,8 @@ impl SafetyFacts for RunHistoryFacts {
         for run in runs.iter().filter(|r| r.updated_at >= since) {
             let Ok(s) = serde_json::from_value::<Incident>(run.state.clone()) else { continue };
             // A dry run changed nothing: its auto-approval does not count toward the rate limits.
-            let dry_gates: Vec<&Option<String>> = s.actions.iter().filter(|a| a.dry_run).map(|a| &a.gate).collect();
-            facts.auto_approvals.extend(
-                s.decisions
-                    .iter()
-                    .filter(|d| d.by == "policy" && !(d.gate.is_some() && dry_gates.contains(&&d.gate)))
-                    .map(|d| d.at),
-            );
+            let dry = |gate: &Option<String>| gate.is_some() && s.actions.iter().any(|a| a.dry_run && &a.gate == gate);
+            facts.auto_approvals.extend(s.decisions.iter().filter(|d| d.by == "policy" && !dry(&d.gate)).map(|d| d.at));
             // Each rollback undoes the action before it, in order: action i failed iff
             // i < rollbacks, or the executor itself failed on it.
             let rolled_back = s.rollbacks as usize;

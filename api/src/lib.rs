@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod facts;
+pub mod gate;
 pub mod ingest;
 pub mod logging;
 pub mod observe;

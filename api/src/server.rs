@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::{ApiKey, AuditEntry, KillSwitch, NewKey, Role};
+use crate::gate;
 use crate::security::{self, Caller, Security};
 use crate::slack::SlackState;
 
@@ -386,7 +387,12 @@ impl Proposal {
         let planned = s.plan.get(s.current)?;
         let waiting = run.status == RunStatus::Waiting && run.node == "await_approval";
         let decided = s.decisions.iter().rev().find(|d| d.gate.as_deref() == Some(gate.as_str())).map(|d| {
-            format!("{} by {} at {}", if d.approved { "approved" } else { "rejected" }, d.by, rfc3339(d.at.0))
+            format!(
+                "{} by {} at {}",
+                if d.approved { "approved" } else { "rejected" },
+                d.by,
+                crate::gate::rfc3339(d.at.0)
+            )
         });
         let text = |v: Value| v.as_str().map(str::to_owned).unwrap_or_default();
         Some(Proposal {
@@ -410,12 +416,6 @@ impl Proposal {
             decided,
         })
     }
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// A run with its state, history, signals and side effects.
@@ -520,37 +520,6 @@ fn note(body: &DecisionBody) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The signal id of a gate's decision: one per gate, so the database's
-/// primary key makes decisions first-wins, whichever process takes them.
-pub fn decision_signal(gate: &str) -> String {
-    format!("decision:{gate}")
-}
-
-/// A second decision for a decided gate: the same request (or the same
-/// principal deciding the same way) again is a duplicate; anything else is
-/// refused, naming who decided first and when.
-pub fn already_decided(prior: &engine::Signal, by: &str, kind: &str, request: Option<&str>) -> Result<(), String> {
-    let prior_by = prior.payload.get("by").and_then(Value::as_str).unwrap_or("unknown");
-    let prior_request = prior.payload.get("request").and_then(Value::as_str);
-    let same_request = request.is_some() && request == prior_request;
-    if same_request || (prior_by == by && prior.kind == kind) {
-        return Ok(());
-    }
-    let gate = prior.payload.get("gate").and_then(Value::as_str).unwrap_or("?");
-    let done = if prior.kind == "approve" { "approved" } else { "rejected" };
-    Err(format!("gate {gate} was already {done} by {prior_by} at {}", rfc3339(prior.received_at.0)))
-}
-
-/// Records on the run a decision that was not applied, so the incident's own
-/// record shows every attempt; a finished run takes no more signals.
-pub async fn record_refused(engine: &Engine, run: RunId, payload: Value) {
-    let id = format!("refused:{}", uuid::Uuid::new_v4());
-    match engine.signal(run, &id, "refused_decision", payload).await {
-        Ok(_) | Err(EngineError::RunFinished { .. }) => {}
-        Err(e) => tracing::warn!(error = %e, %run, "could not record a refused decision"),
-    }
-}
-
 async fn decide(
     state: &AppState,
     caller: &Caller,
@@ -569,83 +538,30 @@ async fn decide(
             None => "`gate` is required: name the proposal you decide on".to_owned(),
         }));
     };
-    let signal = decision_signal(gate);
-    let by = caller.name.as_str();
-    let request = body.request_id.as_deref();
-    let second = Second { run: id, gate, signal: &signal, by, kind, request };
-    if let Some(prior) = detail.signals.iter().find(|s| s.id == signal) {
-        return second.answer(&state.engine, prior).await;
-    }
-    if current.as_ref().map(|p| p.gate.as_str()) != Some(gate) {
-        let why = match &current {
-            Some(p) => format!(
-                "gate {gate} is not the proposal this run waits on (gate {}: {} on {})",
-                p.gate, p.action, p.target
-            ),
-            None => format!(
-                "run {id} is not waiting for a decision on gate {gate} (it is {} at `{}`)",
-                run.status, run.node
-            ),
-        };
-        let payload = json!({ "by": by, "wanted": kind, "gate": gate, "reason": why, "via": "api" });
-        record_refused(&state.engine, id, payload).await;
-        return Err(ApiError::Conflict(why));
-    }
-    let payload = json!({
-        "gate": gate, "by": by, "note": note, "reason": body.reason, "via": "api", "request": request,
-    });
-    match state.engine.signal(id, &signal, kind, payload).await? {
-        Delivery::Accepted => Ok((
-            StatusCode::ACCEPTED,
-            Json(SignalAccepted { run: id.to_string(), signal, delivery: Delivery::Accepted }),
-        )),
-        // Another request took the gate between our read and our write.
-        Delivery::Duplicate => {
-            let detail = state.engine.detail(id).await?;
-            let prior =
-                detail.signals.iter().find(|s| s.id == signal).ok_or_else(|| {
-                    ApiError::Internal(format!("signal {signal} reported as a duplicate but not found"))
-                })?;
-            second.answer(&state.engine, prior).await
+    let decision = gate::Decision {
+        run: id,
+        gate,
+        kind,
+        by: &caller.name,
+        request: body.request_id.as_deref(),
+        via: "api",
+        note,
+        reason: body.reason.clone(),
+    };
+    let not_waiting = || match &current {
+        Some(p) => {
+            format!("gate {gate} is not the proposal this run waits on (gate {}: {} on {})", p.gate, p.action, p.target)
         }
-    }
-}
-
-/// A decision for a gate that already has one.
-struct Second<'a> {
-    run: RunId,
-    gate: &'a str,
-    signal: &'a str,
-    by: &'a str,
-    kind: &'a str,
-    request: Option<&'a str>,
-}
-
-impl Second<'_> {
-    /// The same decision again is a duplicate (200); anything else is
-    /// refused (409, naming who decided first) and recorded on the run.
-    async fn answer(
-        &self,
-        engine: &Engine,
-        prior: &engine::Signal,
-    ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
-        match already_decided(prior, self.by, self.kind, self.request) {
-            Ok(()) => Ok((
-                StatusCode::OK,
-                Json(SignalAccepted {
-                    run: self.run.to_string(),
-                    signal: self.signal.to_owned(),
-                    delivery: Delivery::Duplicate,
-                }),
-            )),
-            Err(why) => {
-                let payload =
-                    json!({ "by": self.by, "wanted": self.kind, "gate": self.gate, "reason": why, "via": "api" });
-                record_refused(engine, self.run, payload).await;
-                Err(ApiError::Conflict(why))
-            }
+        None => {
+            format!("run {id} is not waiting for a decision on gate {gate} (it is {} at `{}`)", run.status, run.node)
         }
-    }
+    };
+    let (status, delivery) = match decision.submit(&state.engine, &detail, not_waiting).await? {
+        gate::Answer::Accepted => (StatusCode::ACCEPTED, Delivery::Accepted),
+        gate::Answer::Duplicate => (StatusCode::OK, Delivery::Duplicate),
+        gate::Answer::Refused(why) => return Err(ApiError::Conflict(why)),
+    };
+    Ok((status, Json(SignalAccepted { run: id.to_string(), signal: gate::signal_id(gate), delivery })))
 }
 
 /// Approve the action a run waits on (operator).

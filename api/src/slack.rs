@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use engine::{Delivery, Engine, RunId, RunStatus};
+use engine::{Engine, RunId};
 use hmac::{Hmac, Mac};
 use nodes::workflow::Incident;
 use serde::Deserialize;
@@ -25,6 +25,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::access::{Access, AuditStart};
+use crate::gate;
 
 /// The action ids of the buttons Sentinel posts; their value is `RUN/GATE`.
 pub const APPROVE_ACTION: &str = "sentinel_approve";
@@ -210,8 +211,8 @@ async fn interact(
     let kind = if action.action_id == APPROVE_ACTION { "approve" } else { "reject" };
     let actor = format!("slack:{}", payload.user.id);
     *audited = Some((actor.clone(), format!("slack {kind}"), format!("/v1/runs/{run}")));
-    let r = match state.engine.run(run).await {
-        Ok(r) => r,
+    let detail = match state.engine.detail(run).await {
+        Ok(d) => d,
         Err(engine::Error::RunNotFound(_)) => {
             return reply(StatusCode::NOT_FOUND, format!("incident run {run} does not exist"))
         }
@@ -220,77 +221,41 @@ async fn interact(
             return reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again");
         }
     };
+    let r = &detail.run;
     let incident: Incident = serde_json::from_value(r.state.clone()).unwrap_or_default();
     let click_id = format!("slack:{}:{}", payload.user.id, action.action_ts);
-    let refuse = |reason: String| json!({ "by": actor, "wanted": kind, "gate": gate, "reason": reason, "via": "slack", "request": click_id });
+    let who = payload.user.username.clone().unwrap_or_else(|| payload.user.id.clone());
+    let decision = gate::Decision {
+        run,
+        gate,
+        kind,
+        by: &actor,
+        request: Some(&click_id),
+        via: "slack",
+        note: Some(who.clone()),
+        reason: format!("{kind}d in Slack by {who}"),
+    };
     if !state.approvers.allows(&payload.user.id, &incident) {
         // Recorded on the run, where the audit of the incident lives; it decides nothing.
-        crate::server::record_refused(&state.engine, run, refuse("not an approver for this incident".into())).await;
+        decision.refuse(&state.engine, "not an approver for this incident").await;
         return reply(StatusCode::FORBIDDEN, format!("<@{}> is not an approver for this incident", payload.user.id));
     }
-    let signal_id = crate::server::decision_signal(gate);
-    let prior = match state.engine.detail(run).await {
-        Ok(d) => d.signals.into_iter().find(|s| s.id == signal_id),
-        Err(e) => {
-            tracing::error!(error = %e, "slack interaction");
-            return reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again");
-        }
+    let not_waiting = || {
+        match gate::waiting_gate(r, kind) {
+        Some(g) => format!(
+            "this button is for an earlier proposal (gate {gate}); the incident now waits on gate {g}: use the latest message"
+        ),
+        None => format!("this incident is not waiting for a decision (it is {} at {})", r.status, r.node),
+    }
     };
-    if let Some(prior) = prior {
-        return second_click(&state.engine, run, &prior, &actor, kind, &click_id).await;
-    }
-    let waiting =
-        r.status == RunStatus::Waiting && r.node == "await_approval" && r.wait_signals.iter().any(|s| s == kind);
-    let current = incident.gate.as_deref().filter(|_| waiting);
-    if gate.is_empty() || current != Some(gate) {
-        let why = match current {
-            Some(g) => format!("this button is for an earlier proposal (gate {gate}); the incident now waits on gate {g}: use the latest message"),
-            None => format!("this incident is not waiting for a decision (it is {} at {})", r.status, r.node),
-        };
-        crate::server::record_refused(&state.engine, run, refuse(why.clone())).await;
-        return reply(StatusCode::CONFLICT, why);
-    }
-    let who = payload.user.username.clone().unwrap_or_else(|| payload.user.id.clone());
-    let signal = json!({
-        "gate": gate, "by": actor, "note": who, "reason": format!("{kind}d in Slack by {who}"), "via": "slack",
-        "request": click_id,
-    });
-    match state.engine.signal(run, &signal_id, kind, signal).await {
-        Ok(Delivery::Accepted) => reply(StatusCode::OK, format!("{kind}d by <@{}>", payload.user.id)),
-        Ok(Delivery::Duplicate) => match state.engine.detail(run).await {
-            Ok(d) => match d.signals.iter().find(|s| s.id == signal_id) {
-                Some(prior) => second_click(&state.engine, run, prior, &actor, kind, &click_id).await,
-                None => reply(StatusCode::OK, "already recorded"),
-            },
-            Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel cannot reach its database; try again"),
-        },
+    match decision.submit(&state.engine, &detail, not_waiting).await {
+        Ok(gate::Answer::Accepted) => reply(StatusCode::OK, format!("{kind}d by <@{}>", payload.user.id)),
+        Ok(gate::Answer::Duplicate) => reply(StatusCode::OK, "already recorded"),
+        Ok(gate::Answer::Refused(why)) => reply(StatusCode::CONFLICT, why),
         Err(e @ engine::Error::RunFinished { .. }) => reply(StatusCode::CONFLICT, e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "slack interaction");
             reply(StatusCode::SERVICE_UNAVAILABLE, "Sentinel could not record the decision; try again")
-        }
-    }
-}
-
-/// A click on a gate already decided: Slack's retry of the same click is
-/// "already recorded"; anyone else is told who decided first, and the
-/// attempt is recorded on the run.
-async fn second_click(
-    engine: &Engine,
-    run: RunId,
-    prior: &engine::Signal,
-    actor: &str,
-    kind: &str,
-    click: &str,
-) -> Response {
-    match crate::server::already_decided(prior, actor, kind, Some(click)) {
-        Ok(()) => reply(StatusCode::OK, "already recorded"),
-        Err(why) => {
-            let gate = prior.payload.get("gate").cloned().unwrap_or_default();
-            let payload =
-                json!({ "by": actor, "wanted": kind, "gate": gate, "reason": why, "via": "slack", "request": click });
-            crate::server::record_refused(engine, run, payload).await;
-            reply(StatusCode::CONFLICT, why)
         }
     }
 }

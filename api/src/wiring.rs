@@ -32,15 +32,12 @@ impl Acting {
     /// From the executors file, or dry runs through the mock backend without one.
     pub async fn build(file: Option<&ExecutorsFile>, kill_switch: Arc<dyn KillSwitch>) -> anyhow::Result<Acting> {
         let Some(file) = file else {
-            let config = ExecutorsConfig {
-                mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
-                guardrails: Guardrails {
-                    allowlist: Allowlist::parse(&["*"]).map_err(anyhow::Error::msg)?,
-                    dry_run: true,
-                    ..Guardrails::default()
-                },
-                ..ExecutorsConfig::default()
+            let rails = Guardrails {
+                allowlist: Allowlist::parse(&["*"]).map_err(anyhow::Error::msg)?,
+                dry_run: true,
+                ..Guardrails::default()
             };
+            let config = ExecutorsConfig::mock_for_every_kind(Default::default(), rails);
             let executors = Executors::build(&config, kill_switch).await?;
             return Ok(Acting {
                 executor: Arc::new(executors),

@@ -27,6 +27,22 @@ pub struct ExecutorsConfig {
     pub guardrails: Guardrails,
 }
 
+/// Every executor kind there is: what a runbook may name.
+pub const KINDS: [&str; 4] = ["ec2", "ecs", "kubernetes", "mock"];
+
+impl ExecutorsConfig {
+    /// `mock` answering for every kind behind `guardrails`: the demo, a
+    /// server without an executors file (in dry-run mode), and tests.
+    pub fn mock_for_every_kind(mock: MockExecutor, guardrails: Guardrails) -> ExecutorsConfig {
+        ExecutorsConfig {
+            mock_kinds: KINDS.map(str::to_owned).to_vec(),
+            mock,
+            guardrails,
+            ..ExecutorsConfig::default()
+        }
+    }
+}
+
 /// The executors by kind. It is itself an [`Executor`] that hands each action
 /// to the backend its `executor` field names, so the workflow holds one
 /// `Arc<dyn Executor>` and never knows which backend it talks to.

@@ -23,7 +23,7 @@ pub mod kubernetes;
 pub mod mock;
 
 pub use allowlist::{Allowlist, TargetPattern};
-pub use factory::{Executors, ExecutorsConfig};
+pub use factory::{Executors, ExecutorsConfig, KINDS};
 pub use guard::{Guarded, Guardrails, KillSwitch, NoKillSwitch};
 
 /// What to do, to what. `target` is `KIND:SCOPE/NAME`: `ecs:CLUSTER/SERVICE`,

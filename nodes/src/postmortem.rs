@@ -7,7 +7,7 @@ use engine::Timestamp;
 use crate::workflow::Incident;
 
 /// RFC 3339 in UTC, to the millisecond.
-fn time(t: Timestamp) -> String {
+pub fn rfc3339(t: Timestamp) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.0.max(0) as u64);
     humantime::format_rfc3339_millis(at).to_string()
 }
@@ -33,7 +33,7 @@ pub fn render(s: &Incident) -> String {
         d.observed,
         d.baseline_mean,
         d.baseline_stddev,
-        time(d.started_at)
+        rfc3339(d.started_at)
     );
     let _ = writeln!(out, "## Hypotheses\n");
     for h in &s.analysis.hypotheses {
@@ -56,7 +56,7 @@ pub fn render(s: &Incident) -> String {
             if dec.approved { "Approved" } else { "Rejected" },
             dec.gate.as_deref().map(|g| format!(" (gate {g})")).unwrap_or_default(),
             dec.by,
-            time(dec.at),
+            rfc3339(dec.at),
             if dec.reason.is_empty() { String::new() } else { format!(": {}", dec.reason) }
         );
     }
@@ -83,7 +83,7 @@ pub fn render(s: &Incident) -> String {
     );
     let _ = writeln!(out, "## Timeline\n");
     for t in &s.timeline {
-        let _ = writeln!(out, "- {} `{}` {}", time(t.at), t.node, t.what);
+        let _ = writeln!(out, "- {} `{}` {}", rfc3339(t.at), t.node, t.what);
     }
     let _ = writeln!(out, "\n## Action items\n");
     if s.rollbacks > 0 {

@@ -216,8 +216,6 @@ impl Runbook {
     }
 }
 
-const EXECUTORS: [&str; 4] = ["ec2", "ecs", "kubernetes", "mock"];
-
 /// Parses one runbook file's text and checks what serde cannot.
 pub fn parse(file: &Path, text: &str) -> Result<Runbook, Error> {
     let runbook: Runbook = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -234,10 +232,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Runbook, Error> {
         return Err(invalid("steps", "a runbook needs at least one step".into()));
     }
     for step in &runbook.steps {
-        if !EXECUTORS.contains(&step.action.executor.as_str()) {
+        if !executors::KINDS.contains(&step.action.executor.as_str()) {
             return Err(invalid(
                 &format!("executor: {}", step.action.executor),
-                format!("step `{}`: unknown executor `{}` ({})", step.name, step.action.executor, EXECUTORS.join(", ")),
+                format!(
+                    "step `{}`: unknown executor `{}` ({})",
+                    step.name,
+                    step.action.executor,
+                    executors::KINDS.join(", ")
+                ),
             ));
         }
         if step.action.rollback.trim().is_empty() {

@@ -246,17 +246,15 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     // The factory's mock backend for every kind, behind the production guardrails
     // (allowlist, the API's kill switch, blast radius), live rather than dry run.
     let executors = Executors::build(
-        &ExecutorsConfig {
-            mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
-            mock: mock.clone(),
-            guardrails: Guardrails {
+        &ExecutorsConfig::mock_for_every_kind(
+            mock.clone(),
+            Guardrails {
                 allowlist: Allowlist::parse(&["kubernetes:prod/*", "kubernetes:node/*", "ecs:prod/*", "ec2:prod/*"])
                     .map_err(anyhow::Error::msg)?,
                 dry_run: false,
                 ..Guardrails::default()
             },
-            ..ExecutorsConfig::default()
-        },
+        ),
         crate::remediate::SharedKillSwitch::arc(access.clone()),
     )
     .await

@@ -135,12 +135,10 @@ pub async fn incidents_reading(
     let access = Access::new(store, Arc::new(SystemClock)).await.expect("API migrations");
     let mock = executors::mock::MockExecutor::default();
     let executors = Executors::build(
-        &ExecutorsConfig {
-            mock_kinds: ["kubernetes", "ecs", "ec2", "mock"].map(str::to_owned).to_vec(),
-            mock: mock.clone(),
-            guardrails: Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() },
-            ..ExecutorsConfig::default()
-        },
+        &ExecutorsConfig::mock_for_every_kind(
+            mock.clone(),
+            Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() },
+        ),
         sentinel::remediate::SharedKillSwitch::arc(access.clone()),
     )
     .await

@@ -90,8 +90,8 @@ async fn engine_with_deployments(
     let metrics = MemoryMetrics::default();
     let mock = MockExecutor::default();
     let rails = Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() };
-    let kinds = ["kubernetes", "ecs", "ec2", "mock"];
-    let parts = kinds.iter().map(|k| ((*k).to_owned(), Arc::new(mock.clone()) as Arc<dyn executors::Executor>));
+    let parts =
+        executors::KINDS.iter().map(|k| ((*k).to_owned(), Arc::new(mock.clone()) as Arc<dyn executors::Executor>));
     let executors = Executors::from_parts(parts.collect(), &rails, Arc::new(NoKillSwitch));
     let workflow = Arc::new(Workflow {
         config,
