@@ -55,26 +55,24 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// Opens incidents for anomalies and alert groups, one at a time (two
-/// concurrent intakes of a new condition could both open an incident).
+/// Opens incidents for anomalies and alert groups. Safe to call from any
+/// number of tasks and processes: the engine's correlation key makes one
+/// incident per fingerprint.
 #[derive(Clone)]
 pub struct IntakeSink {
     engine: Engine,
-    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl IntakeSink {
     pub fn new(engine: Engine) -> Self {
-        IntakeSink { engine, lock: Arc::new(tokio::sync::Mutex::new(())) }
+        IntakeSink { engine }
     }
 
     pub async fn open(&self, d: &Detection) -> engine::Result<Intake> {
-        let _one = self.lock.lock().await;
         intake::open_or_attach(&self.engine, d).await
     }
 
     pub async fn clear(&self, d: &Detection) -> engine::Result<Option<engine::RunId>> {
-        let _one = self.lock.lock().await;
         intake::clear(&self.engine, d).await
     }
 }

@@ -33,24 +33,74 @@ pub struct SlackClient {
     pub http: reqwest::Client,
 }
 
+/// The `event_type` of the metadata on every message the relay posts; its
+/// `event_payload.outbox_key` is the outbox message's idempotency key.
+pub const OUTBOX_EVENT: &str = "sentinel_outbox";
+
+/// The prefix of a delivery error after which the message may have reached
+/// its destination (the request went out, no answer came back).
+const IN_DOUBT: &str = "in doubt: ";
+
+/// Whether an earlier send of `msg` may have reached its destination: a
+/// claim that ended without a recorded outcome, or a send with no answer.
+fn in_doubt(msg: &PendingMessage) -> bool {
+    msg.claims > i64::from(msg.attempts) + 1 || msg.last_error.as_deref().is_some_and(|e| e.starts_with(IN_DOUBT))
+}
+
 impl SlackClient {
     async fn call(&self, method: &str, body: &Value) -> Result<Value, String> {
         let url = format!("{}/api/{method}", self.base_url.trim_end_matches('/'));
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
+        let sent = self.http.post(&url).bearer_auth(&self.token).json(body).timeout(Duration::from_secs(10)).send().await;
+        Self::answer(method, sent).await
+    }
+
+    async fn answer(method: &str, sent: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
+        let resp = match sent {
+            Ok(resp) => resp,
+            // Never connected: Slack saw nothing.
+            Err(e) if e.is_connect() => return Err(format!("{method}: {e}")),
+            Err(e) => return Err(format!("{IN_DOUBT}{method}: {e}")),
+        };
         let status = resp.status();
         let reply: Value = resp.json().await.map_err(|e| format!("{method}: HTTP {status}, unreadable body: {e}"))?;
         if reply["ok"] != json!(true) {
             return Err(format!("{method}: HTTP {status}, error {}", reply["error"]));
         }
         Ok(reply)
+    }
+
+    /// The channel and ts of a message posted for outbox key `key`, found in
+    /// the channel's history since the message was queued. None when there is
+    /// none, or when the history cannot be read (then posting again is the
+    /// lesser evil: a duplicate beats an approval request nobody sees).
+    async fn find_posted(&self, key: &str, since: Timestamp) -> Option<Value> {
+        let base = format!("{}/api/conversations.history", self.base_url.trim_end_matches('/'));
+        let Ok(mut url) = reqwest::Url::parse(&base) else {
+            tracing::warn!(url = %base, "the Slack base URL does not parse; posting");
+            return None;
+        };
+        let oldest = format!("{:.3}", (since.0 - 60_000).max(0) as f64 / 1000.0);
+        let query = [
+            ("channel", self.channel.as_str()),
+            ("oldest", oldest.as_str()),
+            ("include_all_metadata", "true"),
+            ("limit", "200"),
+        ];
+        url.query_pairs_mut().extend_pairs(query);
+        let sent = self.http.get(url).bearer_auth(&self.token).timeout(Duration::from_secs(10)).send().await;
+        let reply = match Self::answer("conversations.history", sent).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the channel to check for an earlier post; posting");
+                return None;
+            }
+        };
+        let posted = reply["messages"].as_array()?.iter().find(|m| {
+            m["metadata"]["event_type"] == OUTBOX_EVENT && m["metadata"]["event_payload"]["outbox_key"] == key
+        })?;
+        metrics::counter!("sentinel_outbox_duplicates_avoided_total").increment(1);
+        let channel = reply.get("channel").cloned().unwrap_or_else(|| json!(self.channel));
+        Some(json!({ "channel": channel, "ts": posted["ts"] }))
     }
 }
 
@@ -89,41 +139,80 @@ impl Default for RelayConfig {
     }
 }
 
-/// Runs until `shutdown` fires.
+/// Runs until `shutdown` fires. Messages are claimed one at a time, each
+/// under its own claim token: the claim is extended while the send is in
+/// progress, an outcome is recorded only under the claim it was sent under,
+/// and a send whose claim was lost is abandoned (the next claimant checks
+/// whether it reached Slack before posting again).
 pub async fn run(engine: Engine, destinations: Destinations, config: RelayConfig, shutdown: CancellationToken) {
     loop {
-        let now = engine.clock().now();
-        match engine.store().outbox_claim(now, now.saturating_add(config.claim_lease), 50).await {
-            Ok(batch) => {
-                for msg in batch {
-                    let result = deliver(&engine, &destinations, &msg).await;
-                    let now = engine.clock().now();
-                    let recorded = match result {
-                        Ok(Sent::Delivered) => engine.store().outbox_delivered(msg.id, now).await,
-                        Ok(Sent::Undeliverable(why)) => {
-                            tracing::error!(key = %msg.idempotency_key, topic = %msg.topic, reason = %why, "outbox message undeliverable");
-                            metrics::counter!("sentinel_outbox_undeliverable_total", "topic" => msg.topic.clone())
-                                .increment(1);
-                            engine.store().outbox_undeliverable(msg.id, &why).await
-                        }
-                        Err(error) => {
-                            let attempt = msg.attempts + 1;
-                            let retry_at = retry_time(&config, now, attempt);
-                            tracing::warn!(key = %msg.idempotency_key, topic = %msg.topic, attempt, %error, dead = retry_at.is_none(), "outbox delivery failed");
-                            engine.store().outbox_failed(msg.id, &error, retry_at).await
-                        }
-                    };
-                    if let Err(e) = recorded {
-                        tracing::warn!(error = %e, "could not record an outbox delivery; it will be sent again");
-                    }
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let now = engine.clock().now();
+            match engine.store().outbox_claim(now, now.saturating_add(config.claim_lease)).await {
+                Ok(Some(msg)) => dispatch(&engine, &destinations, &config, msg).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the outbox failed");
+                    break;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.poll_interval) => {}
         }
+    }
+}
+
+/// Delivers one claimed message and records the outcome under its claim.
+async fn dispatch(engine: &Engine, destinations: &Destinations, config: &RelayConfig, msg: PendingMessage) {
+    let store = engine.store();
+    let token = msg.claim_token.clone();
+    let keep_claim = async {
+        loop {
+            tokio::time::sleep(config.claim_lease / 3).await;
+            let until = engine.clock().now().saturating_add(config.claim_lease);
+            match store.outbox_extend(msg.id, &token, until).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                // The database is away: so is every other relay's claim.
+                Err(e) => tracing::warn!(error = %e, "could not extend an outbox claim"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = deliver(engine, destinations, &msg) => result,
+        _ = keep_claim => {
+            tracing::warn!(key = %msg.idempotency_key, "outbox claim lost while sending; another relay owns the message");
+            metrics::counter!("sentinel_outbox_claims_lost_total").increment(1);
+            return;
+        }
+    };
+    let now = engine.clock().now();
+    let recorded = match result {
+        Ok(Sent::Delivered) => store.outbox_delivered(msg.id, &token, now).await,
+        Ok(Sent::Undeliverable(why)) => {
+            tracing::error!(key = %msg.idempotency_key, topic = %msg.topic, reason = %why, "outbox message undeliverable");
+            metrics::counter!("sentinel_outbox_undeliverable_total", "topic" => msg.topic.clone()).increment(1);
+            store.outbox_undeliverable(msg.id, &token, &why).await
+        }
+        Err(error) => {
+            let attempt = msg.attempts + 1;
+            let retry_at = retry_time(config, now, attempt);
+            tracing::warn!(key = %msg.idempotency_key, topic = %msg.topic, attempt, %error, dead = retry_at.is_none(), "outbox delivery failed");
+            store.outbox_failed(msg.id, &token, &error, retry_at).await
+        }
+    };
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(key = %msg.idempotency_key, "outbox claim lost before the outcome was recorded");
+            metrics::counter!("sentinel_outbox_claims_lost_total").increment(1);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not record an outbox delivery; it will be sent again"),
     }
 }
 
@@ -229,10 +318,22 @@ async fn deliver_slack(
     let posted = detail.signals.iter().find(|s| s.kind == "slack_message").map(|s| s.payload.clone());
     match (msg.topic.as_str(), posted) {
         (topics::APPROVAL_REQUESTED, None) => {
-            let reason = msg.payload["reason"].as_str().unwrap_or_default();
-            let body = json!({ "channel": slack.channel, "text": headline(incident), "blocks": approval_blocks(&run, incident, reason) });
-            let reply = slack.call("chat.postMessage", &body).await?;
-            let at = json!({ "channel": reply["channel"], "ts": reply["ts"] });
+            // An earlier send of this very message may have reached Slack (its
+            // relay died or lost the claim, or the answer never came): look for
+            // it by its outbox key before posting again.
+            let found = if in_doubt(msg) { slack.find_posted(&msg.idempotency_key, msg.created_at).await } else { None };
+            let at = match found {
+                Some(at) => at,
+                None => {
+                    let reason = msg.payload["reason"].as_str().unwrap_or_default();
+                    let body = json!({
+                        "channel": slack.channel, "text": headline(incident), "blocks": approval_blocks(&run, incident, reason),
+                        "metadata": { "event_type": OUTBOX_EVENT, "event_payload": { "outbox_key": msg.idempotency_key, "run": run } },
+                    });
+                    let reply = slack.call("chat.postMessage", &body).await?;
+                    json!({ "channel": reply["channel"], "ts": reply["ts"] })
+                }
+            };
             match engine.signal(msg.run_id, "slack-message", "slack_message", at).await {
                 Ok(Delivery::Accepted | Delivery::Duplicate) | Err(engine::Error::RunFinished { .. }) => Ok(true),
                 Err(e) => Err(format!("posted, but could not record the message: {e}")),

@@ -18,7 +18,7 @@ use crate::access::Access;
 use crate::config::ExecutorsFile;
 use telemetry::store::StorePorts;
 
-use crate::facts::RunHistoryFacts;
+use crate::facts::LedgerFacts;
 
 /// How actions are carried out, and what the policy may approve alone.
 pub struct Acting {
@@ -61,6 +61,7 @@ pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePort
     if let Some(cooldown) = acting.service_cooldown {
         config.policy.service_cooldown = cooldown;
     }
+    let policy = config.policy.clone();
     Arc::new(Workflow {
         config,
         // The built-in runbooks are checked by the tests; a broken one is a build defect.
@@ -70,10 +71,10 @@ pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePort
         deployments: Arc::new(telemetry),
         index: Arc::new(NoIndex),
         executor: acting.executor,
-        safety: Arc::new(RunHistoryFacts {
+        safety: Arc::new(LedgerFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
             switches,
-            horizon: Duration::from_secs(6 * 3600),
+            policy,
         }),
     })
 }

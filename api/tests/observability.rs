@@ -123,8 +123,9 @@ async fn metrics_health_and_dead_letters() {
 
     // A message whose deliveries all failed is a dead letter: visible in the
     // API, in the health report and in the metrics, and can be requeued.
-    let message = engine.store().outbox_due(engine::Timestamp(i64::MAX), 10).await.unwrap().remove(0);
-    engine.store().outbox_failed(message.id, "slack answered 500", None).await.unwrap();
+    let far = engine::Timestamp(i64::MAX / 2);
+    let message = engine.store().outbox_claim(far, far).await.unwrap().expect("a message is due");
+    assert!(engine.store().outbox_failed(message.id, &message.claim_token, "slack answered 500", None).await.unwrap());
     let (status, body) = get(&app, "/v1/outbox?status=dead", Some(&operator)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let dead: Value = serde_json::from_str(&body).unwrap();

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::graph::Registry;
 use crate::run::{Delivery, Run, RunDetail, RunFilter, RunId};
-use crate::store::{NewRun, NewSignal, Store, CANCEL};
+use crate::store::{Correlated, NewRun, NewSignal, Store, CANCEL};
 use crate::worker::{run_worker, WorkerConfig};
 
 /// A store, the graphs this process knows, and a clock. Cheap to clone.
@@ -50,16 +50,53 @@ impl Engine {
     /// incident), so a retried start fails on the duplicate id instead of
     /// starting twice.
     pub async fn start_with_id<S: Serialize>(&self, id: RunId, graph: &str, state: &S) -> Result<()> {
+        let run = self.new_run(id, graph, state, None)?;
+        self.store.create_run(&run, self.clock.now()).await
+    }
+
+    fn new_run<S: Serialize>(&self, id: RunId, graph: &str, state: &S, key: Option<&str>) -> Result<NewRun> {
         let g =
             self.registry.latest(graph).ok_or_else(|| Error::UnknownGraph { name: graph.to_owned(), version: 0 })?;
-        let run = NewRun {
+        Ok(NewRun {
             id,
             graph: g.name().to_owned(),
             graph_version: g.version(),
             node: g.start().to_owned(),
             state: serde_json::to_value(state)?,
-        };
-        self.store.create_run(&run, self.clock.now()).await
+            correlation_key: key.map(str::to_owned),
+        })
+    }
+
+    /// Starts a run of `graph` holding correlation `key`, or, when an
+    /// unfinished run of the graph already holds it, delivers the signal
+    /// (`signal_id`, `kind`, `payload`) to that run. Atomic across processes
+    /// sharing the database: many concurrent calls with one key start one run.
+    pub async fn start_or_signal<S: Serialize>(
+        &self,
+        graph: &str,
+        key: &str,
+        state: &S,
+        signal_id: &str,
+        kind: &str,
+        payload: Value,
+    ) -> Result<Correlated> {
+        let run = self.new_run(RunId::new(), graph, state, Some(key))?;
+        let signal = NewSignal { id: signal_id.to_owned(), kind: kind.to_owned(), payload };
+        self.store.start_or_signal(&run, &signal, self.clock.now()).await
+    }
+
+    /// Delivers a signal to the unfinished run of `graph` holding `key`;
+    /// None when no unfinished run holds it.
+    pub async fn signal_open(
+        &self,
+        graph: &str,
+        key: &str,
+        signal_id: &str,
+        kind: &str,
+        payload: Value,
+    ) -> Result<Option<(RunId, Delivery)>> {
+        let signal = NewSignal { id: signal_id.to_owned(), kind: kind.to_owned(), payload };
+        self.store.signal_open(graph, key, &signal, self.clock.now()).await
     }
 
     /// Delivers a signal once per `signal_id`; see [`Store::signal`].

@@ -24,6 +24,10 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("graph `{graph}`: an unfinished run already holds correlation key `{key}`")]
+    KeyTaken { graph: String, key: String },
+    #[error("graph `{graph}`: correlation key `{key}` kept changing hands; try again")]
+    KeyContended { graph: String, key: String },
     #[error("corrupt row in `{table}`: {reason}")]
     Corrupt { table: &'static str, reason: String },
 }
@@ -43,6 +47,7 @@ impl Error {
                         | sqlx::Error::Protocol(_)
                 ) || matches!(e, sqlx::Error::Database(db) if is_transient_code(db.code().as_deref()))
             }
+            Error::KeyContended { .. } => true,
             _ => false,
         }
     }

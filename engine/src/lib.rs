@@ -27,5 +27,7 @@ pub use run::{
     Checkpoint, Delivery, EffectRecord, OutboxEntry, OutboxMessage, OutboxStats, PendingMessage, Run, RunDetail,
     RunFilter, RunId, RunStatus, Signal, StepOutcome,
 };
-pub use store::{Dialect, NewSignal, Store, StoreConfig, CANCEL};
+pub use store::{
+    Correlated, Dialect, Hold, LedgerEntry, Limit, NewFact, NewRun, NewSignal, Reservation, Store, StoreConfig, CANCEL,
+};
 pub use worker::WorkerConfig;

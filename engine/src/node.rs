@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Timestamp};
 use crate::run::{OutboxMessage, RunId, Signal};
-use crate::store::{EffectStart, Store};
+use crate::store::{EffectStart, Hold, Limit, NewFact, Reservation, Store};
 
 /// What a node asks the engine to do next.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +156,7 @@ pub(crate) struct Collected {
     pub(crate) pending: Vec<Signal>,
     pub(crate) consumed: Vec<String>,
     pub(crate) outbox: Vec<OutboxMessage>,
+    pub(crate) facts: Vec<NewFact>,
 }
 
 /// Passed to a side effect's action: its idempotency key, and whether an
@@ -222,6 +223,76 @@ impl NodeContext {
     pub fn send(&self, topic: impl Into<String>, payload: Value) {
         let mut c = self.collected.lock().expect("context lock poisoned");
         c.outbox.push(OutboxMessage { topic: topic.into(), payload });
+    }
+
+    /// Records a fact in the ledger (see [`Store::ledger`]); written in the
+    /// step's checkpoint transaction, keyed `run:step:fIndex`.
+    pub fn record(&self, kind: &str, subject: &str, payload: Value) {
+        let mut c = self.collected.lock().expect("context lock poisoned");
+        let key = format!("{}:{}:f{}", self.run_id, self.step, c.facts.len());
+        let fact = NewFact {
+            key,
+            run_id: self.run_id.to_string(),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            at: self.clock.now(),
+            payload,
+        };
+        c.facts.push(fact);
+    }
+
+    /// Records a fact now, only if every limit has room (see
+    /// [`Store::reserve`]): atomic across processes. Keyed `run:key`, so a
+    /// retried step finds its own reservation ([`Reservation::AlreadyReserved`])
+    /// instead of taking a second one. Committed at once: a reservation whose
+    /// step never checkpoints still counts (the conservative side).
+    pub async fn reserve(
+        &self,
+        scope: &str,
+        key: &str,
+        kind: &str,
+        subject: &str,
+        payload: Value,
+        limits: &[Limit],
+    ) -> Result<Reservation, NodeError> {
+        let fact = NewFact {
+            key: format!("{}:{key}", self.run_id),
+            run_id: self.run_id.to_string(),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            at: self.clock.now(),
+            payload,
+        };
+        self.store
+            .reserve(scope, &fact, limits)
+            .await
+            .map_err(|e| NodeError::retryable(format!("reserving `{kind}`: {e}")))
+    }
+
+    /// Withdraws this run's reservation `key` (see [`NodeContext::reserve`]),
+    /// e.g. when what it reserved for did not happen after all.
+    pub async fn unreserve(&self, key: &str) -> Result<(), NodeError> {
+        self.store
+            .unreserve(&format!("{}:{key}", self.run_id))
+            .await
+            .map_err(|e| NodeError::retryable(format!("withdrawing reservation `{key}`: {e}")))
+    }
+
+    /// Takes `resource` for this run until `ttl` from now, across every
+    /// process (see [`Store::hold`]). The run may take it again to extend it.
+    pub async fn hold(&self, resource: &str, ttl: Duration, cooldown: Duration) -> Result<Hold, NodeError> {
+        self.store
+            .hold(resource, &self.run_id.to_string(), self.clock.now(), ttl, cooldown)
+            .await
+            .map_err(|e| NodeError::retryable(format!("taking `{resource}`: {e}")))
+    }
+
+    /// Lets go of `resource` if this run holds it.
+    pub async fn release(&self, resource: &str) -> Result<(), NodeError> {
+        self.store
+            .unhold(resource, &self.run_id.to_string(), self.clock.now())
+            .await
+            .map_err(|e| NodeError::retryable(format!("releasing `{resource}`: {e}")))
     }
 
     /// Performs a side effect at most once per `key` and run, as far as the

@@ -115,6 +115,8 @@ pub struct Run {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// Unique among the graph's unfinished runs, when set.
+    pub correlation_key: Option<String>,
 }
 
 /// What happened in one step, as the history row records it.
@@ -259,4 +261,11 @@ pub struct PendingMessage {
     pub payload: Value,
     pub attempts: i32,
     pub created_at: Timestamp,
+    /// The claim this copy was handed out under (empty when not claimed):
+    /// pass it back to record the outcome.
+    pub claim_token: String,
+    /// How many times the message was claimed, this claim included.
+    pub claims: i64,
+    /// Why the last delivery failed, if it did.
+    pub last_error: Option<String>,
 }

@@ -265,11 +265,11 @@ async fn run_step(
         "outcome" => outcome.label(),
     )
     .record(node_time.as_secs_f64());
-    let (consumed, outbox) = if keep_effects {
+    let (consumed, outbox, facts) = if keep_effects {
         let c = collected.lock().expect("context lock poisoned");
-        (c.consumed.clone(), c.outbox.clone())
+        (c.consumed.clone(), c.outbox.clone(), c.facts.clone())
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     match &outcome {
         StepOutcome::Failed { error } => tracing::warn!(%error, "run failed"),
@@ -293,6 +293,7 @@ async fn run_step(
         pending,
         signal_seq: run.signal_seq,
         outbox,
+        facts,
         keep_lease_until: (!shutdown.is_cancelled()).then(|| finished_at.saturating_add(config.lease)),
         lease_refresh_before: finished_at.saturating_add(config.lease / 2),
     };

@@ -95,6 +95,68 @@ pub struct FailedAttempt {
     pub target: String,
 }
 
+/// The kinds of ledger facts the policy is made of (see `engine::Store::ledger`).
+pub mod facts {
+    /// An auto-approval, reserved atomically against the limits; subject: the service.
+    pub const AUTO_APPROVAL: &str = "auto_approval";
+    /// A live action was carried out (or failed part-way); subject: the service.
+    pub const ACTION: &str = "action";
+    /// An executor outcome for the breaker; subject: the service.
+    pub const OUTCOME: &str = "outcome";
+    /// An action that did not help; subject: [`failure_subject`].
+    pub const FAILURE: &str = "failure";
+
+    pub fn failure_subject(action: &str, target: &str) -> String {
+        format!("{action}@{target}")
+    }
+}
+
+impl PolicyConfig {
+    /// How far back the policy's facts reach: its longest window (the
+    /// breaker's replay includes a cool-down).
+    pub fn horizon(&self) -> Duration {
+        [
+            self.breaker.window + self.breaker.cool_down,
+            self.loop_guard_window,
+            self.service_cooldown,
+            Duration::from_secs(3600),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+    }
+
+    /// The limits an auto-approval of `action` is reserved against, in one
+    /// atomic step, so that concurrent decisions anywhere in the fleet never
+    /// exceed them together. [`refusal`] names a refused one.
+    pub fn limits(&self, action: &ProposedAction) -> Vec<engine::Limit> {
+        let limit = |kind: &str, subject: Option<String>, window: Duration, max: u32| engine::Limit {
+            kind: kind.to_owned(),
+            subject,
+            window,
+            max,
+        };
+        vec![
+            limit(facts::AUTO_APPROVAL, None, Duration::from_secs(60), self.max_auto_per_minute),
+            limit(facts::AUTO_APPROVAL, None, Duration::from_secs(3600), self.max_auto_per_hour),
+            limit(facts::AUTO_APPROVAL, Some(action.service.clone()), self.service_cooldown, 1),
+            limit(facts::ACTION, Some(action.service.clone()), self.service_cooldown, 1),
+            limit(facts::FAILURE, Some(facts::failure_subject(&action.action, &action.target)), self.loop_guard_window, 1),
+        ]
+    }
+
+    /// Why [`PolicyConfig::limits`]`[index]` refused, given how many facts filled it and the newest.
+    pub fn refusal(&self, index: usize, count: u32, latest: Option<Timestamp>) -> Refusal {
+        let latest = latest.unwrap_or(Timestamp(0));
+        match index {
+            0 => Refusal::RateLimitMinute { count, limit: self.max_auto_per_minute },
+            1 => Refusal::RateLimitHour { count, limit: self.max_auto_per_hour },
+            2 | 3 => Refusal::Cooldown { until: latest.saturating_add(self.service_cooldown) },
+            _ => Refusal::FailedBefore { at: latest },
+        }
+    }
+}
+
 /// What the policy needs to know, read from durable storage (so it survives
 /// restarts) by whoever calls [`decide`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engine::{Graph, NodeContext, NodeError, RetryPolicy, Signal, Timestamp, Transition};
+use engine::{Graph, Hold, NodeContext, NodeError, Reservation, RetryPolicy, Signal, Timestamp, Transition};
 use executors::{ExecError, Executor, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::analyze::{self, Analysis, ServiceGraph};
 use crate::incident::{self, Detection, Severity, Tiers};
-use crate::policy::{self, Decision, Facts, PolicyConfig, ProposedAction};
+use crate::policy::{self, facts, Decision, Facts, PolicyConfig, ProposedAction};
 use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
 use crate::postmortem;
 use crate::runbook::{PlannedAction, Runbook};
@@ -132,6 +132,10 @@ pub struct Incident {
     /// Metric-store reads that failed during the current verification.
     #[serde(default)]
     pub verify_read_failures: u32,
+    /// Since when the approved action waits for its target (another run
+    /// holds it, or it is cooling down).
+    #[serde(default)]
+    pub target_wait_since: Option<Timestamp>,
     pub verdict: Option<Verdict>,
     pub rollbacks: u32,
     pub outcome: Option<String>,
@@ -174,6 +178,9 @@ pub struct WorkflowConfig {
     pub verify_interval: Duration,
     /// Rollbacks after which the incident is escalated instead of re-analysed.
     pub max_rollbacks: u32,
+    /// Least time between two runs' actions on one target, fleet-wide (one
+    /// run may act again on its own target at once, e.g. after a rollback).
+    pub target_cooldown: Duration,
     pub tiers: Tiers,
 }
 
@@ -186,6 +193,7 @@ impl Default for WorkflowConfig {
             verify_window: Duration::from_secs(10 * 60),
             verify_interval: Duration::from_secs(30),
             max_rollbacks: 2,
+            target_cooldown: Duration::from_secs(60),
             tiers: Tiers::default(),
         }
     }
@@ -384,7 +392,21 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
             target: planned.action.target.clone(),
             estimated_downtime: planned.estimated_downtime,
         };
-        let decision = policy::decide(&w.config.policy, &proposed, &facts, now);
+        let mut decision = policy::decide(&w.config.policy, &proposed, &facts, now);
+        if decision == Decision::AutoApprove {
+            // The facts were read without a lock: the limits are checked again
+            // and the auto-approval recorded in one atomic step, fleet-wide.
+            let limits = w.config.policy.limits(&proposed);
+            let what = json!({ "gate": gate, "action": proposed.action, "target": proposed.target });
+            let key = format!("auto:{gate}");
+            match ctx.reserve("policy", &key, facts::AUTO_APPROVAL, &service, what, &limits).await? {
+                Reservation::Reserved | Reservation::AlreadyReserved => {}
+                Reservation::Refused { limit, count, latest } => {
+                    let refusal = w.config.policy.refusal(limit, count, latest);
+                    decision = Decision::NeedsHuman { refusals: vec![refusal] };
+                }
+            }
+        }
         let open =
             matches!(policy::breaker(&w.config.policy.breaker, &facts.outcomes, now), policy::Breaker::Open { .. });
         metrics::gauge!("sentinel_breaker_open").set(if open { 1.0 } else { 0.0 });
@@ -522,11 +544,51 @@ fn io_retry() -> RetryPolicy {
     RetryPolicy { max_attempts: 5, initial_backoff: Duration::from_millis(200), ..RetryPolicy::default() }
 }
 
+/// The resource a run holds while it acts on `target` and verifies the result.
+fn target_resource(target: &str) -> String {
+    format!("target:{target}")
+}
+
+/// How long a hold on a target lasts without renewal: the action, and the
+/// verification after it (each verification step renews it).
+fn target_hold(w: &Workflow) -> Duration {
+    w.config.verify_window + Duration::from_secs(300)
+}
+
 async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let planned = current(&s)?;
     let action = planned.action.clone();
     let n = s.actions.len();
     let now = ctx.now();
+    let service = s.detection()?.service.clone();
+    // At most one run acts on a target at a time, fleet-wide, with a cooldown between runs.
+    let resource = target_resource(&action.target);
+    match ctx.hold(&resource, target_hold(&w), w.config.target_cooldown).await? {
+        Hold::Held => {
+            if let Some(since) = s.target_wait_since.take() {
+                s.note(now, "execute", format!("{} is free after {:.1}s", action.target, now.since(since).as_secs_f64()));
+            }
+        }
+        busy => {
+            let (until, why) = match busy {
+                Hold::Busy { holder, until } => (until, format!("run {holder} is acting on it")),
+                Hold::Cooling { until } => (until, "another run acted on it within the target cooldown".to_owned()),
+                Hold::Held => unreachable!("matched above"),
+            };
+            let since = *s.target_wait_since.get_or_insert(now);
+            if now.since(since) >= w.config.approval_timeout {
+                s.note(now, "execute", format!("{} stayed busy for {}s; not acting", action.target, now.since(since).as_secs()));
+                s.outcome = Some(format!("escalated: {} was busy with another action for too long", action.target));
+                return Ok((s, Transition::route("failed")));
+            }
+            if since == now {
+                s.note(now, "execute", format!("waiting for {}: {why}", action.target));
+            }
+            metrics::counter!("sentinel_target_waits_total").increment(1);
+            let next = until.min(now.saturating_add(w.config.verify_interval)).max(now.saturating_add(Duration::from_millis(10)));
+            return Ok((s, Transition::sleep_until(next)));
+        }
+    }
     let executor = w.executor.clone();
     let captured =
         ctx.effect(&format!("capture-{n}"), |_| async { executor.describe(&action).await.map_err(exec) }).await;
@@ -557,6 +619,10 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     match applied {
         Ok(Ok(outcome)) if outcome.dry_run => {
             executed_metric(&planned, "dry_run");
+            // Nothing was done: the auto-approval, if any, counts toward no limit.
+            if let Some(gate) = &gate {
+                ctx.unreserve(&format!("auto:{gate}")).await?;
+            }
             s.note(now, "execute", format!("dry run: would {} {}: {}", action.action, action.target, outcome.summary));
             s.outcome = Some(format!("dry run: {} on {} recorded, not performed", action.action, action.target));
             ctx.send(topics::EXECUTED, json!({ "action": action.action, "dry_run": true, "summary": outcome.summary }));
@@ -571,6 +637,7 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
                 topics::EXECUTED,
                 json!({ "action": action.action, "dry_run": false, "summary": outcome.summary }),
             );
+            ctx.record(facts::ACTION, &service, json!({ "action": action.action, "target": action.target, "gate": gate }));
             let outcome = serde_json::to_value(&outcome).unwrap_or_default();
             s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
             s.verify_deadline = None;
@@ -590,12 +657,22 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             executed_metric(&planned, "failed");
             s.note(now, "execute", format!("{action} failed after {} attempts: {e}", ctx.attempt()));
             s.outcome = Some(format!("escalated: {action} failed and may be partly applied: {e}"));
+            ctx.record(facts::ACTION, &service, json!({ "action": action.action, "target": action.target, "gate": gate }));
+            record_failure(&ctx, &service, &action);
             let outcome = json!({ "error": e.to_string() });
             s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
             Ok((s, Transition::route("failed")))
         }
         Err(e) => Err(e),
     }
+}
+
+/// An action that did not help: a failed outcome for the breaker, and a
+/// failure of this action on this target for the loop guard.
+fn record_failure(ctx: &NodeContext, service: &str, action: &executors::Action) {
+    let what = json!({ "action": action.action, "target": action.target });
+    ctx.record(facts::OUTCOME, service, json!({ "succeeded": false, "action": action.action, "target": action.target }));
+    ctx.record(facts::FAILURE, &policy::facts::failure_subject(&action.action, &action.target), what);
 }
 
 fn executed_metric(planned: &PlannedAction, outcome: &'static str) {
@@ -610,6 +687,10 @@ fn executed_metric(planned: &PlannedAction, outcome: &'static str) {
 async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let d = s.detection()?.clone();
     let now = ctx.now();
+    if let Some(last) = s.actions.last() {
+        // Still ours while we watch the result (renewed; never lost to a cooldown).
+        ctx.hold(&target_resource(&last.action.action.target), target_hold(&w), Duration::ZERO).await?;
+    }
     let acted_at = s.actions.last().map_or(now, |a| a.at);
     let deadline = *s.verify_deadline.get_or_insert(acted_at.saturating_add(w.config.verify_window));
     let read = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await;
@@ -652,6 +733,10 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
                 ),
             );
             s.verdict = Some(verdict);
+            if let Some(last) = s.actions.last() {
+                let a = &last.action.action;
+                ctx.record(facts::OUTCOME, &d.service, json!({ "succeeded": true, "action": a.action, "target": a.target }));
+            }
             Ok((s, Transition::route("recovered")))
         }
         Verdict::Worse { reading, .. } => {
@@ -698,6 +783,7 @@ async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         Err(e) => return Err(e),
     }
     s.rollbacks += 1;
+    record_failure(&ctx, &s.detection()?.service, action);
     metrics::counter!("sentinel_rollbacks_total").increment(1);
     s.note(now, "rollback", format!("restored {} to its state before {}", action.target, action.action));
     ctx.send(topics::ESCALATION, json!({ "reason": "rollback", "action": action.action }));
@@ -709,10 +795,23 @@ async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         s.outcome = Some("escalated: the action made things worse".into());
         return Ok((s, Transition::route("escalate")));
     }
+    ctx.release(&target_resource(&action.target)).await?;
     Ok((s, Transition::route("reanalyze")))
 }
 
+/// Lets go of every target this run acted on (a no-op for those it does not hold).
+async fn release_targets(s: &Incident, ctx: &NodeContext) -> Result<(), NodeError> {
+    for a in &s.actions {
+        ctx.release(&target_resource(&a.action.action.target)).await?;
+    }
+    if let Some(p) = s.plan.get(s.current) {
+        ctx.release(&target_resource(&p.action.target)).await?;
+    }
+    Ok(())
+}
+
 async fn resolve(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+    release_targets(&s, &ctx).await?;
     let now = ctx.now();
     let started = s.detection()?.started_at;
     s.resolved_at = Some(now);
@@ -725,6 +824,7 @@ async fn resolve(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
 }
 
 async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+    release_targets(&s, &ctx).await?;
     let now = ctx.now();
     let reason = s.outcome.clone().unwrap_or_else(|| "escalated".into());
     s.note(now, "escalate", format!("handed to a human: {reason}"));
@@ -741,6 +841,7 @@ async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
 }
 
 async fn closed(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+    release_targets(&s, &ctx).await?;
     s.note(ctx.now(), "closed", s.outcome.clone().unwrap_or_else(|| "closed".into()));
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))

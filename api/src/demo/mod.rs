@@ -29,7 +29,7 @@ use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{Access, Role};
-use crate::facts::RunHistoryFacts;
+use crate::facts::LedgerFacts;
 use crate::security::{RateLimit, Security};
 use crate::server::{router, AppState};
 use sim::{Fault, Fleet};
@@ -259,6 +259,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     )
     .await
     .context("building the mock executors")?;
+    let policy = workflow_config.policy.clone();
     let workflow = Arc::new(Workflow {
         config: workflow_config,
         runbooks: runbook::shipped().context("loading runbooks")?,
@@ -267,10 +268,10 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
         executor: Arc::new(executors),
-        safety: Arc::new(RunHistoryFacts {
+        safety: Arc::new(LedgerFacts {
             engine: facts_engine,
             switches: access.clone(),
-            horizon: Duration::from_secs(6 * 3600),
+            policy,
         }),
     });
     let mut registry = Registry::new();

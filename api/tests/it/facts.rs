@@ -12,7 +12,7 @@ use nodes::policy::{self, PolicyConfig, ProposedAction, Refusal};
 use nodes::ports::MemoryMetrics;
 use nodes::workflow::{self, Incident, SafetyFacts, WorkflowConfig};
 use sentinel::access::Access;
-use sentinel::facts::RunHistoryFacts;
+use sentinel::facts::LedgerFacts;
 
 use crate::support::incidents;
 
@@ -69,7 +69,7 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
     let second = incidents(&db.store().await, config(), false).await.engine;
     let switches = Access::new(second.store(), Arc::new(SystemClock)).await.unwrap();
     let facts_source =
-        RunHistoryFacts { engine: second.clone(), switches: switches.clone(), horizon: Duration::from_secs(6 * 3600) };
+        LedgerFacts { engine: second.clone(), switches: switches.clone(), policy: config().policy };
     let action = s.actions[0].action.clone();
     let now = SystemClock.now();
     let facts = facts_source.facts(&action, "checkout", now).await.unwrap();

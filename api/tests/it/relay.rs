@@ -21,8 +21,22 @@ use tokio_util::sync::CancellationToken;
 struct FakeApi {
     requests: Arc<Mutex<Vec<(String, String, Value)>>>,
     fail_next: Arc<AtomicBool>,
-    /// The next request is recorded and never answered.
+    /// The next request is recorded (and takes effect) but is never answered.
     hang_next: Arc<AtomicBool>,
+    /// Messages in the channel, as conversations.history returns them.
+    channel: Arc<Mutex<Vec<Value>>>,
+}
+
+/// conversations.history: what was posted, with its metadata, newest first.
+async fn history(
+    State(slack): State<FakeApi>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<Value> {
+    slack.requests.lock().unwrap().push(("conversations.history".into(), String::new(), json!(query)));
+    assert_eq!(query.get("include_all_metadata").map(String::as_str), Some("true"));
+    let mut messages = slack.channel.lock().unwrap().clone();
+    messages.reverse();
+    axum::Json(json!({ "ok": true, "messages": messages, "has_more": false }))
 }
 
 async fn api(
@@ -33,6 +47,11 @@ async fn api(
 ) -> (StatusCode, axum::Json<Value>) {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     slack.requests.lock().unwrap().push((path.0.clone(), auth, body.0.clone()));
+    let failing = slack.fail_next.load(std::sync::atomic::Ordering::SeqCst);
+    if path.0 == "chat.postMessage" && !failing {
+        let ts = format!("1700000000.{:06}", slack.channel.lock().unwrap().len() + 100);
+        slack.channel.lock().unwrap().push(json!({ "ts": ts, "text": body.0["text"], "metadata": body.0["metadata"] }));
+    }
     if slack.hang_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
@@ -159,7 +178,11 @@ fn node_not_ready() -> Detection {
 async fn fake_server(fake: FakeApi) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route("/api/{method}", post(api)).route("/v2/{method}", post(api)).with_state(fake);
+    let app = axum::Router::new()
+        .route("/api/conversations.history", axum::routing::get(history))
+        .route("/api/{method}", post(api))
+        .route("/v2/{method}", post(api))
+        .with_state(fake);
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
 }
@@ -264,7 +287,16 @@ async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
         relay.await.unwrap();
     }
     worker.stop().await;
-    assert_eq!(requests(&fake), ["chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]);
+    // The second relay found relay A's post in the channel by its outbox key
+    // and did not post again; the updates went to that message.
+    assert_eq!(requests(&fake), ["chat.postMessage", "conversations.history", "chat.update", "chat.update"]);
+    assert_eq!(fake.channel.lock().unwrap().len(), 1, "one message in the channel");
+    let posted = fake.requests.lock().unwrap()[0].2.clone();
+    assert_eq!(posted["metadata"]["event_type"], "sentinel_outbox");
+    let key = posted["metadata"]["event_payload"]["outbox_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&run_id.to_string()), "{key}");
+    let updates: Vec<Value> = fake.requests.lock().unwrap()[2..].iter().map(|r| r.2.clone()).collect();
+    assert!(updates.iter().all(|u| u["ts"] == "1700000000.000100"), "{updates:?}");
     let delivered = engine.store().outbox_list(Some("delivered"), 10).await.unwrap();
     assert_eq!(delivered.len(), 3);
     assert!(delivered.iter().all(|m| m.attempts == 1), "{delivered:?}");

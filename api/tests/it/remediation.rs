@@ -19,7 +19,7 @@ use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex};
 use nodes::runbook;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use sentinel::access::Access;
-use sentinel::facts::RunHistoryFacts;
+use sentinel::facts::LedgerFacts;
 use sentinel::remediate::SharedKillSwitch;
 
 fn moto() -> String {
@@ -108,7 +108,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
     }
     let workflow = Arc::new(Workflow {
         config: WorkflowConfig {
-            policy: PolicyConfig { allowlist, ..PolicyConfig::default() },
+            policy: PolicyConfig { allowlist: allowlist.clone(), ..PolicyConfig::default() },
             verify_window: Duration::from_secs(3),
             verify_interval: Duration::from_millis(100),
             ..WorkflowConfig::default()
@@ -119,10 +119,10 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
         executor: Arc::new(executors),
-        safety: Arc::new(RunHistoryFacts {
+        safety: Arc::new(LedgerFacts {
             engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
             switches: access,
-            horizon: Duration::from_secs(3600),
+            policy: PolicyConfig { allowlist, ..PolicyConfig::default() },
         }),
     });
     let mut registry = Registry::new();
@@ -211,7 +211,7 @@ async fn an_executors_file_in_dry_run_ends_the_incident_as_a_dry_run_and_counts_
     assert_eq!(desired(&ecs, &cluster).await, 3, "nothing changed in ECS");
 
     let switches = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
-    let facts = RunHistoryFacts { engine: engine.clone(), switches, horizon: Duration::from_secs(6 * 3600) };
+    let facts = LedgerFacts { engine: engine.clone(), switches, policy: Default::default() };
     let f = facts.facts(&s.plan[0], "orders", SystemClock.now()).await.unwrap();
     assert!(f.outcomes.is_empty(), "the breaker counts no dry run: {:?}", f.outcomes);
     assert!(f.auto_approvals.is_empty(), "the rate limits count no dry run: {:?}", f.auto_approvals);

@@ -145,6 +145,7 @@ pub async fn incidents_reading(
     .expect("mock executors");
     let metrics = nodes::ports::MemoryMetrics::default();
     let deployments = nodes::ports::MemoryDeployments::default();
+    let policy = config.policy.clone();
     let workflow = Arc::new(nodes::workflow::Workflow {
         config,
         runbooks: nodes::runbook::shipped().expect("runbooks"),
@@ -153,10 +154,10 @@ pub async fn incidents_reading(
         deployments: Arc::new(deployments.clone()),
         index: Arc::new(nodes::ports::NoIndex),
         executor: Arc::new(executors),
-        safety: Arc::new(sentinel::facts::RunHistoryFacts {
+        safety: Arc::new(sentinel::facts::LedgerFacts {
             engine: Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock)),
             switches: access.clone(),
-            horizon: Duration::from_secs(6 * 3600),
+            policy,
         }),
     });
     let mut registry = engine::Registry::new();

@@ -3,7 +3,10 @@
 //! process). One SQL text serves both dialects except where noted; timestamps
 //! are epoch milliseconds from the engine's [`Clock`](crate::Clock).
 
+mod fleet;
 mod rows;
+
+pub use fleet::{Hold, LedgerEntry, Limit, NewFact, Reservation};
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -117,6 +120,8 @@ pub(crate) struct CheckpointWrite {
     pub(crate) pending: Vec<Signal>,
     pub(crate) signal_seq: i64,
     pub(crate) outbox: Vec<OutboxMessage>,
+    /// Ledger facts the step recorded.
+    pub(crate) facts: Vec<NewFact>,
     /// When set and the run is due again at once, the worker keeps the lease
     /// (until this time) and goes on with the next node without a new claim.
     pub(crate) keep_lease_until: Option<Timestamp>,
@@ -141,6 +146,17 @@ pub struct NewRun {
     pub graph_version: i32,
     pub node: String,
     pub state: Value,
+    /// Unique among the graph's unfinished runs (see [`Store::start_or_signal`]).
+    pub correlation_key: Option<String>,
+}
+
+/// What [`Store::start_or_signal`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Correlated {
+    /// No unfinished run held the key: this one was started.
+    Started(RunId),
+    /// The unfinished run holding the key got the signal.
+    Signalled(RunId, Delivery),
 }
 
 /// A signal to deliver.
@@ -247,10 +263,23 @@ impl Store {
     // ---- runs -------------------------------------------------------------
 
     pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<()> {
+        if !self.insert_run(run, now).await? {
+            let key = run.correlation_key.clone().unwrap_or_default();
+            return Err(Error::KeyTaken { graph: run.graph.clone(), key });
+        }
+        Ok(())
+    }
+
+    /// Inserts the run; false when its correlation key is held by an
+    /// unfinished run of the graph (nothing is written then).
+    async fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO runs (id, graph, graph_version, status, node, state, step, attempt, due_at, created_at, updated_at)
-             VALUES ($1, $2, $3, 'runnable', $4, $5, 0, 1, $6, $6, $6)",
+        let done = sqlx::query(
+            "INSERT INTO runs (id, graph, graph_version, status, node, state, step, attempt, due_at, created_at,
+                               updated_at, correlation_key)
+             VALUES ($1, $2, $3, 'runnable', $4, $5, 0, 1, $6, $6, $6, $7)
+             ON CONFLICT (graph, correlation_key) WHERE correlation_key IS NOT NULL AND finished_at IS NULL
+             DO NOTHING",
         )
         .bind(run.id.to_string())
         .bind(&run.graph)
@@ -258,12 +287,71 @@ impl Store {
         .bind(&run.node)
         .bind(serde_json::to_string(&run.state)?)
         .bind(now.0)
+        .bind(run.correlation_key.as_deref())
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         self.notify_in(&mut tx).await?;
         tx.commit().await?;
         self.local_wake.notify_waiters();
-        Ok(())
+        Ok(true)
+    }
+
+    /// The unfinished run of `graph` that holds `key`, if any.
+    pub async fn open_run_with_key(&self, graph: &str, key: &str) -> Result<Option<RunId>> {
+        let row = sqlx::query(
+            "SELECT id FROM runs WHERE graph = $1 AND correlation_key = $2 AND finished_at IS NULL",
+        )
+        .bind(graph)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| rows::run_id_of(&r)).transpose()
+    }
+
+    /// Signals the unfinished run of `graph` holding `key`; None when none does.
+    pub async fn signal_open(
+        &self,
+        graph: &str,
+        key: &str,
+        signal: &NewSignal,
+        now: Timestamp,
+    ) -> Result<Option<(RunId, Delivery)>> {
+        // A run that finishes between the lookup and the signal frees the key:
+        // look again (a bounded number of times; each pass needs a run to finish).
+        for _ in 0..8 {
+            let Some(run) = self.open_run_with_key(graph, key).await? else { return Ok(None) };
+            match self.signal(run, signal, now).await {
+                Ok(delivery) => return Ok(Some((run, delivery))),
+                Err(Error::RunFinished { .. } | Error::RunNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::KeyContended { graph: graph.to_owned(), key: key.to_owned() })
+    }
+
+    /// Starts `run`, or, when an unfinished run of its graph holds its
+    /// correlation key, delivers `signal` to that run instead. Atomic across
+    /// processes: the partial unique index on (graph, correlation_key) lets
+    /// exactly one of many concurrent starts insert; the others signal it.
+    pub async fn start_or_signal(&self, run: &NewRun, signal: &NewSignal, now: Timestamp) -> Result<Correlated> {
+        let key = run.correlation_key.as_deref().ok_or_else(|| Error::KeyTaken {
+            graph: run.graph.clone(),
+            key: "(none: start_or_signal needs a correlation key)".into(),
+        })?;
+        for _ in 0..8 {
+            if let Some((id, delivery)) = self.signal_open(&run.graph, key, signal, now).await? {
+                return Ok(Correlated::Signalled(id, delivery));
+            }
+            if self.insert_run(run, now).await? {
+                return Ok(Correlated::Started(run.id));
+            }
+            // Another process started it between our lookup and insert: signal that one.
+        }
+        Err(Error::KeyContended { graph: run.graph.clone(), key: key.to_owned() })
     }
 
     /// Claims the run that has been due longest: runnable, a waiting run whose
@@ -524,6 +612,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        for fact in &cp.facts {
+            fleet::insert_fact(&mut tx, fact).await?;
+        }
         let announce = status == "runnable";
         if announce {
             self.notify_in(&mut tx).await?;
@@ -661,7 +752,16 @@ impl Store {
         .bind(run.to_string())
         .bind(now.0)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        let done = match done {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tx.rollback().await?;
+                let r = self.get_run(run).await?;
+                let key = r.correlation_key.unwrap_or_default();
+                return Err(Error::KeyTaken { graph: r.graph, key });
+            }
+            other => other?,
+        };
         if done.rows_affected() == 0 {
             // Give the connection back first: SQLite has only one.
             tx.rollback().await?;
@@ -820,7 +920,7 @@ impl Store {
     /// Pending outbox messages due for (re)delivery, oldest first.
     pub async fn outbox_due(&self, now: Timestamp, limit: i64) -> Result<Vec<PendingMessage>> {
         let rows = sqlx::query(
-            "SELECT id, run_id, idempotency_key, topic, payload, attempts, created_at FROM outbox
+            "SELECT id, run_id, idempotency_key, topic, payload, attempts, created_at, claim_token, claims, last_error FROM outbox
              WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
         )
         .bind(now.0)
@@ -830,68 +930,88 @@ impl Store {
         rows.iter().map(rows::message).collect()
     }
 
-    /// Claims up to `limit` due messages for one relay until `lease_until`:
-    /// their next attempt moves to the lease's end, so other relays skip them,
-    /// and a relay that dies while sending leaves them due again when the lease
-    /// runs out (at-least-once, never lost). Oldest first.
-    pub async fn outbox_claim(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<PendingMessage>> {
+    /// Claims the oldest due message until `lease_until`, with a fresh claim
+    /// token: other relays skip it while the claim lasts, a relay that dies
+    /// leaves it due again when the claim runs out (at-least-once, never
+    /// lost), and only the token's holder can record its outcome. The
+    /// message's `claims` counts every claim: above one, an earlier send may
+    /// have reached its destination.
+    pub async fn outbox_claim(&self, now: Timestamp, lease_until: Timestamp) -> Result<Option<PendingMessage>> {
         let lock = match self.dialect {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
             // One writer connection: the UPDATE is atomic on its own.
             Dialect::Sqlite => "",
         };
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let sql = format!(
-            "UPDATE outbox SET next_attempt_at = $2
-             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $3 {lock})
-             RETURNING id, run_id, idempotency_key, topic, payload, attempts, created_at"
+            "UPDATE outbox SET next_attempt_at = $2, claim_token = $3, claims = claims + 1
+             WHERE id = (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 1 {lock})
+             RETURNING id, run_id, idempotency_key, topic, payload, attempts, created_at, claim_token, claims, last_error"
         );
-        let rows = sqlx::query(&sql).bind(now.0).bind(lease_until.0).bind(limit).fetch_all(&self.pool).await?;
-        let mut messages = rows.iter().map(rows::message).collect::<Result<Vec<_>>>()?;
-        messages.sort_by_key(|m| m.id);
-        Ok(messages)
+        let row = sqlx::query(&sql).bind(now.0).bind(lease_until.0).bind(&token).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::message(&r)).transpose()
     }
 
-    pub async fn outbox_delivered(&self, id: i64, now: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1 WHERE id = $1")
-            .bind(id)
-            .bind(now.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Records a failed delivery: retried at `retry_at`, or dead-lettered when `None`.
-    /// Marks a message that no configured destination can take: kept, counted
-    /// apart from deliveries, and requeued by an operator once one is configured.
-    pub async fn outbox_undeliverable(&self, id: i64, reason: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'undeliverable', last_error = $2, attempts = attempts + 1 WHERE id = $1",
+    /// Extends a claim while its send is in progress; false when the claim
+    /// was lost (it ran out and another relay took the message).
+    pub async fn outbox_extend(&self, id: i64, token: &str, until: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $3 WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
         )
         .bind(id)
+        .bind(token)
+        .bind(until.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a delivery; false (and nothing written) when `token` no longer holds the claim.
+    pub async fn outbox_delivered(&self, id: i64, token: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $3, attempts = attempts + 1
+             WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a message that no configured destination can take: kept, counted
+    /// apart from deliveries, and requeued by an operator once one is
+    /// configured. Fenced like [`Store::outbox_delivered`].
+    pub async fn outbox_undeliverable(&self, id: i64, token: &str, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'undeliverable', last_error = $3, attempts = attempts + 1
+             WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(token)
         .bind(reason)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    pub async fn outbox_failed(&self, id: i64, error: &str, retry_at: Option<Timestamp>) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                 status = CASE WHEN $3 IS NULL THEN 'dead' ELSE 'pending' END,
-                 next_attempt_at = COALESCE($3, next_attempt_at)
-             WHERE id = $1",
+    /// Records a failed delivery: retried at `retry_at`, or dead-lettered
+    /// when `None`. Fenced like [`Store::outbox_delivered`].
+    pub async fn outbox_failed(&self, id: i64, token: &str, error: &str, retry_at: Option<Timestamp>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $3,
+                 status = CASE WHEN $4 IS NULL THEN 'dead' ELSE 'pending' END,
+                 next_attempt_at = COALESCE($4, next_attempt_at)
+             WHERE id = $1 AND claim_token = $2 AND status = 'pending'",
         )
         .bind(id)
+        .bind(token)
         .bind(error)
         .bind(retry_at.map(|t| t.0))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Outbox messages newest first, optionally only those in one status.
@@ -944,7 +1064,8 @@ impl Store {
     /// now; false when no such message has that id.
     pub async fn outbox_requeue(&self, id: i64, now: Timestamp) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2 WHERE id = $1 AND status IN ('dead', 'undeliverable')",
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, claim_token = NULL
+             WHERE id = $1 AND status IN ('dead', 'undeliverable')",
         )
         .bind(id)
         .bind(now.0)

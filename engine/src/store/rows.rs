@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::run::{Checkpoint, EffectRecord, PendingMessage, Run, RunId, RunStatus, Signal};
 
 pub(super) const RUN_COLUMNS: &str = "id, graph, graph_version, status, node, state, step, attempt, lease_owner, \
-     lease_expires_at, wake_at, wait_signals, error, created_at, updated_at, finished_at";
+     lease_expires_at, wake_at, wait_signals, error, created_at, updated_at, finished_at, correlation_key";
 
 fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> Error {
     Error::Corrupt { table, reason: reason.to_string() }
@@ -67,7 +67,12 @@ pub(super) fn run(r: &AnyRow) -> Result<Run> {
         created_at: Timestamp(r.try_get("created_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),
         finished_at: ts(r.try_get("finished_at")?),
+        correlation_key: r.try_get("correlation_key")?,
     })
+}
+
+pub(super) fn run_id_of(r: &AnyRow) -> Result<RunId> {
+    run_id("runs", &r.try_get::<String, _>(0)?)
 }
 
 pub(super) fn checkpoint(r: &AnyRow) -> Result<Checkpoint> {
@@ -116,5 +121,8 @@ pub(super) fn message(r: &AnyRow) -> Result<PendingMessage> {
         payload: json("outbox", &r.try_get::<String, _>("payload")?)?,
         attempts: r.try_get::<i64, _>("attempts")? as i32,
         created_at: Timestamp(r.try_get("created_at")?),
+        claim_token: r.try_get::<Option<String>, _>("claim_token")?.unwrap_or_default(),
+        claims: r.try_get("claims")?,
+        last_error: r.try_get("last_error")?,
     })
 }

@@ -144,7 +144,9 @@ async fn approved_run_follows_its_route_and_checkpoints_every_step(backend: Back
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].idempotency_key, format!("{run}:3:0"));
     assert_eq!(outbox[0].payload, json!({ "acted": true }));
-    engine.store().outbox_delivered(outbox[0].id, Timestamp(1)).await.unwrap();
+    let claimed = engine.store().outbox_claim(Timestamp(i64::MAX - 1), Timestamp(i64::MAX)).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.claims), (outbox[0].id, 1));
+    assert!(engine.store().outbox_delivered(claimed.id, &claimed.claim_token, Timestamp(1)).await.unwrap());
     assert!(engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty());
 }
 

@@ -1,3 +1,4 @@
 //! The engine's behaviour, one suite run against PostgreSQL and SQLite.
 mod behaviour;
+mod fleet;
 mod graph;
