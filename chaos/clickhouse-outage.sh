@@ -15,7 +15,7 @@ scripts/ensure-clickhouse.sh
 (
     sleep "$outage_at"
     echo "chaos: killing clickhouse-server for ${outage_for}s"
-    pkill -KILL -x clickhouse-server || true
+    pkill -KILL -f "^/usr/sbin/clickhouse-server" || true
     sleep "$outage_for"
     echo "chaos: starting clickhouse-server again"
     scripts/ensure-clickhouse.sh

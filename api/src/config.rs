@@ -174,6 +174,8 @@ pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
 /// max_nodes_cordoned: 0
 /// aws: { region: us-east-1 }  # EC2 and ECS; credentials from the standard chain
 /// kubernetes: {}              # the kubeconfig, or the in-cluster service account
+/// webhook: { url: "https://automation.internal/sentinel", kinds: [kubernetes] }  # optional
+/// target_cooldown_secs: 60    # least time between two incidents' actions on one target
 /// ```
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +190,19 @@ pub struct ExecutorsFile {
     pub max_nodes_cordoned: Option<u64>,
     pub aws: Option<AwsSection>,
     pub kubernetes: Option<KubeSection>,
+    pub webhook: Option<WebhookSection>,
+    /// Least time between two incidents' actions on one target, fleet-wide.
+    pub target_cooldown_secs: Option<u64>,
+}
+
+/// Actions of the listed kinds go to a team's own automation over HTTP
+/// (see `executors::webhook`); the token comes from `SENTINEL_WEBHOOK_TOKEN`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: String,
+    pub kinds: Vec<String>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -216,8 +231,13 @@ impl ExecutorsFile {
         if file.allowlist.is_empty() {
             anyhow::bail!("{}: `allowlist` is empty: no target could ever be acted on", path.display());
         }
-        if file.aws.is_none() && file.kubernetes.is_none() {
-            anyhow::bail!("{}: configure `aws`, `kubernetes` or both", path.display());
+        if file.aws.is_none() && file.kubernetes.is_none() && file.webhook.is_none() {
+            anyhow::bail!("{}: configure `aws`, `kubernetes`, `webhook` or several", path.display());
+        }
+        if let Some(hook) = &file.webhook {
+            if let Some(k) = hook.kinds.iter().find(|k| !executors::KINDS.contains(&k.as_str())) {
+                anyhow::bail!("{}: webhook kind `{k}` is not one of {:?}", path.display(), executors::KINDS);
+            }
         }
         Ok(file)
     }
@@ -250,7 +270,15 @@ impl ExecutorsFile {
             }
             c
         });
-        executors::ExecutorsConfig { aws, kubernetes, guardrails: rails, ..Default::default() }
+        let webhook = self.webhook.as_ref().map(|w| {
+            let config = executors::webhook::WebhookConfig {
+                url: w.url.clone(),
+                token: std::env::var("SENTINEL_WEBHOOK_TOKEN").ok().filter(|t| !t.is_empty()),
+                timeout: std::time::Duration::from_secs(w.timeout_secs.unwrap_or(10)),
+            };
+            (config, w.kinds.clone())
+        });
+        executors::ExecutorsConfig { aws, kubernetes, webhook, guardrails: rails, ..Default::default() }
     }
 }
 

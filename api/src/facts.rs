@@ -48,7 +48,11 @@ impl SafetyFacts for LedgerFacts {
             last_action_on_service: actions.iter().map(|f| f.at).max(),
             failed_attempts: failures
                 .iter()
-                .map(|f| FailedAttempt { at: f.at, action: text(&f.payload, "action"), target: text(&f.payload, "target") })
+                .map(|f| FailedAttempt {
+                    at: f.at,
+                    action: text(&f.payload, "action"),
+                    target: text(&f.payload, "target"),
+                })
                 .collect(),
         })
     }

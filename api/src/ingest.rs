@@ -20,7 +20,9 @@ use telemetry::alertmanager::{self, Change};
 use telemetry::detect::DetectorConfig;
 use telemetry::event::parse_batch;
 use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
-use telemetry::pipeline::{AnomalySink, Embedded, Processor, PublishError, Publisher};
+use telemetry::pipeline::{AnomalySink, Checkpointing, Embedded, Processor, PublishError, Publisher};
+
+use crate::detector_state::SqlDetectorStates;
 use telemetry::store::{ClickHouseConfig, ClickHouseStore, EventStore, MemoryStore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,8 @@ pub struct TelemetryConfig {
     /// Largest batch the embedded consumer stores at once.
     pub max_batch: usize,
     pub detectors: DetectorConfig,
+    /// How often changed detector state is checkpointed.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for TelemetryConfig {
@@ -51,6 +55,7 @@ impl Default for TelemetryConfig {
             capacity: 200_000,
             max_batch: 10_000,
             detectors: DetectorConfig::default(),
+            checkpoint_interval: Duration::from_secs(10),
         }
     }
 }
@@ -122,8 +127,16 @@ pub async fn start(
     config: &TelemetryConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<(Telemetry, JoinHandle<()>)> {
+    // Detector state is checkpointed beside the runs (the API's migrations
+    // hold its table), so baselines survive restarts and partition moves.
+    crate::access::Access::new(engine.store(), engine.clock().clone()).await?;
+    let checkpointing = Checkpointing {
+        states: Arc::new(SqlDetectorStates::new(engine.store().clone())),
+        interval: config.checkpoint_interval,
+    };
     let intake = IntakeSink::new(engine);
-    let processor = Processor::new(storage.store.clone(), Arc::new(intake.clone()), config.detectors.clone());
+    let processor = Processor::new(storage.store.clone(), Arc::new(intake.clone()), config.detectors.clone())
+        .with_checkpointing(checkpointing);
     let (publisher, consumer): (Arc<dyn Publisher>, JoinHandle<()>) = match &config.kafka {
         Some(k) => {
             ensure_topic(k).await.map_err(|e| anyhow::anyhow!("Kafka at {}: {e}", k.brokers))?;
@@ -249,7 +262,7 @@ pub async fn post_alertmanager(State(state): State<AppState>, body: Result<Bytes
         Change::Firing(d) => t.intake.open(&d).await.map(|i| match i {
             Intake::Opened(run) => (Some(run), "opened"),
             Intake::Attached(run, engine::Delivery::Accepted) => (Some(run), "attached"),
-            Intake::Attached(run, engine::Delivery::Duplicate) => (Some(run), "duplicate"),
+            Intake::Attached(run, engine::Delivery::Duplicate) | Intake::Repeated(run) => (Some(run), "duplicate"),
         }),
         Change::Resolved(d) => t.intake.clear(&d).await.map(|run| match run {
             Some(run) => (Some(run), "cleared"),

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod detector_state;
 pub mod facts;
 pub mod gate;
 pub mod ingest;

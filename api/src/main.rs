@@ -265,8 +265,8 @@ fn detect(args: DetectArgs) -> anyhow::Result<()> {
     }
     .with_context(|| format!("{}", args.input.display()))?;
     eprintln!(
-        "{} points, {} scored >= 0.5, {} anomalies raised by the persistence rule",
-        summary.points, summary.above_half, summary.anomalies
+        "{} points, {} scored >= 0.5, {} anomalies raised by the persistence rule, {} out of order (scored 0)",
+        summary.points, summary.above_half, summary.anomalies, summary.out_of_order
     );
     Ok(())
 }

@@ -50,7 +50,8 @@ fn in_doubt(msg: &PendingMessage) -> bool {
 impl SlackClient {
     async fn call(&self, method: &str, body: &Value) -> Result<Value, String> {
         let url = format!("{}/api/{method}", self.base_url.trim_end_matches('/'));
-        let sent = self.http.post(&url).bearer_auth(&self.token).json(body).timeout(Duration::from_secs(10)).send().await;
+        let sent =
+            self.http.post(&url).bearer_auth(&self.token).json(body).timeout(Duration::from_secs(10)).send().await;
         Self::answer(method, sent).await
     }
 
@@ -321,7 +322,8 @@ async fn deliver_slack(
             // An earlier send of this very message may have reached Slack (its
             // relay died or lost the claim, or the answer never came): look for
             // it by its outbox key before posting again.
-            let found = if in_doubt(msg) { slack.find_posted(&msg.idempotency_key, msg.created_at).await } else { None };
+            let found =
+                if in_doubt(msg) { slack.find_posted(&msg.idempotency_key, msg.created_at).await } else { None };
             let at = match found {
                 Some(at) => at,
                 None => {

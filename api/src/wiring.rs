@@ -26,6 +26,8 @@ pub struct Acting {
     pub auto_approve: Allowlist,
     /// The policy's cooldown per service, when the executors file sets one.
     pub service_cooldown: Option<Duration>,
+    /// The fleet-wide cooldown per target, when the executors file sets one.
+    pub target_cooldown: Option<Duration>,
 }
 
 impl Acting {
@@ -43,6 +45,7 @@ impl Acting {
                 executor: Arc::new(executors),
                 auto_approve: Allowlist::default(),
                 service_cooldown: None,
+                target_cooldown: None,
             });
         };
         let executors = Executors::build(&file.executors_config(), kill_switch).await?;
@@ -51,6 +54,7 @@ impl Acting {
             executor: Arc::new(executors),
             auto_approve: file.auto_approve.clone(),
             service_cooldown: file.cooldown_secs.map(Duration::from_secs),
+            target_cooldown: file.target_cooldown_secs.map(Duration::from_secs),
         })
     }
 }
@@ -60,6 +64,9 @@ pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePort
     config.policy.allowlist = acting.auto_approve;
     if let Some(cooldown) = acting.service_cooldown {
         config.policy.service_cooldown = cooldown;
+    }
+    if let Some(cooldown) = acting.target_cooldown {
+        config.target_cooldown = cooldown;
     }
     let policy = config.policy.clone();
     Arc::new(Workflow {

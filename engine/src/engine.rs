@@ -50,11 +50,18 @@ impl Engine {
     /// incident), so a retried start fails on the duplicate id instead of
     /// starting twice.
     pub async fn start_with_id<S: Serialize>(&self, id: RunId, graph: &str, state: &S) -> Result<()> {
-        let run = self.new_run(id, graph, state, None)?;
+        let run = self.new_run(id, graph, state, None, None)?;
         self.store.create_run(&run, self.clock.now()).await
     }
 
-    fn new_run<S: Serialize>(&self, id: RunId, graph: &str, state: &S, key: Option<&str>) -> Result<NewRun> {
+    fn new_run<S: Serialize>(
+        &self,
+        id: RunId,
+        graph: &str,
+        state: &S,
+        key: Option<&str>,
+        start_key: Option<&str>,
+    ) -> Result<NewRun> {
         let g =
             self.registry.latest(graph).ok_or_else(|| Error::UnknownGraph { name: graph.to_owned(), version: 0 })?;
         Ok(NewRun {
@@ -64,6 +71,7 @@ impl Engine {
             node: g.start().to_owned(),
             state: serde_json::to_value(state)?,
             correlation_key: key.map(str::to_owned),
+            start_key: start_key.map(str::to_owned),
         })
     }
 
@@ -71,16 +79,20 @@ impl Engine {
     /// unfinished run of the graph already holds it, delivers the signal
     /// (`signal_id`, `kind`, `payload`) to that run. Atomic across processes
     /// sharing the database: many concurrent calls with one key start one run.
+    /// With a `start_key`, a start whose key a finished run already holds is a
+    /// [`Correlated::Repeated`] and starts nothing (a replayed trigger).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_or_signal<S: Serialize>(
         &self,
         graph: &str,
         key: &str,
+        start_key: Option<&str>,
         state: &S,
         signal_id: &str,
         kind: &str,
         payload: Value,
     ) -> Result<Correlated> {
-        let run = self.new_run(RunId::new(), graph, state, Some(key))?;
+        let run = self.new_run(RunId::new(), graph, state, Some(key), start_key)?;
         let signal = NewSignal { id: signal_id.to_owned(), kind: kind.to_owned(), payload };
         self.store.start_or_signal(&run, &signal, self.clock.now()).await
     }

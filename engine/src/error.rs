@@ -24,6 +24,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("run {0} exists already")]
+    RunExists(RunId),
     #[error("graph `{graph}`: an unfinished run already holds correlation key `{key}`")]
     KeyTaken { graph: String, key: String },
     #[error("graph `{graph}`: correlation key `{key}` kept changing hands; try again")]

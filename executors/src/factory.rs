@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::aws::{AwsConfig, Ec2Executor, EcsExecutor};
 use crate::kubernetes::{KubeConfig, KubeExecutor};
 use crate::mock::MockExecutor;
+use crate::webhook::{WebhookConfig, WebhookExecutor};
 use crate::{Action, ExecError, Executor, Guarded, Guardrails, KillSwitch, Outcome};
 
 #[derive(Clone, Debug, Default)]
@@ -19,6 +20,9 @@ pub struct ExecutorsConfig {
     /// The Kubernetes executor, with the client from the kubeconfig or the
     /// in-cluster service account, when set.
     pub kubernetes: Option<KubeConfig>,
+    /// The webhook executor and the kinds it answers for (it may stand in for
+    /// any of them, e.g. `kubernetes` actions sent to a team's own automation).
+    pub webhook: Option<(WebhookConfig, Vec<String>)>,
     /// The mock executor answers for these kinds (the demo maps `kubernetes`,
     /// `ecs` and `ec2` onto it).
     pub mock_kinds: Vec<String>,
@@ -60,6 +64,12 @@ impl Executors {
         }
         if let Some(kube) = &config.kubernetes {
             raw.push(("kubernetes".into(), Arc::new(KubeExecutor::from_environment(kube.clone()).await?)));
+        }
+        if let Some((hook, kinds)) = &config.webhook {
+            let hook: Arc<dyn Executor> = Arc::new(WebhookExecutor::new(hook.clone()));
+            for kind in kinds {
+                raw.push((kind.clone(), hook.clone()));
+            }
         }
         if !config.mock_kinds.is_empty() {
             let mock: Arc<dyn Executor> = Arc::new(config.mock.clone());

@@ -21,6 +21,7 @@ pub mod factory;
 pub mod guard;
 pub mod kubernetes;
 pub mod mock;
+pub mod webhook;
 
 pub use allowlist::{Allowlist, TargetPattern};
 pub use factory::{Executors, ExecutorsConfig, KINDS};

@@ -14,6 +14,9 @@ pub enum Intake {
     Opened(RunId),
     /// Attached to the open incident; `Duplicate` when this very detection was attached before.
     Attached(RunId, Delivery),
+    /// This very detection opened an incident that has since finished (a
+    /// replay: a Kafka rewind, an Alertmanager resend): nothing to do.
+    Repeated(RunId),
 }
 
 /// Opens an incident for `detection`, or attaches it to the open one with the
@@ -23,9 +26,14 @@ pub async fn open_or_attach(engine: &Engine, detection: &Detection) -> engine::R
     let signal_id = format!("attach:{key}:{}", detection.started_at.0);
     let payload = serde_json::to_value(detection)?;
     let state = Incident::new(detection.clone());
-    Ok(match engine.start_or_signal(workflow::GRAPH, &key, &state, &signal_id, "attach", payload).await? {
+    // The detection itself (its condition and start) is the start key.
+    let start_key = format!("{key}:{}", detection.started_at.0);
+    let started =
+        engine.start_or_signal(workflow::GRAPH, &key, Some(&start_key), &state, &signal_id, "attach", payload).await?;
+    Ok(match started {
         Correlated::Started(run) => Intake::Opened(run),
         Correlated::Signalled(run, delivery) => Intake::Attached(run, delivery),
+        Correlated::Repeated(run) => Intake::Repeated(run),
     })
 }
 

@@ -141,7 +141,12 @@ impl PolicyConfig {
             limit(facts::AUTO_APPROVAL, None, Duration::from_secs(3600), self.max_auto_per_hour),
             limit(facts::AUTO_APPROVAL, Some(action.service.clone()), self.service_cooldown, 1),
             limit(facts::ACTION, Some(action.service.clone()), self.service_cooldown, 1),
-            limit(facts::FAILURE, Some(facts::failure_subject(&action.action, &action.target)), self.loop_guard_window, 1),
+            limit(
+                facts::FAILURE,
+                Some(facts::failure_subject(&action.action, &action.target)),
+                self.loop_guard_window,
+                1,
+            ),
         ]
     }
 

@@ -566,7 +566,11 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     match ctx.hold(&resource, target_hold(&w), w.config.target_cooldown).await? {
         Hold::Held => {
             if let Some(since) = s.target_wait_since.take() {
-                s.note(now, "execute", format!("{} is free after {:.1}s", action.target, now.since(since).as_secs_f64()));
+                s.note(
+                    now,
+                    "execute",
+                    format!("{} is free after {:.1}s", action.target, now.since(since).as_secs_f64()),
+                );
             }
         }
         busy => {
@@ -577,7 +581,11 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             };
             let since = *s.target_wait_since.get_or_insert(now);
             if now.since(since) >= w.config.approval_timeout {
-                s.note(now, "execute", format!("{} stayed busy for {}s; not acting", action.target, now.since(since).as_secs()));
+                s.note(
+                    now,
+                    "execute",
+                    format!("{} stayed busy for {}s; not acting", action.target, now.since(since).as_secs()),
+                );
                 s.outcome = Some(format!("escalated: {} was busy with another action for too long", action.target));
                 return Ok((s, Transition::route("failed")));
             }
@@ -585,7 +593,9 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
                 s.note(now, "execute", format!("waiting for {}: {why}", action.target));
             }
             metrics::counter!("sentinel_target_waits_total").increment(1);
-            let next = until.min(now.saturating_add(w.config.verify_interval)).max(now.saturating_add(Duration::from_millis(10)));
+            let next = until
+                .min(now.saturating_add(w.config.verify_interval))
+                .max(now.saturating_add(Duration::from_millis(10)));
             return Ok((s, Transition::sleep_until(next)));
         }
     }
@@ -637,7 +647,11 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
                 topics::EXECUTED,
                 json!({ "action": action.action, "dry_run": false, "summary": outcome.summary }),
             );
-            ctx.record(facts::ACTION, &service, json!({ "action": action.action, "target": action.target, "gate": gate }));
+            ctx.record(
+                facts::ACTION,
+                &service,
+                json!({ "action": action.action, "target": action.target, "gate": gate }),
+            );
             let outcome = serde_json::to_value(&outcome).unwrap_or_default();
             s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
             s.verify_deadline = None;
@@ -657,7 +671,11 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             executed_metric(&planned, "failed");
             s.note(now, "execute", format!("{action} failed after {} attempts: {e}", ctx.attempt()));
             s.outcome = Some(format!("escalated: {action} failed and may be partly applied: {e}"));
-            ctx.record(facts::ACTION, &service, json!({ "action": action.action, "target": action.target, "gate": gate }));
+            ctx.record(
+                facts::ACTION,
+                &service,
+                json!({ "action": action.action, "target": action.target, "gate": gate }),
+            );
             record_failure(&ctx, &service, &action);
             let outcome = json!({ "error": e.to_string() });
             s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
@@ -671,7 +689,11 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
 /// failure of this action on this target for the loop guard.
 fn record_failure(ctx: &NodeContext, service: &str, action: &executors::Action) {
     let what = json!({ "action": action.action, "target": action.target });
-    ctx.record(facts::OUTCOME, service, json!({ "succeeded": false, "action": action.action, "target": action.target }));
+    ctx.record(
+        facts::OUTCOME,
+        service,
+        json!({ "succeeded": false, "action": action.action, "target": action.target }),
+    );
     ctx.record(facts::FAILURE, &policy::facts::failure_subject(&action.action, &action.target), what);
 }
 
@@ -735,7 +757,11 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
             s.verdict = Some(verdict);
             if let Some(last) = s.actions.last() {
                 let a = &last.action.action;
-                ctx.record(facts::OUTCOME, &d.service, json!({ "succeeded": true, "action": a.action, "target": a.target }));
+                ctx.record(
+                    facts::OUTCOME,
+                    &d.service,
+                    json!({ "succeeded": true, "action": a.action, "target": a.target }),
+                );
             }
             Ok((s, Transition::route("recovered")))
         }

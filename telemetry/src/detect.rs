@@ -165,7 +165,7 @@ pub struct Anomaly {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Ewma {
     mean: f64,
     var: f64,
@@ -173,7 +173,7 @@ struct Ewma {
 }
 
 /// Per-bucket statistics of earlier periods (days or weeks).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Bucket {
     /// Means of the last periods seen, oldest first (at most `PERIODS`).
     means: VecDeque<f64>,
@@ -239,7 +239,7 @@ impl Bucket {
 
 /// The seasonal baselines: hour of the week, and hour of the day until the
 /// week has enough history.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Seasonal {
     week: Vec<Bucket>,
     day: Vec<Bucket>,
@@ -277,8 +277,10 @@ impl Seasonal {
     }
 }
 
-/// The detectors of one (service, metric) series.
-#[derive(Clone, Debug)]
+/// The detectors of one (service, metric) series. Serializable, so that it
+/// can be checkpointed and restored (a restart or a partition moving to
+/// another replica keeps the seasonal baseline).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Series {
     window: VecDeque<f64>,
     ewma: Ewma,
@@ -288,6 +290,11 @@ pub struct Series {
     in_episode: bool,
     calm: usize,
     seen: u64,
+    /// The newest timestamp observed: points at or before it are replays
+    /// (a Kafka rewind, a retried batch) and are ignored.
+    #[serde(default)]
+    last_ts: Option<i64>,
+    #[serde(skip)]
     scratch: Vec<f64>,
 }
 
@@ -307,6 +314,7 @@ impl Series {
             in_episode: false,
             calm: 0,
             seen: 0,
+            last_ts: None,
             scratch: Vec::new(),
         }
     }
@@ -382,8 +390,23 @@ impl Series {
         self.seen += 1;
     }
 
-    /// Scores the point and applies the persistence rule: Some once per episode.
-    pub fn observe(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> (PointScore, Option<Anomaly>) {
+    /// The newest timestamp this series has observed.
+    pub fn last_ts(&self) -> Option<i64> {
+        self.last_ts
+    }
+
+    /// Scores the point and applies the persistence rule: Some once per
+    /// episode. A point at or before the last one observed is a replay: None,
+    /// and nothing learnt from it.
+    pub fn observe(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> Option<(PointScore, Option<Anomaly>)> {
+        if self.last_ts.is_some_and(|last| ts <= last) {
+            return None;
+        }
+        self.last_ts = Some(ts);
+        Some(self.observe_new(cfg, ts, x))
+    }
+
+    fn observe_new(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> (PointScore, Option<Anomaly>) {
         let p = self.score(cfg, ts, x);
         let high = p.score >= 0.5;
         self.recent.push_back((high, p.score));
@@ -434,7 +457,11 @@ mod tests {
 
     fn run_with(cfg: &DetectorConfig, series: &[(i64, f64)]) -> Vec<(usize, Anomaly)> {
         let mut s = Series::new();
-        series.iter().enumerate().filter_map(|(i, (ts, x))| s.observe(cfg, *ts, *x).1.map(|a| (i, a))).collect()
+        series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (ts, x))| s.observe(cfg, *ts, *x).and_then(|o| o.1).map(|a| (i, a)))
+            .collect()
     }
 
     #[test]

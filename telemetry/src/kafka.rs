@@ -96,6 +96,8 @@ pub struct KafkaPublisher {
 /// Starts each assigned partition `rewind` messages before its committed offset.
 pub struct RewindContext {
     rewind: i64,
+    /// Set on every assignment: the consumer's detectors restore their series.
+    assigned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ClientContext for RewindContext {}
@@ -125,6 +127,7 @@ impl ConsumerContext for RewindContext {
         if let Err(e) = consumer.assign(tpl) {
             tracing::warn!(error = %e, "kafka assign");
         }
+        self.assigned.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -199,6 +202,7 @@ impl Publisher for KafkaPublisher {
 /// A consumer group member feeding a [`Processor`].
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<RewindContext>>,
+    assigned: Arc<std::sync::atomic::AtomicBool>,
     topic: String,
     max_batch: usize,
     max_wait: Duration,
@@ -206,6 +210,7 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     pub fn new(config: &KafkaConfig) -> Result<Self, String> {
+        let assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let consumer: StreamConsumer<RewindContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
@@ -213,11 +218,12 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
-            .create_with_context(RewindContext { rewind: config.rewind.max(0) })
+            .create_with_context(RewindContext { rewind: config.rewind.max(0), assigned: assigned.clone() })
             .map_err(|e| format!("kafka consumer: {e}"))?;
         consumer.subscribe(&[&config.topic]).map_err(|e| format!("subscribe to {}: {e}", config.topic))?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
+            assigned,
             topic: config.topic.clone(),
             max_batch: config.max_batch,
             max_wait: config.max_wait,
@@ -238,7 +244,7 @@ impl KafkaSource {
                     Some(d) => d.saturating_duration_since(Instant::now()),
                 };
                 let received = tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return processor.checkpoint().await,
                     r = tokio::time::timeout(wait, self.consumer.recv()) => r,
                 };
                 let message = match received {
@@ -264,8 +270,12 @@ impl KafkaSource {
             if offsets.is_empty() {
                 continue;
             }
+            if self.assigned.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                // Partitions moved: series this replica had may have moved on elsewhere.
+                processor.reassigned().await;
+            }
             if processor.process(&events, &stop).await.is_err() {
-                return;
+                return processor.checkpoint().await;
             }
             let mut list = TopicPartitionList::new();
             for (partition, offset) in &offsets {

@@ -9,7 +9,7 @@
 //! capacity released): delivery is at least once, and a batch seen twice is
 //! harmless (event ids in the store, fingerprints at intake).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +136,23 @@ impl Resets {
     }
 }
 
+/// Where detector state is checkpointed, so that a restart, or a partition
+/// moving to another replica, keeps each series' baselines. Keyed by
+/// (service, metric).
+#[async_trait]
+pub trait DetectorStates: Send + Sync {
+    /// The checkpointed state of each of `keys` that has one.
+    async fn load(&self, keys: &[(String, String)]) -> Result<Vec<((String, String), Series)>, String>;
+    async fn save(&self, states: &[((String, String), Series)]) -> Result<(), String>;
+}
+
+/// Checkpointing of detector state: where, and how often.
+#[derive(Clone)]
+pub struct Checkpointing {
+    pub states: Arc<dyn DetectorStates>,
+    pub interval: Duration,
+}
+
 /// Stores batches, then runs the detectors over them.
 pub struct Processor {
     store: Arc<dyn EventStore>,
@@ -144,6 +161,10 @@ pub struct Processor {
     backoff: Backoff,
     series: HashMap<(String, String), Series>,
     resets: Resets,
+    checkpointing: Option<Checkpointing>,
+    /// Series changed since the last checkpoint.
+    dirty: HashSet<(String, String)>,
+    last_checkpoint: Instant,
 }
 
 impl Processor {
@@ -155,6 +176,66 @@ impl Processor {
             backoff: Backoff::default(),
             series: HashMap::new(),
             resets: Resets::default(),
+            checkpointing: None,
+            dirty: HashSet::new(),
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// Restores each series from `c.states` the first time it is seen, and
+    /// checkpoints changed series every `c.interval`.
+    pub fn with_checkpointing(mut self, c: Checkpointing) -> Self {
+        self.checkpointing = Some(c);
+        self
+    }
+
+    /// Forgets every series (the source was reassigned: another replica may
+    /// have moved them on); each is restored from its checkpoint when next seen.
+    pub async fn reassigned(&mut self) {
+        self.checkpoint().await;
+        self.series.clear();
+    }
+
+    /// Saves the series changed since the last checkpoint. A failure is
+    /// logged and retried at the next one: detection goes on meanwhile.
+    pub async fn checkpoint(&mut self) {
+        let Some(c) = &self.checkpointing else { return };
+        if self.dirty.is_empty() {
+            return;
+        }
+        let states: Vec<((String, String), Series)> =
+            self.dirty.iter().filter_map(|k| self.series.get(k).map(|s| (k.clone(), s.clone()))).collect();
+        match c.states.save(&states).await {
+            Ok(()) => {
+                metrics::counter!("sentinel_detector_checkpoints_total").increment(1);
+                self.dirty.clear();
+                self.last_checkpoint = Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, series = states.len(), "detector checkpoint failed; retrying later"),
+        }
+    }
+
+    /// Restores the series of `events` not in memory from their checkpoints.
+    async fn restore(&mut self, events: &[Event]) {
+        let Some(c) = &self.checkpointing else { return };
+        let mut missing: Vec<(String, String)> = Vec::new();
+        for e in events {
+            let Event::Metric(m) = e else { continue };
+            let key = (m.service.clone(), m.metric.clone());
+            if !self.series.contains_key(&key) && !missing.contains(&key) {
+                missing.push(key);
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        match c.states.load(&missing).await {
+            Ok(found) => {
+                metrics::counter!("sentinel_detector_restored_total").increment(found.len() as u64);
+                self.series.extend(found);
+            }
+            // Starting these series afresh beats stopping detection.
+            Err(e) => tracing::warn!(error = %e, "detector state could not be restored; those series start afresh"),
         }
     }
 
@@ -193,17 +274,27 @@ impl Processor {
         metrics::histogram!("sentinel_ingest_flush_seconds").record(started.elapsed().as_secs_f64());
         for service in self.resets.take() {
             self.series.retain(|(s, _), _| *s != service);
+            self.dirty.retain(|(s, _)| *s != service);
         }
+        self.restore(events).await;
         metrics::counter!("sentinel_ingest_stored_events_total").increment(events.len() as u64);
         for e in events {
             let Event::Metric(m) = e else { continue };
             let key = (m.service.clone(), m.metric.clone());
-            let series = self.series.entry(key).or_default();
-            let (_, anomaly) = series.observe(&self.config, m.ts, m.value);
+            let series = self.series.entry(key.clone()).or_default();
+            let Some((_, anomaly)) = series.observe(&self.config, m.ts, m.value) else {
+                // Seen before (a rewind or a redelivered batch): learnt once only.
+                metrics::counter!("sentinel_detector_replayed_points_total").increment(1);
+                continue;
+            };
+            self.dirty.insert(key);
             if let Some(a) = anomaly {
                 metrics::counter!("sentinel_anomalies_total").increment(1);
                 self.hand_over(detection(m, &a), stop).await?;
             }
+        }
+        if self.checkpointing.as_ref().is_some_and(|c| self.last_checkpoint.elapsed() >= c.interval) {
+            self.checkpoint().await;
         }
         Ok(())
     }
@@ -292,7 +383,12 @@ impl EmbeddedSource {
     /// Feeds the processor until `stop` fires, coalescing what is queued into
     /// batches of up to `max_batch` events. Then it takes nothing new and
     /// stores what was already accepted, for up to [`DRAIN_TIMEOUT`].
-    pub async fn run(mut self, mut processor: Processor, max_batch: usize, stop: CancellationToken) {
+    pub async fn run(self, mut processor: Processor, max_batch: usize, stop: CancellationToken) {
+        self.consume(&mut processor, max_batch, stop).await;
+        processor.checkpoint().await;
+    }
+
+    async fn consume(mut self, processor: &mut Processor, max_batch: usize, stop: CancellationToken) {
         let mut unstored = None;
         loop {
             let first = tokio::select! {
@@ -427,6 +523,89 @@ mod tests {
         source.run(processor, 300, stop).await;
         assert_eq!(store.counts().await.unwrap()["metric"], 2000);
         assert!(matches!(pipe.publish(vec![sample(0, 1.0)]).await, Err(PublishError::Unavailable(_))));
+    }
+
+    /// Checkpoints kept in memory, as a database would keep them.
+    #[derive(Default)]
+    struct Kept(Mutex<HashMap<(String, String), Series>>);
+
+    #[async_trait]
+    impl DetectorStates for Kept {
+        async fn load(&self, keys: &[(String, String)]) -> Result<Vec<((String, String), Series)>, String> {
+            let kept = self.0.lock().unwrap();
+            Ok(keys.iter().filter_map(|k| kept.get(k).map(|s| (k.clone(), s.clone()))).collect())
+        }
+        async fn save(&self, states: &[((String, String), Series)]) -> Result<(), String> {
+            self.0.lock().unwrap().extend(states.iter().cloned());
+            Ok(())
+        }
+    }
+
+    /// Two days of a daily cycle, one point a minute, then an hour-long surge.
+    fn seasonal_then_surge() -> (Vec<Event>, Vec<Event>) {
+        let level = |i: i64| 100.0 + 50.0 * ((i % 1440) as f64 / 1440.0 * std::f64::consts::TAU).sin() + (i % 7) as f64;
+        let history = (0..2 * 1440).map(|i| sample(i, level(i))).collect();
+        let surge = (2 * 1440..2 * 1440 + 60).map(|i| sample(i, level(i) * 4.0)).collect();
+        (history, surge)
+    }
+
+    #[tokio::test]
+    async fn a_replayed_batch_is_learnt_once_and_raises_nothing_new() {
+        let (history, surge) = seasonal_then_surge();
+        let sink = Arc::new(Collect::default());
+        let mut p = Processor::new(Arc::new(MemoryStore::new()), sink.clone(), DetectorConfig::default());
+        let stop = CancellationToken::new();
+        p.process(&history, &stop).await.unwrap();
+        p.process(&surge, &stop).await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 1, "one surge, one anomaly");
+        // A Kafka rewind hands the same points over again, and a partial overlap.
+        p.process(&surge, &stop).await.unwrap();
+        p.process(&history[history.len() - 100..], &stop).await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 1, "a replayed episode opens nothing new");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_processor_restores_its_baselines_from_the_checkpoint() {
+        let (history, surge) = seasonal_then_surge();
+        let kept = Arc::new(Kept::default());
+        let checkpointing = || Checkpointing { states: kept.clone(), interval: Duration::from_secs(3600) };
+        let stop = CancellationToken::new();
+        let store = Arc::new(MemoryStore::new());
+        let mut before = Processor::new(store.clone(), Arc::new(Collect::default()), DetectorConfig::default())
+            .with_checkpointing(checkpointing());
+        before.process(&history, &stop).await.unwrap();
+        // A clean stop checkpoints what changed since the last checkpoint.
+        before.checkpoint().await;
+        let key = ("checkout".to_owned(), "http_p99_ms".to_owned());
+        let saved = kept.0.lock().unwrap()[&key].clone();
+        assert_eq!(saved.last_ts(), Some((2 * 1440 - 1) * 60_000));
+
+        // The restarted process sees the surge with two days of baselines behind it...
+        let sink = Arc::new(Collect::default());
+        let mut after =
+            Processor::new(store.clone(), sink.clone(), DetectorConfig::default()).with_checkpointing(checkpointing());
+        after.process(&surge, &stop).await.unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), 1, "the surge is caught at once");
+        // ...and gives every point exactly the score the uninterrupted detector gives.
+        let mut uninterrupted = Series::new();
+        let mut restored = saved;
+        let cfg = DetectorConfig::default();
+        for e in &history {
+            let Event::Metric(m) = e else { continue };
+            uninterrupted.observe(&cfg, m.ts, m.value);
+        }
+        for e in &surge {
+            let Event::Metric(m) = e else { continue };
+            let a = uninterrupted.observe(&cfg, m.ts, m.value).unwrap().0.score;
+            let b = restored.observe(&cfg, m.ts, m.value).unwrap().0.score;
+            assert_eq!(a.to_bits(), b.to_bits(), "at {}", m.ts);
+        }
+
+        // Without the checkpoint, a fresh detector has no warm-up behind it and misses the surge.
+        let blind = Arc::new(Collect::default());
+        let mut fresh = Processor::new(store, blind.clone(), DetectorConfig::default());
+        fresh.process(&surge, &stop).await.unwrap();
+        assert!(blind.0.lock().unwrap().is_empty(), "the checkpoint is what made the difference");
     }
 
     /// A store that fails its first `n` inserts.

@@ -34,6 +34,8 @@ pub struct Summary {
     pub above_half: u64,
     /// Anomalies the persistence rule raised.
     pub anomalies: u64,
+    /// Points at or before an earlier timestamp: scored 0, learnt from nothing.
+    pub out_of_order: u64,
 }
 
 /// Milliseconds since the epoch from the forms a benchmark file uses.
@@ -71,11 +73,19 @@ pub fn replay(input: impl Read, output: impl Write, config: &DetectorConfig) -> 
             .ok()
             .filter(|v: &f64| v.is_finite())
             .ok_or_else(|| ReplayError::Line { line, reason: format!("value {raw_value:?} is not a finite number") })?;
-        let (point, anomaly) = series.observe(config, ts, value);
         summary.points += 1;
-        summary.above_half += u64::from(point.score >= 0.5);
-        summary.anomalies += u64::from(anomaly.is_some());
-        writer.write_record([raw_ts, raw_value, &format!("{:.6}", point.score)])?;
+        let score = match series.observe(config, ts, value) {
+            Some((point, anomaly)) => {
+                summary.above_half += u64::from(point.score >= 0.5);
+                summary.anomalies += u64::from(anomaly.is_some());
+                point.score
+            }
+            None => {
+                summary.out_of_order += 1;
+                0.0
+            }
+        };
+        writer.write_record([raw_ts, raw_value, &format!("{score:.6}")])?;
     }
     writer.flush()?;
     Ok(summary)

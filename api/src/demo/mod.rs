@@ -268,11 +268,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
         executor: Arc::new(executors),
-        safety: Arc::new(LedgerFacts {
-            engine: facts_engine,
-            switches: access.clone(),
-            policy,
-        }),
+        safety: Arc::new(LedgerFacts { engine: facts_engine, switches: access.clone(), policy }),
     });
     let mut registry = Registry::new();
     registry.register(workflow::graph(workflow));
@@ -343,8 +339,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         while let Ok(detection) = detected.try_recv() {
             let run = match open_or_attach(&engine, &detection).await? {
                 Intake::Opened(run) => run,
-                // The same condition while its incident is open: attached, not opened again.
-                Intake::Attached(..) => continue,
+                // The same condition while its incident is open: attached, not opened again;
+                // the same detection again after it closed: a repeat.
+                Intake::Attached(..) | Intake::Repeated(_) => continue,
             };
             let scenario_index = active.lock().expect("active lock").get(&detection.service).copied();
             let scenario = scenario_index.map_or("(noise)".to_owned(), |i| scenarios[i].name.to_owned());

@@ -68,8 +68,7 @@ async fn a_fix_that_made_things_worse_is_not_auto_approved_again_after_a_restart
     // A new process: new connections, facts read back from the runs.
     let second = incidents(&db.store().await, config(), false).await.engine;
     let switches = Access::new(second.store(), Arc::new(SystemClock)).await.unwrap();
-    let facts_source =
-        LedgerFacts { engine: second.clone(), switches: switches.clone(), policy: config().policy };
+    let facts_source = LedgerFacts { engine: second.clone(), switches: switches.clone(), policy: config().policy };
     let action = s.actions[0].action.clone();
     let now = SystemClock.now();
     let facts = facts_source.facts(&action, "checkout", now).await.unwrap();

@@ -14,6 +14,7 @@ mod pg_restart;
 mod rbac;
 mod relay;
 mod remediation;
+mod replicas;
 mod slack;
 mod support;
 mod traces;

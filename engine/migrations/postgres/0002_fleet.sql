@@ -7,6 +7,10 @@
 ALTER TABLE runs ADD COLUMN correlation_key TEXT;
 CREATE UNIQUE INDEX runs_open_correlation ON runs (graph, correlation_key)
     WHERE correlation_key IS NOT NULL AND finished_at IS NULL;
+-- A start key is unique among all runs of a graph, finished or not: the same
+-- start (a replayed detection) never starts a second run.
+ALTER TABLE runs ADD COLUMN start_key TEXT;
+CREATE UNIQUE INDEX runs_start_key ON runs (graph, start_key) WHERE start_key IS NOT NULL;
 
 -- Facts that outlive the runs that recorded them (decisions, actions,
 -- outcomes), queried by kind, subject and time. `key` makes every write

@@ -119,16 +119,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(Reservation::AlreadyReserved);
         }
+        // Facts stamped later than this one count too: a concurrent reservation
+        // may have read the clock after this one and taken the lock before it.
         for (i, limit) in limits.iter().enumerate() {
             let since = fact.at.saturating_sub(limit.window);
             let row = sqlx::query(
                 "SELECT COUNT(*), MAX(at) FROM ledger
-                 WHERE kind = $1 AND (CAST($2 AS TEXT) IS NULL OR subject = CAST($2 AS TEXT)) AND at > $3 AND at <= $4",
+                 WHERE kind = $1 AND (CAST($2 AS TEXT) IS NULL OR subject = CAST($2 AS TEXT)) AND at > $3",
             )
             .bind(&limit.kind)
             .bind(limit.subject.as_deref())
             .bind(since.0)
-            .bind(fact.at.0)
             .fetch_one(&mut *tx)
             .await?;
             let count: i64 = row.try_get(0)?;

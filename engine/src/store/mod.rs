@@ -148,6 +148,8 @@ pub struct NewRun {
     pub state: Value,
     /// Unique among the graph's unfinished runs (see [`Store::start_or_signal`]).
     pub correlation_key: Option<String>,
+    /// Unique among all the graph's runs, finished or not.
+    pub start_key: Option<String>,
 }
 
 /// What [`Store::start_or_signal`] did.
@@ -157,6 +159,9 @@ pub enum Correlated {
     Started(RunId),
     /// The unfinished run holding the key got the signal.
     Signalled(RunId, Delivery),
+    /// A run with the same start key was started before and has finished:
+    /// this start is a repeat, and nothing was done.
+    Repeated(RunId),
 }
 
 /// A signal to deliver.
@@ -264,22 +269,27 @@ impl Store {
 
     pub async fn create_run(&self, run: &NewRun, now: Timestamp) -> Result<()> {
         if !self.insert_run(run, now).await? {
-            let key = run.correlation_key.clone().unwrap_or_default();
-            return Err(Error::KeyTaken { graph: run.graph.clone(), key });
+            return Err(match (&run.correlation_key, &run.start_key) {
+                (None, None) => Error::RunExists(run.id),
+                (key, start) => Error::KeyTaken {
+                    graph: run.graph.clone(),
+                    key: key.clone().or_else(|| start.clone()).unwrap_or_default(),
+                },
+            });
         }
         Ok(())
     }
 
     /// Inserts the run; false when its correlation key is held by an
-    /// unfinished run of the graph (nothing is written then).
+    /// unfinished run of the graph or its start key by any run of it
+    /// (nothing is written then). A duplicate id is an error.
     async fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO runs (id, graph, graph_version, status, node, state, step, attempt, due_at, created_at,
-                               updated_at, correlation_key)
-             VALUES ($1, $2, $3, 'runnable', $4, $5, 0, 1, $6, $6, $6, $7)
-             ON CONFLICT (graph, correlation_key) WHERE correlation_key IS NOT NULL AND finished_at IS NULL
-             DO NOTHING",
+                               updated_at, correlation_key, start_key)
+             VALUES ($1, $2, $3, 'runnable', $4, $5, 0, 1, $6, $6, $6, $7, $8)
+             ON CONFLICT DO NOTHING",
         )
         .bind(run.id.to_string())
         .bind(&run.graph)
@@ -288,6 +298,7 @@ impl Store {
         .bind(serde_json::to_string(&run.state)?)
         .bind(now.0)
         .bind(run.correlation_key.as_deref())
+        .bind(run.start_key.as_deref())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -302,13 +313,11 @@ impl Store {
 
     /// The unfinished run of `graph` that holds `key`, if any.
     pub async fn open_run_with_key(&self, graph: &str, key: &str) -> Result<Option<RunId>> {
-        let row = sqlx::query(
-            "SELECT id FROM runs WHERE graph = $1 AND correlation_key = $2 AND finished_at IS NULL",
-        )
-        .bind(graph)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT id FROM runs WHERE graph = $1 AND correlation_key = $2 AND finished_at IS NULL")
+            .bind(graph)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| rows::run_id_of(&r)).transpose()
     }
 
@@ -348,6 +357,20 @@ impl Store {
             }
             if self.insert_run(run, now).await? {
                 return Ok(Correlated::Started(run.id));
+            }
+            if let Some(start_key) = &run.start_key {
+                let row = sqlx::query("SELECT id FROM runs WHERE graph = $1 AND start_key = $2")
+                    .bind(&run.graph)
+                    .bind(start_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(row) = row {
+                    let earlier = rows::run_id_of(&row)?;
+                    // Open: it takes the signal (next pass); finished: a repeat.
+                    if self.open_run_with_key(&run.graph, key).await? != Some(earlier) {
+                        return Ok(Correlated::Repeated(earlier));
+                    }
+                }
             }
             // Another process started it between our lookup and insert: signal that one.
         }
@@ -845,6 +868,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok((rows::status(&r.try_get::<String, _>(0)?)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
+    /// How far the runs of one graph got: (runs, runs in `status`, history rows).
+    pub async fn graph_progress(&self, graph: &str, status: RunStatus) -> Result<(i64, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0),
+                    (SELECT COUNT(*) FROM run_history h JOIN runs r ON r.id = h.run_id WHERE r.graph = $1)
+             FROM runs WHERE graph = $1",
+        )
+        .bind(graph)
+        .bind(status.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     }
 
     pub async fn history(&self, run: RunId) -> Result<Vec<Checkpoint>> {

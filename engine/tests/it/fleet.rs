@@ -65,8 +65,16 @@ async fn one_unfinished_run_per_correlation_key(backend: Backend) {
     for i in 0..64 {
         let e = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            e.start_or_signal("wait", "fp-1", &json!({ "i": i }), &format!("attach-{i}"), "attach", json!({ "i": i }))
-                .await
+            e.start_or_signal(
+                "wait",
+                "fp-1",
+                None,
+                &json!({ "i": i }),
+                &format!("attach-{i}"),
+                "attach",
+                json!({ "i": i }),
+            )
+            .await
         }));
     }
     let mut started = Vec::new();
@@ -75,6 +83,7 @@ async fn one_unfinished_run_per_correlation_key(backend: Backend) {
         match t.await.unwrap().unwrap() {
             Correlated::Started(run) => started.push(run),
             Correlated::Signalled(run, delivery) => signalled.push((run, delivery)),
+            repeated => panic!("no start key, no repeat: {repeated:?}"),
         }
     }
     assert_eq!(started.len(), 1, "exactly one start among 64 concurrent calls");
@@ -92,11 +101,24 @@ async fn one_unfinished_run_per_correlation_key(backend: Backend) {
     worker.stop().await;
 
     // Finished, the key is free: the next detection opens a new run.
-    let again = b.start_or_signal("wait", "fp-1", &json!({}), "attach-x", "attach", json!({})).await.unwrap();
+    let again =
+        b.start_or_signal("wait", "fp-1", Some("s-2"), &json!({}), "attach-x", "attach", json!({})).await.unwrap();
     let Correlated::Started(second) = again else { panic!("expected a new run, got {again:?}") };
     assert_ne!(second, run);
+    // The same start again (a replayed trigger): while the run is open it takes
+    // the signal; once it finished, it is a repeat and starts nothing.
+    let open = a.start_or_signal("wait", "fp-1", Some("s-2"), &json!({}), "attach-z", "attach", json!({})).await;
+    assert_eq!(open.unwrap(), Correlated::Signalled(second, Delivery::Accepted));
+    a.signal(second, "go-2", "go", json!({})).await.unwrap();
+    let worker = BackgroundWorker::start(&a, fast_worker("w"));
+    assert_eq!(finished(&a, second).await.status, RunStatus::Completed);
+    worker.stop().await;
+    let repeat = b.start_or_signal("wait", "fp-1", Some("s-2"), &json!({}), "attach-r", "attach", json!({})).await;
+    assert_eq!(repeat.unwrap(), Correlated::Repeated(second));
+    assert_eq!(a.list(&engine::RunFilter { graph: Some("wait".into()), ..Default::default() }).await.unwrap().len(), 2);
     // The same key on another graph is another correlation.
-    let other = b.start_or_signal("note", "fp-1", &json!({}), "attach-y", "attach", json!({})).await.unwrap();
+    let other =
+        b.start_or_signal("note", "fp-1", Some("s-2"), &json!({}), "attach-y", "attach", json!({})).await.unwrap();
     assert!(matches!(other, Correlated::Started(_)), "{other:?}");
 }
 
@@ -155,7 +177,9 @@ async fn a_resource_has_one_holder_and_a_cooldown(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = if i % 2 == 0 { a.store().clone() } else { b.store().clone() };
-        tasks.push(tokio::spawn(async move { (i, store.hold("ecs:prod/api", &format!("run-{i}"), t0, ttl, cooldown).await) }));
+        tasks.push(tokio::spawn(async move {
+            (i, store.hold("ecs:prod/api", &format!("run-{i}"), t0, ttl, cooldown).await)
+        }));
     }
     let mut holders = Vec::new();
     for t in tasks {
@@ -184,7 +208,10 @@ async fn a_resource_has_one_holder_and_a_cooldown(backend: Backend) {
     // A holder that dies: its hold runs out at the ttl, then another takes it.
     let expired = t1.saturating_add(ttl);
     assert_eq!(s.hold("ecs:prod/api", "other", expired, ttl, cooldown).await.unwrap(), Hold::Held);
-    assert_eq!(s.holds(expired).await.unwrap(), vec![("ecs:prod/api".to_owned(), "other".to_owned(), expired.saturating_add(ttl))]);
+    assert_eq!(
+        s.holds(expired).await.unwrap(),
+        vec![("ecs:prod/api".to_owned(), "other".to_owned(), expired.saturating_add(ttl))]
+    );
     // Another resource is independent.
     assert_eq!(s.hold("ecs:prod/web", &holder, t1, ttl, cooldown).await.unwrap(), Hold::Held);
 }
@@ -245,7 +272,8 @@ async fn facts_are_written_with_the_checkpoint(backend: Backend) {
     assert_eq!(a.store().prune_ledger(Timestamp(i64::MAX)).await.unwrap(), 1);
     let err = a.store().create_run(&engine_new_run(), Timestamp(1)).await;
     assert!(err.is_ok(), "{err:?}");
-    let taken = a.store().create_run(&engine::NewRun { id: engine::RunId::new(), ..engine_new_run() }, Timestamp(1)).await;
+    let taken =
+        a.store().create_run(&engine::NewRun { id: engine::RunId::new(), ..engine_new_run() }, Timestamp(1)).await;
     assert!(matches!(taken, Err(Error::KeyTaken { .. })), "{taken:?}");
 }
 
@@ -257,5 +285,6 @@ fn engine_new_run() -> engine::NewRun {
         node: "wait".into(),
         state: json!({}),
         correlation_key: Some("held".into()),
+        start_key: None,
     }
 }
