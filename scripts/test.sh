@@ -12,10 +12,10 @@ scripts/ensure-tansu.sh
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # Test databases left behind by an interrupted run.
-psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sentinel\_t\_%'" |
+psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'sentinel\_t\_%' OR datname LIKE 'sentinel\_chaos\_%'" |
     while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 ch="${CLICKHOUSE_URL:-http://127.0.0.1:8123}"
-curl -fsS "$ch/?query=SHOW+DATABASES" | { grep '^sentinel_t_' || true; } |
+curl -fsS "$ch/?query=SHOW+DATABASES" | { grep -E '^(sentinel_t_|chaos_)' || true; } |
     while read -r db; do curl -fsS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
 cargo fmt --all --check
@@ -27,6 +27,14 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The chaos suite, reduced (100 incidents, fewer faults), on the debug binary.
+cargo build --locked --bin sentinel
+if CHAOS_INCIDENTS=100 CHAOS_FAULTS=reduced SENTINEL_BIN="${CARGO_TARGET_DIR:-target}/debug/sentinel" chaos/run.sh; then
+    echo "test result: ok. 1 passed; 0 failed; (chaos suite, reduced)" | tee -a "$log"
+else
+    echo "test result: FAILED. 0 passed; 1 failed; (chaos suite, reduced)" | tee -a "$log"
+    status=1
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

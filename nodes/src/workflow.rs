@@ -6,6 +6,8 @@
 //!             └─────────────────────────────────────────────────────────────────┘└→ escalate
 //! ```
 //!
+//! (`analyze` also escalates when its evidence stays out of reach after its retries.)
+//!
 //! Every node reads the incident state, acts only through ports, and appends
 //! to the incident's timeline, which the postmortem is written from.
 
@@ -231,7 +233,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
     let io = io_retry();
     Graph::builder(GRAPH, VERSION)
         .node("detect", w(|w, s, c| Box::pin(detect(w, s, c))))
-        .node_with_retry("analyze", w(|w, s, c| Box::pin(analyze_node(w, s, c))), io.clone())
+        .node_with_retry("analyze", w(|w, s, c| Box::pin(analyze_node(w, s, c))), analyze_retry())
         .node("plan", w(|w, s, c| Box::pin(plan(w, s, c))))
         .node_with_retry("await_approval", w(|w, s, c| Box::pin(await_approval(w, s, c))), io.clone())
         .node_with_retry("execute", w(|w, s, c| Box::pin(execute(w, s, c))), io.clone())
@@ -242,6 +244,7 @@ pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
         .node("closed", w(|w, s, c| Box::pin(closed(w, s, c))))
         .edge("detect", "next", "analyze")
         .edge("analyze", "next", "plan")
+        .edge("analyze", "unanalyzable", "escalate")
         .edge("plan", "next", "await_approval")
         .edge("plan", "no_action", "escalate")
         .edge("await_approval", "approved", "execute")
@@ -287,7 +290,17 @@ async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Ou
     let d = s.detection()?.clone();
     let ports =
         analyze::Ports { metrics: &*w.metrics, deployments: &*w.deployments, index: &*w.index, services: &w.services };
-    let analysis = analyze::analyze(&ports, &d, ctx.now()).await.map_err(port)?;
+    let analysis = match analyze::analyze(&ports, &d, ctx.now()).await.map_err(port) {
+        Ok(a) => a,
+        Err(e) if is_final(&e, &ctx, &analyze_retry()) => {
+            // The evidence stayed out of reach (a metric store outage longer
+            // than the retries): a person takes over rather than the run failing.
+            s.note(ctx.now(), "analyze", format!("could not gather evidence after {} attempts: {e}", ctx.attempt()));
+            s.outcome = Some(format!("escalated: could not analyze ({e})"));
+            return Ok((s, Transition::route("unanalyzable")));
+        }
+        Err(e) => return Err(e),
+    };
     for down in &analysis.downstream_affected {
         if !s.affected.contains(down) {
             s.affected.push(down.clone());
@@ -538,6 +551,17 @@ fn exec(e: ExecError) -> NodeError {
 /// instead, so a failure never goes unseen.
 fn is_final(e: &NodeError, ctx: &NodeContext, policy: &RetryPolicy) -> bool {
     matches!(e, NodeError::Fatal(_)) || ctx.attempt() >= policy.max_attempts
+}
+
+/// Analysis reads the metric store: its retries outlast a short outage of it
+/// (about two minutes in all) before the incident goes to a person.
+fn analyze_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(20),
+        ..RetryPolicy::default()
+    }
 }
 
 fn io_retry() -> RetryPolicy {
