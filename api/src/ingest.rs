@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::AppState;
 
+/// How long a starting server waits for ClickHouse before it gives up.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
 /// Largest body `POST /v1/events` takes (413 beyond).
 pub const MAX_EVENTS_BODY: usize = 8 * 1024 * 1024;
 
@@ -113,7 +116,21 @@ pub async fn open_store(config: &TelemetryConfig) -> anyhow::Result<Storage> {
     Ok(match &config.clickhouse {
         Some(ch) => {
             let store = ClickHouseStore::new(ch);
-            store.migrate().await.map_err(|e| anyhow::anyhow!("ClickHouse at {}: {e}", ch.url))?;
+            // A ClickHouse restarting as this process starts is waited for a
+            // while (a replica restarted during an outage), then reported.
+            let deadline = std::time::Instant::now() + STARTUP_WAIT;
+            let mut wait = Duration::from_millis(250);
+            loop {
+                match store.migrate().await {
+                    Ok(()) => break,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "ClickHouse not ready at start; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => anyhow::bail!("ClickHouse at {}: {e} (still failing after {STARTUP_WAIT:?})", ch.url),
+                }
+            }
             Storage { store: Arc::new(store), kind: "clickhouse" }
         }
         None => Storage { store: Arc::new(MemoryStore::new()), kind: "memory" },
