@@ -34,7 +34,8 @@ pub struct LedgerEntry {
 }
 
 /// At most `max` facts of `kind` (about `subject`, when set) within `window`
-/// before the reservation's time.
+/// before the reservation's time (or after it: a concurrent reservation may
+/// carry a later time). A zero window is no limit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limit {
     pub kind: String,
@@ -122,6 +123,10 @@ impl Store {
         // Facts stamped later than this one count too: a concurrent reservation
         // may have read the clock after this one and taken the lock before it.
         for (i, limit) in limits.iter().enumerate() {
+            // A zero window is no limit (e.g. a cooldown configured off).
+            if limit.window.is_zero() {
+                continue;
+            }
             let since = fact.at.saturating_sub(limit.window);
             let row = sqlx::query(
                 "SELECT COUNT(*), MAX(at) FROM ledger

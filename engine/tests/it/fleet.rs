@@ -166,6 +166,10 @@ async fn reservations_never_exceed_a_limit(backend: Backend) {
     let twice = NewFact { key: "twice".into(), subject: "svc-9".into(), ..fact(102) };
     assert!(matches!(b.store().reserve("auto", &twice, &per_subject).await.unwrap(), Reservation::Refused { .. }));
     assert_eq!(a.store().ledger("auto", Some("svc-9"), Timestamp(0)).await.unwrap().len(), 1);
+    // A zero window limits nothing, even against facts stamped later.
+    let off = vec![Limit { kind: "auto".into(), subject: Some("svc-9".into()), window: Duration::ZERO, max: 1 }];
+    let earlier = NewFact { key: "earlier".into(), subject: "svc-9".into(), at: Timestamp(now.0 - 5), ..fact(103) };
+    assert_eq!(a.store().reserve("auto", &earlier, &off).await.unwrap(), Reservation::Reserved);
 }
 
 async fn a_resource_has_one_holder_and_a_cooldown(backend: Backend) {
