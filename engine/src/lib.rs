@@ -28,6 +28,6 @@ pub use run::{
     RunFilter, RunId, RunStatus, Signal, StepOutcome,
 };
 pub use store::{
-    Correlated, Dialect, Hold, LedgerEntry, Limit, NewFact, NewRun, NewSignal, Reservation, Store, StoreConfig, CANCEL,
+    Correlated, Dialect, Hold, Limit, NewFact, NewRun, NewSignal, Reservation, Store, StoreConfig, CANCEL,
 };
 pub use worker::WorkerConfig;

@@ -11,20 +11,10 @@ use super::Store;
 use crate::clock::Timestamp;
 use crate::error::Result;
 
-/// A fact to record in the ledger. `key` makes the write idempotent.
+/// A fact in the ledger, as recorded and as read back. `key` makes the
+/// write idempotent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewFact {
-    pub key: String,
-    pub run_id: String,
-    pub kind: String,
-    pub subject: String,
-    pub at: Timestamp,
-    pub payload: Value,
-}
-
-/// A fact as the ledger holds it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LedgerEntry {
     pub key: String,
     pub run_id: String,
     pub kind: String,
@@ -78,7 +68,7 @@ impl Store {
     }
 
     /// Facts of `kind` (about `subject`, when set) at or after `since`, oldest first.
-    pub async fn ledger(&self, kind: &str, subject: Option<&str>, since: Timestamp) -> Result<Vec<LedgerEntry>> {
+    pub async fn ledger(&self, kind: &str, subject: Option<&str>, since: Timestamp) -> Result<Vec<NewFact>> {
         let rows = sqlx::query(
             "SELECT key, run_id, kind, subject, at, payload FROM ledger
              WHERE kind = $1 AND (CAST($2 AS TEXT) IS NULL OR subject = CAST($2 AS TEXT)) AND at >= $3
@@ -92,7 +82,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let payload: String = r.try_get("payload")?;
-                Ok(LedgerEntry {
+                Ok(NewFact {
                     key: r.try_get("key")?,
                     run_id: r.try_get("run_id")?,
                     kind: r.try_get("kind")?,

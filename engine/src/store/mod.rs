@@ -6,7 +6,7 @@
 mod fleet;
 mod rows;
 
-pub use fleet::{Hold, LedgerEntry, Limit, NewFact, Reservation};
+pub use fleet::{Hold, Limit, NewFact, Reservation};
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
