@@ -84,9 +84,11 @@ class Replica:
 
     def start(self):
         logf = open(f"{OUT}/serve-{self.i}.log", "a")
+        # A restarted replica keeps its name, as a pod does: it takes its Kafka partitions back at once.
+        env = dict(self.env, SENTINEL_INSTANCE_ID=f"replica-{self.i}")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--concurrency", "8"],
-            env=self.env, stdout=logf, stderr=logf)
+            env=env, stdout=logf, stderr=logf)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

@@ -6,6 +6,7 @@
 #
 #   chaos/run.sh                                  # 1,000 incidents, every fault
 #   CHAOS_INCIDENTS=100 CHAOS_FAULTS=reduced chaos/run.sh
+#   chaos/run.sh replicas                         # two processes: one incident, one limit
 #
 # SENTINEL_BIN picks the binary (default: a release build of this checkout).
 # Restarts the local PostgreSQL cluster and kills the local clickhouse-server:
@@ -21,4 +22,8 @@ if [ -z "${SENTINEL_BIN:-}" ]; then
     SENTINEL_BIN="${CARGO_TARGET_DIR:-target}/release/sentinel"
 fi
 export SENTINEL_BIN
-exec python3 chaos/chaos.py
+case "${1:-chaos}" in
+    chaos) exec python3 chaos/chaos.py ;;
+    replicas) exec python3 chaos/replicas.py ;;
+    *) echo "usage: chaos/run.sh [chaos|replicas]" >&2; exit 2 ;;
+esac

@@ -141,6 +141,9 @@ pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
         }
         config.kafka = Some(kafka);
     }
+    if let Some(id) = var("SENTINEL_INSTANCE_ID") {
+        config.instance_id = id;
+    }
     if let Some(url) = var("CLICKHOUSE_URL") {
         check_url("CLICKHOUSE_URL", &url)?;
         let mut ch = telemetry::store::ClickHouseConfig::new(url);
@@ -186,6 +189,9 @@ pub struct ExecutorsFile {
     #[serde(default)]
     pub auto_approve: executors::Allowlist,
     pub cooldown_secs: Option<u64>,
+    /// The policy's limits on auto-approvals, fleet-wide.
+    pub max_auto_per_minute: Option<u32>,
+    pub max_auto_per_hour: Option<u32>,
     pub max_scale_factor: Option<f64>,
     pub max_nodes_cordoned: Option<u64>,
     pub aws: Option<AwsSection>,

@@ -20,6 +20,8 @@ use telemetry::alertmanager::{self, Change};
 use telemetry::detect::DetectorConfig;
 use telemetry::event::parse_batch;
 use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
+
+use crate::partitions::SqlPartitionOwner;
 use telemetry::pipeline::{AnomalySink, Checkpointing, Embedded, Processor, PublishError, Publisher};
 
 use crate::detector_state::SqlDetectorStates;
@@ -48,6 +50,10 @@ pub struct TelemetryConfig {
     pub detectors: DetectorConfig,
     /// How often changed detector state is checkpointed.
     pub checkpoint_interval: Duration,
+    /// This process's name among the Kafka consumers (`SENTINEL_INSTANCE_ID`):
+    /// a replica restarted under the same name takes its partitions back at
+    /// once. Two live processes must never share one.
+    pub instance_id: String,
 }
 
 impl Default for TelemetryConfig {
@@ -59,6 +65,7 @@ impl Default for TelemetryConfig {
             max_batch: 10_000,
             detectors: DetectorConfig::default(),
             checkpoint_interval: Duration::from_secs(10),
+            instance_id: format!("sentinel-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 }
@@ -151,13 +158,15 @@ pub async fn start(
         states: Arc::new(SqlDetectorStates::new(engine.store().clone())),
         interval: config.checkpoint_interval,
     };
+    let shared = engine.store().clone();
     let intake = IntakeSink::new(engine);
     let processor = Processor::new(storage.store.clone(), Arc::new(intake.clone()), config.detectors.clone())
         .with_checkpointing(checkpointing);
     let (publisher, consumer): (Arc<dyn Publisher>, JoinHandle<()>) = match &config.kafka {
         Some(k) => {
             ensure_topic(k).await.map_err(|e| anyhow::anyhow!("Kafka at {}: {e}", k.brokers))?;
-            let source = KafkaSource::new(k).map_err(|e| anyhow::anyhow!(e))?;
+            let owner = SqlPartitionOwner::new(shared, &k.group, &config.instance_id);
+            let source = KafkaSource::new(k, Arc::new(owner)).map_err(|e| anyhow::anyhow!(e))?;
             let publisher = KafkaPublisher::new(k).map_err(|e| anyhow::anyhow!(e))?;
             (Arc::new(publisher), tokio::spawn(source.run(processor, stop)))
         }

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod ingest;
 pub mod logging;
 pub mod observe;
+pub mod partitions;
 pub mod relay;
 pub mod remediate;
 pub mod security;

@@ -129,9 +129,33 @@ enum BenchCommand {
     /// broker at KAFKA_BROKERS and the server at CLICKHOUSE_URL (local
     /// defaults); starts neither.
     Ingest(IngestBenchArgs),
+    /// The incident graph end to end on the mock backend: detection → resolved
+    /// latency (p50/p99) when the policy auto-approves and the first
+    /// verification reading recovers. PostgreSQL runs in a scratch database on
+    /// the DATABASE_URL server; SQLite in a temporary file.
+    Incident(IncidentBenchArgs),
     /// A worker that runs the benchmark graphs (`bench.*`) besides the
     /// incident workflow: for the crash and restart tests, never production.
     Worker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct IncidentBenchArgs {
+    /// Incidents opened in each run.
+    #[arg(long, default_value_t = 500)]
+    incidents: usize,
+    /// Detections per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Worker slots.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// Only these backends (postgres needs DATABASE_URL).
+    #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_owned(), "sqlite".to_owned()])]
+    backends: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -213,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
         Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
         Command::Bench(BenchCommand::Ingest(args)) => bench_ingest(args).await?,
+        Command::Bench(BenchCommand::Incident(args)) => bench_incident(args).await?,
         Command::Bench(BenchCommand::Worker(args)) => worker(args, true).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
@@ -455,6 +480,39 @@ fn bench_database(backend: &str) -> anyhow::Result<(String, Option<TempDir>)> {
         }
         other => anyhow::bail!("unknown backend `{other}` (postgres, sqlite)"),
     }
+}
+
+async fn bench_incident(args: IncidentBenchArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for backend in &args.backends {
+        let (url, _tmp) = bench_database(backend)?;
+        eprintln!("benchmarking the incident graph on {backend} …");
+        let b =
+            bench::incident::IncidentBench { url, incidents: args.incidents, rate: args.rate, workers: args.workers };
+        results.push(bench::incident::run_incident_bench(&b).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:>9} {:>7} {:>7} {:>6} {:>11} {:>8} {:>8} {:>8}",
+        "backend", "incidents", "rate/s", "workers", "steps", "resolved/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for f in &results {
+        println!(
+            "{:<9} {:>9} {:>7.0} {:>7} {:>6} {:>11.1} {:>8.1} {:>8.1} {:>8.1}",
+            f.backend, f.incidents, f.rate, f.workers, f.steps, f.resolved_per_sec, f.p50_ms, f.p99_ms, f.max_ms
+        );
+    }
+    for f in &results {
+        println!();
+        println!("{} path (medians): {:<16} {:>10} {:>8}", f.backend, "step", "waited ms", "ran ms");
+        for s in &f.path {
+            println!("{:>26}{:<16} {:>10.1} {:>8.1}", "", s.node, s.waited_p50_ms, s.ran_p50_ms);
+        }
+    }
+    Ok(())
 }
 
 async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<()> {

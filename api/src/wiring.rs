@@ -28,6 +28,8 @@ pub struct Acting {
     pub service_cooldown: Option<Duration>,
     /// The fleet-wide cooldown per target, when the executors file sets one.
     pub target_cooldown: Option<Duration>,
+    /// The policy's auto-approval limits (per minute, per hour), when set.
+    pub auto_limits: (Option<u32>, Option<u32>),
 }
 
 impl Acting {
@@ -46,6 +48,7 @@ impl Acting {
                 auto_approve: Allowlist::default(),
                 service_cooldown: None,
                 target_cooldown: None,
+                auto_limits: (None, None),
             });
         };
         let executors = Executors::build(&file.executors_config(), kill_switch).await?;
@@ -55,6 +58,7 @@ impl Acting {
             auto_approve: file.auto_approve.clone(),
             service_cooldown: file.cooldown_secs.map(Duration::from_secs),
             target_cooldown: file.target_cooldown_secs.map(Duration::from_secs),
+            auto_limits: (file.max_auto_per_minute, file.max_auto_per_hour),
         })
     }
 }
@@ -67,6 +71,12 @@ pub fn standalone_workflow(store: &Store, switches: Access, telemetry: StorePort
     }
     if let Some(cooldown) = acting.target_cooldown {
         config.target_cooldown = cooldown;
+    }
+    if let Some(n) = acting.auto_limits.0 {
+        config.policy.max_auto_per_minute = n;
+    }
+    if let Some(n) = acting.auto_limits.1 {
+        config.policy.max_auto_per_hour = n;
     }
     let policy = config.policy.clone();
     Arc::new(Workflow {

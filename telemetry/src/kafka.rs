@@ -1,7 +1,8 @@
 //! The Kafka half of the pipeline, through rdkafka (librdkafka 2.x): a
 //! producer keyed by service (one service's series stays on one partition, so
-//! one consumer sees all of it, in order) and a consumer group member that
-//! commits offsets only after its batch is stored and scanned.
+//! one consumer sees all of it, in order) and a consumer of the partitions
+//! this process owns ([`PartitionOwner`]) that commits offsets only after its
+//! batch is stored and scanned.
 //!
 //! On every partition assignment the consumer starts up to
 //! [`KafkaConfig::rewind`] messages before the committed offset. Some brokers
@@ -13,22 +14,21 @@
 //! it; the messages seen twice are harmless (event ids in the store,
 //! fingerprints at intake). Against Apache Kafka it only costs a re-read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
@@ -49,6 +49,11 @@ pub struct KafkaConfig {
     /// Messages re-read before the committed offset on assignment (see the
     /// module documentation); also the producer's largest record batch.
     pub rewind: i64,
+    /// How long a replica's claim on its partitions lasts unrenewed: how soon
+    /// a killed replica's partitions are consumed again by the others.
+    pub lease: Duration,
+    /// How often the claims are renewed and the share rebalanced.
+    pub claim_interval: Duration,
 }
 
 impl KafkaConfig {
@@ -62,6 +67,8 @@ impl KafkaConfig {
             max_batch: 10_000,
             max_wait: Duration::from_millis(200),
             rewind: 10_000,
+            lease: Duration::from_secs(5),
+            claim_interval: Duration::from_secs(1),
         }
     }
 }
@@ -91,44 +98,6 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), String> {
 pub struct KafkaPublisher {
     producer: FutureProducer,
     topic: String,
-}
-
-/// Starts each assigned partition `rewind` messages before its committed offset.
-pub struct RewindContext {
-    rewind: i64,
-    /// Set on every assignment: the consumer's detectors restore their series.
-    assigned: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl ClientContext for RewindContext {}
-
-impl ConsumerContext for RewindContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            if let Err(e) = consumer.unassign() {
-                tracing::warn!(error = %e, "kafka unassign");
-            }
-            return;
-        }
-        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(committed) => {
-                for elem in committed.elements() {
-                    if let Offset::Offset(at) = elem.offset() {
-                        let from = Offset::Offset((at - self.rewind).max(0));
-                        if let Err(e) = tpl.set_partition_offset(elem.topic(), elem.partition(), from) {
-                            tracing::warn!(error = %e, "kafka rewind");
-                        }
-                    }
-                }
-            }
-            // Without the committed offsets the assignment starts from them as usual.
-            Err(e) => tracing::warn!(error = %e, "kafka committed offsets; not rewinding"),
-        }
-        if let Err(e) = consumer.assign(tpl) {
-            tracing::warn!(error = %e, "kafka assign");
-        }
-        self.assigned.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 impl KafkaPublisher {
@@ -199,52 +168,188 @@ impl Publisher for KafkaPublisher {
     }
 }
 
-/// A consumer group member feeding a [`Processor`].
+/// Which partitions of the topic this process consumes.
+///
+/// Sentinel does not rely on the broker's group coordinator to hand out
+/// partitions: with tansu 0.6 (seen here), while replicas were SIGKILLed and
+/// restarted every few seconds, some partitions went unconsumed for minutes.
+/// Ownership is a lease instead, in the database every
+/// replica already shares (`sentinel::partitions`), fenced like every other
+/// fleet-wide ownership; offsets are still committed to the broker under
+/// [`KafkaConfig::group`], so the usual tooling shows the lag.
+#[async_trait]
+pub trait PartitionOwner: Send + Sync {
+    /// Renews this process's leases for `lease` and takes or gives back
+    /// partitions towards a fair share; answers the partitions it owns now.
+    async fn claim(&self, topic: &str, partitions: i32, lease: Duration) -> Result<BTreeSet<i32>, String>;
+    /// Gives every partition back at once (a clean stop), so others take over
+    /// without waiting for the leases to lapse.
+    async fn release(&self, topic: &str) -> Result<(), String>;
+}
+
+/// The only consumer of the topic owns every partition (tests, one process).
+pub struct AllPartitions;
+
+#[async_trait]
+impl PartitionOwner for AllPartitions {
+    async fn claim(&self, _topic: &str, partitions: i32, _lease: Duration) -> Result<BTreeSet<i32>, String> {
+        Ok((0..partitions).collect())
+    }
+
+    async fn release(&self, _topic: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Renews the leases every [`KafkaConfig::claim_interval`] and publishes the
+/// owned set. When the leases cannot be renewed for as long as they last,
+/// another replica may own them now: this one stops consuming them.
+async fn keep_claims(
+    owner: Arc<dyn PartitionOwner>,
+    config: KafkaConfig,
+    owned: watch::Sender<BTreeSet<i32>>,
+    stop: CancellationToken,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        match owner.claim(&config.topic, config.partitions, config.lease).await {
+            Ok(now) => {
+                renewed = Instant::now();
+                owned.send_if_modified(|current| {
+                    let changed = *current != now;
+                    *current = now;
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka partition leases not renewed");
+                if renewed.elapsed() >= config.lease {
+                    owned.send_if_modified(|current| !std::mem::take(current).is_empty());
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.claim_interval) => {}
+        }
+    }
+}
+
+/// A consumer of the partitions a [`PartitionOwner`] hands it, feeding a [`Processor`].
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer<RewindContext>>,
-    assigned: Arc<std::sync::atomic::AtomicBool>,
-    topic: String,
-    max_batch: usize,
-    max_wait: Duration,
+    consumer: Arc<StreamConsumer>,
+    owner: Arc<dyn PartitionOwner>,
+    config: KafkaConfig,
 }
 
 impl KafkaSource {
-    pub fn new(config: &KafkaConfig) -> Result<Self, String> {
-        let assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let consumer: StreamConsumer<RewindContext> = ClientConfig::new()
+    pub fn new(config: &KafkaConfig, owner: Arc<dyn PartitionOwner>) -> Result<Self, String> {
+        let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
+            // Offsets are committed under the group; partitions are assigned by us.
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            .create_with_context(RewindContext { rewind: config.rewind.max(0), assigned: assigned.clone() })
+            .create()
             .map_err(|e| format!("kafka consumer: {e}"))?;
-        consumer.subscribe(&[&config.topic]).map_err(|e| format!("subscribe to {}: {e}", config.topic))?;
-        Ok(KafkaSource {
-            consumer: Arc::new(consumer),
-            assigned,
-            topic: config.topic.clone(),
-            max_batch: config.max_batch,
-            max_wait: config.max_wait,
-        })
+        Ok(KafkaSource { consumer: Arc::new(consumer), owner, config: config.clone() })
+    }
+
+    /// Starts consuming `gained` (each `rewind` messages before its committed
+    /// offset, see the module documentation) and stops consuming `lost`.
+    fn reassign(&self, gained: &BTreeSet<i32>, lost: &BTreeSet<i32>) -> Result<(), KafkaError> {
+        if !lost.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for p in lost {
+                tpl.add_partition(&self.config.topic, *p);
+            }
+            self.consumer.incremental_unassign(&tpl)?;
+        }
+        if gained.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in gained {
+            tpl.add_partition(&self.config.topic, *p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let mut start = TopicPartitionList::new();
+        for elem in committed.elements() {
+            let from = match elem.offset() {
+                Offset::Offset(at) => Offset::Offset((at - self.config.rewind.max(0)).max(0)),
+                _ => Offset::Beginning,
+            };
+            start.add_partition_offset(elem.topic(), elem.partition(), from)?;
+        }
+        self.consumer.incremental_assign(&start)
     }
 
     /// Consumes until `stop` fires: batches by size or time, processes each,
     /// then commits its offsets. A batch interrupted by `stop` is not
-    /// committed; the group hands it out again.
+    /// committed; its partitions' next owner reads it again.
     pub async fn run(self, mut processor: Processor, stop: CancellationToken) {
+        let (tx, mut owned_rx) = watch::channel(BTreeSet::new());
+        let claims_stop = stop.child_token();
+        let claims = tokio::spawn(keep_claims(self.owner.clone(), self.config.clone(), tx, claims_stop.clone()));
+        // Dropped with this future (an aborted task): the claims stop being renewed too.
+        let renewing = claims_stop.drop_guard();
+        self.consume(&mut processor, &mut owned_rx, &stop).await;
+        drop(renewing);
+        let _ = claims.await;
+        processor.checkpoint().await;
+        if let Err(e) = self.owner.release(&self.config.topic).await {
+            tracing::warn!(error = %e, "kafka partitions not released; they lapse on their own");
+        }
+    }
+
+    async fn consume(
+        &self,
+        processor: &mut Processor,
+        owned_rx: &mut watch::Receiver<BTreeSet<i32>>,
+        stop: &CancellationToken,
+    ) {
+        let mut owned: BTreeSet<i32> = BTreeSet::new();
         loop {
+            if owned_rx.has_changed().unwrap_or(false) {
+                let now = owned_rx.borrow_and_update().clone();
+                let gained: BTreeSet<i32> = now.difference(&owned).copied().collect();
+                let lost: BTreeSet<i32> = owned.difference(&now).copied().collect();
+                match self.reassign(&gained, &lost) {
+                    Ok(()) => {
+                        tracing::info!(partitions = ?now, "kafka partitions owned");
+                        owned = now;
+                        if !gained.is_empty() {
+                            // Series of these partitions were someone else's: restore their state.
+                            processor.reassigned().await;
+                        }
+                    }
+                    Err(e) => {
+                        // Tried again at the next renewal.
+                        tracing::warn!(error = %e, "kafka assignment failed");
+                        owned_rx.mark_changed();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
             let mut events = Vec::new();
             let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
             let mut deadline: Option<Instant> = None;
-            while events.len() < self.max_batch {
+            while events.len() < self.config.max_batch {
                 let wait = match deadline {
                     None => Duration::from_secs(3600),
                     Some(d) => d.saturating_duration_since(Instant::now()),
                 };
                 let received = tokio::select! {
-                    _ = stop.cancelled() => return processor.checkpoint().await,
+                    _ = stop.cancelled() => return,
+                    // The owned partitions changed: reassign before the next batch
+                    // (`changed` marked the value seen; mark it again for the check above).
+                    Ok(()) = owned_rx.changed(), if deadline.is_none() => {
+                        owned_rx.mark_changed();
+                        break;
+                    }
                     r = tokio::time::timeout(wait, self.consumer.recv()) => r,
                 };
                 let message = match received {
@@ -256,7 +361,10 @@ impl KafkaSource {
                     }
                     Ok(Ok(m)) => m,
                 };
-                deadline.get_or_insert_with(|| Instant::now() + self.max_wait);
+                if !owned.contains(&message.partition()) {
+                    continue; // fetched before the partition was given up
+                }
+                deadline.get_or_insert_with(|| Instant::now() + self.config.max_wait);
                 offsets.insert(message.partition(), message.offset());
                 match message.payload().map(serde_json::from_slice::<Event>) {
                     Some(Ok(e)) => events.push(e),
@@ -270,16 +378,12 @@ impl KafkaSource {
             if offsets.is_empty() {
                 continue;
             }
-            if self.assigned.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                // Partitions moved: series this replica had may have moved on elsewhere.
-                processor.reassigned().await;
-            }
-            if processor.process(&events, &stop).await.is_err() {
-                return processor.checkpoint().await;
+            if processor.process(&events, stop).await.is_err() {
+                return;
             }
             let mut list = TopicPartitionList::new();
             for (partition, offset) in &offsets {
-                if let Err(e) = list.add_partition_offset(&self.topic, *partition, Offset::Offset(offset + 1)) {
+                if let Err(e) = list.add_partition_offset(&self.config.topic, *partition, Offset::Offset(offset + 1)) {
                     tracing::warn!(error = %e, "offset list");
                 }
             }

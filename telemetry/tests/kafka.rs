@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use support::*;
 use telemetry::detect::DetectorConfig;
 use telemetry::event::Event;
-use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
+use telemetry::kafka::{ensure_topic, AllPartitions, KafkaConfig, KafkaPublisher, KafkaSource};
 use telemetry::pipeline::{Backoff, Processor, PublishError, Publisher};
 use telemetry::store::{ClickHouseStore, EventStore, StoreError};
 use telemetry::testing::Proxy;
@@ -55,8 +55,11 @@ async fn events_through_kafka_land_exactly_and_one_fault_is_one_anomaly() {
     let store = Arc::new(clickhouse(&unique("kafka_exact")).await);
     let sink = Arc::new(Collect::default());
     let stop = CancellationToken::new();
-    let consumer =
-        tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(store.clone(), sink.clone()), stop.clone()));
+    let consumer = tokio::spawn(
+        KafkaSource::new(&config, Arc::new(AllPartitions))
+            .unwrap()
+            .run(processor(store.clone(), sink.clone()), stop.clone()),
+    );
 
     let publisher = KafkaPublisher::new(&config).unwrap();
     let events = series();
@@ -138,7 +141,9 @@ async fn a_consumer_killed_mid_batch_loses_nothing() {
     }
     let sink = Arc::new(Collect::default());
     let stop = CancellationToken::new();
-    let doomed = tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(first.clone(), sink.clone()), stop));
+    let doomed = tokio::spawn(
+        KafkaSource::new(&config, Arc::new(AllPartitions)).unwrap().run(processor(first.clone(), sink.clone()), stop),
+    );
     // Wait until it is stuck inside its second batch, then kill it there.
     tokio::time::timeout(Duration::from_secs(60), async {
         while *first.hung.lock().unwrap() == 0 {
@@ -154,7 +159,9 @@ async fn a_consumer_killed_mid_batch_loses_nothing() {
 
     let store = Arc::new(clickhouse_reuse(&db));
     let stop = CancellationToken::new();
-    let again = tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(store.clone(), sink), stop.clone()));
+    let again = tokio::spawn(
+        KafkaSource::new(&config, Arc::new(AllPartitions)).unwrap().run(processor(store.clone(), sink), stop.clone()),
+    );
     wait_for_metrics(store.as_ref(), events.len() as u64, Duration::from_secs(90)).await;
     stop.cancel();
     again.await.unwrap();
@@ -171,7 +178,9 @@ async fn clickhouse_away_holds_the_batch_and_nothing_is_lost() {
     let store = Arc::new(clickhouse_at(&format!("http://{}", proxy.addr), &db).await);
     let sink = Arc::new(Collect::default());
     let stop = CancellationToken::new();
-    let consumer = tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(store.clone(), sink), stop.clone()));
+    let consumer = tokio::spawn(
+        KafkaSource::new(&config, Arc::new(AllPartitions)).unwrap().run(processor(store.clone(), sink), stop.clone()),
+    );
     let publisher = KafkaPublisher::new(&config).unwrap();
     let events = series();
     publisher.publish(events[..300].to_vec()).await.unwrap();
@@ -238,7 +247,9 @@ async fn a_broker_restarted_during_ingestion_loses_nothing() {
     let store = Arc::new(clickhouse(&unique("kafka_restart")).await);
     let sink = Arc::new(Collect::default());
     let stop = CancellationToken::new();
-    let consumer = tokio::spawn(KafkaSource::new(&config).unwrap().run(processor(store.clone(), sink), stop.clone()));
+    let consumer = tokio::spawn(
+        KafkaSource::new(&config, Arc::new(AllPartitions)).unwrap().run(processor(store.clone(), sink), stop.clone()),
+    );
     let publisher = KafkaPublisher::new(&config).unwrap();
     let events = series();
     let mut failed = 0;

@@ -22,7 +22,7 @@ use nodes::incident::Detection;
 use serde::Serialize;
 use serde_json::{json, Value};
 use telemetry::detect::DetectorConfig;
-use telemetry::kafka::{ensure_topic, KafkaConfig, KafkaPublisher, KafkaSource};
+use telemetry::kafka::{ensure_topic, AllPartitions, KafkaConfig, KafkaPublisher, KafkaSource};
 use telemetry::pipeline::{AnomalySink, Processor};
 use telemetry::store::{ClickHouseConfig, ClickHouseStore, EventStore};
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ impl Rig {
         let stopwatch = Arc::new(Stopwatch::default());
         let stop = CancellationToken::new();
         let processor = Processor::new(store.clone(), stopwatch.clone(), DetectorConfig::default());
-        let source = KafkaSource::new(&kafka).map_err(|e| anyhow::anyhow!(e))?;
+        let source = KafkaSource::new(&kafka, Arc::new(AllPartitions)).map_err(|e| anyhow::anyhow!(e))?;
         let consumer = tokio::spawn(source.run(processor, stop.clone()));
         let telemetry = Telemetry {
             publisher: Arc::new(KafkaPublisher::new(&kafka).map_err(|e| anyhow::anyhow!(e))?),

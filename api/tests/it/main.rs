@@ -10,6 +10,7 @@ mod facts;
 mod gates;
 mod ingest;
 mod ingest_crash;
+mod partitions;
 mod pg_restart;
 mod rbac;
 mod relay;
