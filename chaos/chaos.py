@@ -313,12 +313,22 @@ def verdict(opened, stats, counts):
     failed = [r for r in runs if r[1] == "failed"]
     gaps = [r for r in runs if history.get(r[0], (0, 0, -1)) != (int(r[3]), 0, int(r[3]) - 1) and int(r[3]) > 0]
     dup_incidents = [k for k, rs in by_key.items() if len(rs) > 1]
-    actions = [json.loads(line) for line in open(f"{OUT}/actions.jsonl")] if os.path.exists(f"{OUT}/actions.jsonl") else []
-    seen, dup_effects = set(), 0
+    def lines(name):
+        path = f"{OUT}/{name}"
+        return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    actions, deliveries = lines("actions.jsonl"), lines("deliveries.jsonl")
+    # A side effect is duplicated when the backend applied more actions for a run
+    # than the run recorded (a retried step under a new key would do it); a
+    # redelivery under the same key is absorbed by the backend, as designed.
+    recorded = {r[0]: int(r[1]) for r in psql(DB_URL, "SELECT id, COALESCE(json_array_length(state::json->'actions'), 0) "
+                                                      "FROM runs WHERE graph = 'incident'")}
+    applied = {}
     for a in actions:
-        k = (a["verb"], a["key"])
-        dup_effects += k in seen
-        seen.add(k)
+        if a["verb"] == "execute":
+            run = a["key"].split(":", 1)[0]
+            applied[run] = applied.get(run, 0) + 1
+    dup_effects = sum(max(0, n - recorded.get(run, 0)) for run, n in applied.items())
+    unapplied = sum(max(0, n - applied.get(run, 0)) for run, n in recorded.items())
     posts = [json.loads(line) for line in open(f"{OUT}/slack.jsonl")] if os.path.exists(f"{OUT}/slack.jsonl") else []
     post_keys = [p["key"] for p in posts]
     dup_posts = len(post_keys) - len(set(post_keys))
@@ -339,6 +349,7 @@ def verdict(opened, stats, counts):
         ("runs stuck (not terminal, not waiting on a human)", len(stuck)),
         ("runs failed", len(failed)),
         ("duplicate side effects at the backend", dup_effects),
+        ("actions recorded but never applied at the backend", unapplied),
         ("history gaps", len(gaps)),
         ("duplicate incidents per fingerprint", len(dup_incidents)),
         ("policy limits exceeded (5/min, 30/h)", over),
@@ -348,6 +359,7 @@ def verdict(opened, stats, counts):
     for name, v in rows:
         print(f"  {name:<52} {v}")
     print(f"  {'actions at the backend (execute + rollback)':<52} {len(actions)}")
+    print(f"  {'redeliveries of an applied key (absorbed)':<52} {len(deliveries) - len(actions)}")
     print(f"  {'auto-approvals':<52} {len(autos)}")
     print(f"  {'Slack posts':<52} {len(posts)}")
     print(f"  {'approvals sent (REST, Slack clicks)':<52} {stats['rest']}, {stats['slack']}")

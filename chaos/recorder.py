@@ -2,7 +2,8 @@
 """The chaos suite's stand-ins for the world outside Sentinel, in one process:
 
 - a recording action backend (Sentinel's webhook executor points here): every
-  execute/rollback is appended, with its idempotency key, to actions.jsonl;
+  execute/rollback delivery is appended to deliveries.jsonl, and each one applied
+  (a key is applied once, as the webhook contract asks) to actions.jsonl;
 - a Slack Web API (chat.postMessage, chat.update, conversations.history):
   every post is appended to slack.jsonl with its outbox key (metadata).
 
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PORT, DIR = int(sys.argv[1]), sys.argv[2]
 lock = threading.Lock()
 channel = []  # messages posted, oldest first
+applied = {}  # idempotency key -> the answer given when it was applied
 
 
 def append(name, record):
@@ -53,11 +55,22 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlparse(self.path).path
         if path.startswith("/hooks/"):
             verb = path.rsplit("/", 1)[1]
+            answer = {"target": body.get("target"), "replicas": 3, "changed": verb != "describe"}
             if verb in ("execute", "rollback"):
-                append("actions.jsonl", {"verb": verb, "key": body.get("idempotency_key"),
-                                         "target": body.get("target"), "action": body.get("action"),
-                                         "at": time.time()})
-            return self.answer(200, {"target": body.get("target"), "replicas": 3, "changed": verb != "describe"})
+                key = body.get("idempotency_key")
+                record = {"verb": verb, "key": key, "target": body.get("target"), "action": body.get("action"),
+                          "at": time.time()}
+                append("deliveries.jsonl", record)
+                # As the webhook contract asks of a receiver: a key is applied at most
+                # once; a redelivery (a resumed step) gets the first answer again.
+                with lock:
+                    first = key not in applied
+                    if first:
+                        applied[key] = answer
+                    answer = applied[key]
+                if first:
+                    append("actions.jsonl", record)
+            return self.answer(200, answer)
         if path == "/api/chat.postMessage":
             with lock:
                 ts = f"{int(time.time())}.{len(channel):06d}"

@@ -27,6 +27,14 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The chaos suite, reduced (100 incidents, fewer faults), on the debug binary.
+cargo build --locked --bin sentinel
+if CHAOS_INCIDENTS=100 CHAOS_FAULTS=reduced SENTINEL_BIN="${CARGO_TARGET_DIR:-target}/debug/sentinel" chaos/run.sh; then
+    echo "test result: ok. 1 passed; 0 failed; (chaos suite, reduced)" | tee -a "$log"
+else
+    echo "test result: FAILED. 0 passed; 1 failed; (chaos suite, reduced)" | tee -a "$log"
+    status=1
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
