@@ -257,6 +257,26 @@ impl KafkaSource {
         Ok(KafkaSource { consumer: Arc::new(consumer), owner, config: config.clone() })
     }
 
+    /// The topic's partitions as the broker has them (a topic made elsewhere
+    /// may have more than [`KafkaConfig::partitions`]).
+    async fn partition_count(&self) -> i32 {
+        let (consumer, topic) = (self.consumer.clone(), self.config.topic.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let meta = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).ok()?;
+            meta.topics().first().map(|t| t.partitions().len() as i32)
+        })
+        .await
+        .ok()
+        .flatten();
+        match found {
+            Some(n) if n > 0 => n,
+            _ => {
+                tracing::warn!(topic = %self.config.topic, assumed = self.config.partitions, "kafka topic metadata unavailable");
+                self.config.partitions
+            }
+        }
+    }
+
     /// Starts consuming `gained` (each `rewind` messages before its committed
     /// offset, see the module documentation) and stops consuming `lost`.
     fn reassign(&self, gained: &BTreeSet<i32>, lost: &BTreeSet<i32>) -> Result<(), KafkaError> {
@@ -292,7 +312,8 @@ impl KafkaSource {
     pub async fn run(self, mut processor: Processor, stop: CancellationToken) {
         let (tx, mut owned_rx) = watch::channel(BTreeSet::new());
         let claims_stop = stop.child_token();
-        let claims = tokio::spawn(keep_claims(self.owner.clone(), self.config.clone(), tx, claims_stop.clone()));
+        let config = KafkaConfig { partitions: self.partition_count().await, ..self.config.clone() };
+        let claims = tokio::spawn(keep_claims(self.owner.clone(), config, tx, claims_stop.clone()));
         // Dropped with this future (an aborted task): the claims stop being renewed too.
         let renewing = claims_stop.drop_guard();
         self.consume(&mut processor, &mut owned_rx, &stop).await;
