@@ -29,6 +29,19 @@ impl SqlPartitionOwner {
     pub fn member(&self) -> &str {
         &self.member
     }
+
+    async fn partition_rows(&self, topic: &str, partitions: i32) -> Result<Vec<sqlx::any::AnyRow>, String> {
+        sqlx::query(
+            "SELECT partition_no, owner, lease_until FROM partition_owners
+             WHERE consumer_group = $1 AND topic = $2 AND partition_no < $3 ORDER BY partition_no",
+        )
+        .bind(&self.group)
+        .bind(topic)
+        .bind(partitions)
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(db)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -68,18 +81,6 @@ impl PartitionOwner for SqlPartitionOwner {
             .map_err(db)?
             .try_get(0)
             .map_err(db)?;
-        for p in 0..partitions {
-            sqlx::query(
-                "INSERT INTO partition_owners (consumer_group, topic, partition_no, owner, lease_until)
-                 VALUES ($1, $2, $3, NULL, 0) ON CONFLICT (consumer_group, topic, partition_no) DO NOTHING",
-            )
-            .bind(&self.group)
-            .bind(topic)
-            .bind(p)
-            .execute(pool)
-            .await
-            .map_err(db)?;
-        }
         // Renew what is still ours (a lease that lapsed may be someone else's now).
         sqlx::query(
             "UPDATE partition_owners SET lease_until = $4
@@ -93,16 +94,23 @@ impl PartitionOwner for SqlPartitionOwner {
         .execute(pool)
         .await
         .map_err(db)?;
-        let rows = sqlx::query(
-            "SELECT partition_no, owner, lease_until FROM partition_owners
-             WHERE consumer_group = $1 AND topic = $2 AND partition_no < $3 ORDER BY partition_no",
-        )
-        .bind(&self.group)
-        .bind(topic)
-        .bind(partitions)
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+        let mut rows = self.partition_rows(topic, partitions).await?;
+        if rows.len() < partitions as usize {
+            // First sight of the topic (or of new partitions): one row each, then read again.
+            for p in 0..partitions {
+                sqlx::query(
+                    "INSERT INTO partition_owners (consumer_group, topic, partition_no, owner, lease_until)
+                     VALUES ($1, $2, $3, NULL, 0) ON CONFLICT (consumer_group, topic, partition_no) DO NOTHING",
+                )
+                .bind(&self.group)
+                .bind(topic)
+                .bind(p)
+                .execute(pool)
+                .await
+                .map_err(db)?;
+            }
+            rows = self.partition_rows(topic, partitions).await?;
+        }
         let mut mine = BTreeSet::new();
         let mut free = Vec::new();
         for row in rows {

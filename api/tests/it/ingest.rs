@@ -176,11 +176,7 @@ pub async fn clickhouse(url: &str, name: &str) -> (ClickHouseConfig, Storage) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_to_kafka_to_clickhouse_exactly_as_sent() {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    assert!(
-        tokio::net::TcpStream::connect(brokers.split(',').next().unwrap()).await.is_ok(),
-        "no Kafka broker answers at {brokers}; run scripts/ensure-tansu.sh"
-    );
+    let brokers = crate::support::kafka_brokers().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let kafka = KafkaConfig {
         topic: format!("t-http-{id}"),

@@ -45,11 +45,7 @@ async fn up(http: &reqwest::Client, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_killed_during_ingestion_loses_no_accepted_event() {
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    assert!(
-        tokio::net::TcpStream::connect(brokers.split(',').next().unwrap()).await.is_ok(),
-        "no Kafka broker answers at {brokers}; run scripts/ensure-tansu.sh"
-    );
+    let brokers = crate::support::kafka_brokers().await;
     let clickhouse = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
     let id = uuid::Uuid::new_v4().simple().to_string();
     let database_url = fresh_database(&admin_url()).await;

@@ -129,11 +129,7 @@ async fn a_killed_consumers_partitions_are_consumed_by_the_other() {
     use telemetry::pipeline::{ChannelSink, Processor, Publisher};
     use tokio_util::sync::CancellationToken;
 
-    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    assert!(
-        tokio::net::TcpStream::connect(brokers.split(',').next().unwrap()).await.is_ok(),
-        "no Kafka broker answers at {brokers}; run scripts/ensure-tansu.sh"
-    );
+    let brokers = crate::support::kafka_brokers().await;
     let (db, _) = members(Backend::Postgres, &[]).await;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let config = KafkaConfig {

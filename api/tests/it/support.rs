@@ -170,3 +170,13 @@ pub async fn incidents_reading(
         access,
     }
 }
+
+/// `KAFKA_BROKERS` (the scripts' local default), after checking a broker answers there.
+pub async fn kafka_brokers() -> String {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    assert!(
+        tokio::net::TcpStream::connect(brokers.split(',').next().unwrap()).await.is_ok(),
+        "no Kafka broker answers at {brokers}; run scripts/ensure-tansu.sh"
+    );
+    brokers
+}
