@@ -384,19 +384,26 @@ def main():
     http("PUT", f"{MOTO}/chaos-{RUN.replace('_', '-')}", b"")
     recorder = subprocess.Popen([sys.executable, f"{ROOT}/chaos/recorder.py", str(RECORDER_PORT), OUT])
     tansu_box = [start_tansu()]
-    with open(f"{OUT}/executors.yaml", "w") as f:
-        f.write(f"""dry_run: false
-allowlist: ["kubernetes:chaos/*"]
-auto_approve: ["kubernetes:chaos/*"]
-target_cooldown_secs: 0
-webhook: {{ url: "http://127.0.0.1:{RECORDER_PORT}/hooks", kinds: [kubernetes] }}
+    with open(f"{OUT}/sentinel.yaml", "w") as f:
+        f.write(f"""unlisted_services:
+  kubernetes: {{ namespace: chaos }}
+policy:
+  auto_approve: ["kubernetes:chaos/*"]
+  target_cooldown: 0s
+executors:
+  dry_run: false
+  allowlist: ["kubernetes:chaos/*"]
+  webhook: {{ url: "http://127.0.0.1:{RECORDER_PORT}/hooks", kinds: [kubernetes] }}
+slack:
+  channel: C0CHAOS
+  api_url: "http://127.0.0.1:{RECORDER_PORT}"
+  approvers: {{ anyone: [U1, U2] }}
 """)
     env = dict(os.environ, DATABASE_URL=DB_URL, KAFKA_BROKERS=f"127.0.0.1:{KAFKA_PORT}",
                SENTINEL_KAFKA_TOPIC=f"chaos-{RUN}", SENTINEL_KAFKA_GROUP=f"chaos-{RUN}",
                CLICKHOUSE_URL=CLICKHOUSE, SENTINEL_CLICKHOUSE_DATABASE=f"chaos_{RUN}",
-               SENTINEL_EXECUTORS_FILE=f"{OUT}/executors.yaml", SLACK_BOT_TOKEN="xoxb-chaos",
-               SENTINEL_SLACK_CHANNEL="C0CHAOS", SENTINEL_SLACK_API_URL=f"http://127.0.0.1:{RECORDER_PORT}",
-               SLACK_SIGNING_SECRET=SIGNING, SENTINEL_SLACK_APPROVERS="U1,U2",
+               SENTINEL_CONFIG=f"{OUT}/sentinel.yaml", SLACK_BOT_TOKEN="xoxb-chaos",
+               SLACK_SIGNING_SECRET=SIGNING,
                RUST_LOG=os.environ.get("RUST_LOG", "warn"))
     subprocess.run([BIN, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     key = json.loads(subprocess.run([BIN, "keys", "create", "--direct", "--name", "chaos", "--role", "operator",

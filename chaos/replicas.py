@@ -29,9 +29,9 @@ DB_URL = ADMIN.rsplit("/", 1)[0] + "/" + DB
 CANDIDATES = "state::jsonb->'detection'->>'service' <> 'svc-one'"
 
 
-def notification(service, i, namespace="chaos"):
+def notification(service, i):
     starts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 600)) + f".{i:03d}Z"
-    labels = {"alertname": "HighErrorRate", "service": service, "namespace": namespace,
+    labels = {"alertname": "HighErrorRate", "service": service, "namespace": "chaos",
               "anomaly_type": "error_rate_spike", "metric": "error_rate", "severity": "warning"}
     return {
         "version": "4", "groupKey": f"{{}}:{{alertname=\"HighErrorRate\", service=\"{service}\"}}",
@@ -72,17 +72,24 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     psql(ADMIN, f"CREATE DATABASE {DB}")
     recorder = subprocess.Popen([sys.executable, f"{chaos.ROOT}/chaos/recorder.py", str(RECORDER_PORT), OUT])
-    with open(f"{OUT}/executors.yaml", "w") as f:
-        f.write(f"""dry_run: false
-allowlist: ["kubernetes:chaos/*"]
-auto_approve: ["kubernetes:chaos/*"]
-max_auto_per_minute: 10
-max_auto_per_hour: 1000
-target_cooldown_secs: 0
-webhook: {{ url: "http://127.0.0.1:{RECORDER_PORT}/hooks", kinds: [kubernetes] }}
+    with open(f"{OUT}/sentinel.yaml", "w") as f:
+        f.write(f"""services:
+  - name: svc-one            # part 1: runs where the policy may not act alone
+    runs_on: {{ kubernetes: {{ namespace: manual }} }}
+unlisted_services:
+  kubernetes: {{ namespace: chaos }}
+policy:
+  auto_approve: ["kubernetes:chaos/*"]
+  max_auto_per_minute: 10
+  max_auto_per_hour: 1000
+  target_cooldown: 0s
+executors:
+  dry_run: false
+  allowlist: ["kubernetes:chaos/*"]
+  webhook: {{ url: "http://127.0.0.1:{RECORDER_PORT}/hooks", kinds: [kubernetes] }}
 """)
     env = dict(os.environ, DATABASE_URL=DB_URL, CLICKHOUSE_URL=CLICKHOUSE,
-               SENTINEL_CLICKHOUSE_DATABASE=f"replicas_{RUN}", SENTINEL_EXECUTORS_FILE=f"{OUT}/executors.yaml",
+               SENTINEL_CLICKHOUSE_DATABASE=f"replicas_{RUN}", SENTINEL_CONFIG=f"{OUT}/sentinel.yaml",
                RUST_LOG=os.environ.get("RUST_LOG", "warn"))
     env.pop("KAFKA_BROKERS", None)
     subprocess.run([BIN, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -98,8 +105,8 @@ webhook: {{ url: "http://127.0.0.1:{RECORDER_PORT}/hooks", kinds: [kubernetes] }
 
         # 1. One fingerprint, 200 concurrent firings across both processes.
         t = time.time()
-        # (In a namespace the policy may not act on alone: it takes none of part 2's auto-approvals.)
-        post_all(replicas, key, [notification("svc-one", i, "manual") for i in range(200)])
+        # (The catalogue puts svc-one where the policy may not act alone: it takes none of part 2's auto-approvals.)
+        post_all(replicas, key, [notification("svc-one", i) for i in range(200)])
         took = time.time() - t
         runs = psql(DB_URL, "SELECT id FROM runs WHERE graph = 'incident'")
         attached = psql(DB_URL, "SELECT COUNT(*) FROM run_signals WHERE kind = 'attach'")[0][0]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing and starting what the
-# tests need (PostgreSQL, a moto server, clickhouse-server, the tansu broker).
+# tests need (PostgreSQL, a moto server, clickhouse-server, the tansu broker,
+# Prometheus and Alertmanager).
 # Safe to run again: every step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ scripts/ensure-postgres.sh
 scripts/ensure-moto.sh
 scripts/ensure-clickhouse.sh
 scripts/ensure-tansu.sh
+scripts/ensure-prometheus.sh
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # Test databases left behind by an interrupted run.

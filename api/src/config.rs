@@ -1,334 +1,655 @@
-//! Configuration the binary reads from the environment. Only the binary reads env.
+//! The one configuration: `sentinel.yaml` (path from `--config` or
+//! `SENTINEL_CONFIG`), read once into [`Config`] and passed down. Secrets come
+//! only from the environment; URLs may be in the file, and the environment
+//! overrides them. Every error names `FILE:LINE:COLUMN` (or the variable).
+//! `sentinel.example.yaml` at the repository root documents every field.
+//!
+//! | variable | what | file field it overrides |
+//! |---|---|---|
+//! | `DATABASE_URL` | PostgreSQL (or `sqlite://…`); a secret | — |
+//! | `SENTINEL_DATA_DIR` | the embedded SQLite file's directory | `data_dir` |
+//! | `KAFKA_BROKERS`, `SENTINEL_KAFKA_TOPIC`, `SENTINEL_KAFKA_GROUP` | the Kafka path | `telemetry.kafka.*` |
+//! | `CLICKHOUSE_URL`, `SENTINEL_CLICKHOUSE_DATABASE`, `CLICKHOUSE_USER` | the metric store | `telemetry.clickhouse.*` |
+//! | `CLICKHOUSE_PASSWORD` | a secret | — |
+//! | `SENTINEL_INSTANCE_ID` | this process's name among Kafka consumers | — |
+//! | `SLACK_SIGNING_SECRET`, `SLACK_BOT_TOKEN` | Slack interactivity and messages; secrets | — |
+//! | `SENTINEL_SLACK_API_URL` | Slack Web API base | `slack.api_url` |
+//! | `PAGERDUTY_ROUTING_KEY` | escalations; a secret | — |
+//! | `SENTINEL_PAGERDUTY_URL` | PagerDuty Events API base | `pagerduty.url` |
+//! | `SENTINEL_WEBHOOK_TOKEN` | bearer token for the webhook executor; a secret | — |
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Where the embedded SQLite database lives when `DATABASE_URL` is unset.
-pub fn data_dir() -> PathBuf {
-    std::env::var_os("SENTINEL_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".sentinel"))
-}
+use executors::Allowlist;
+use nodes::catalog::{self, Catalog};
+use nodes::runbook::Runbooks;
+use nodes::workflow::WorkflowConfig;
+use nodes::yaml;
+use serde::Deserialize;
 
-/// `DATABASE_URL` (sqlx's convention), or the embedded SQLite file under the data dir.
-pub fn database_url() -> anyhow::Result<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Ok(url),
-        _ => {
-            let dir = data_dir();
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-            Ok(format!("sqlite://{}", dir.join("sentinel.db").display()))
-        }
-    }
-}
-
-/// Slack interactivity, when `SLACK_SIGNING_SECRET` is set. Approvers come from
-/// `SENTINEL_SLACK_APPROVERS_FILE` (YAML: `anyone`, `by_service`, `by_severity`,
-/// each listing Slack user ids) and/or `SENTINEL_SLACK_APPROVERS` (user ids
-/// separated by commas, allowed for every incident).
-pub fn slack(
-    engine: engine::Engine,
-    access: crate::access::Access,
-) -> anyhow::Result<Option<crate::slack::SlackState>> {
-    let Some(secret) = std::env::var("SLACK_SIGNING_SECRET").ok().filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let mut approvers = match std::env::var("SENTINEL_SLACK_APPROVERS_FILE").ok().filter(|s| !s.trim().is_empty()) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
-            serde_yaml_ng::from_str::<crate::slack::Approvers>(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?
-        }
-        None => crate::slack::Approvers::default(),
-    };
-    approvers.anyone.extend(
-        std::env::var("SENTINEL_SLACK_APPROVERS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-    );
-    if approvers.is_empty() {
-        anyhow::bail!(
-            "SLACK_SIGNING_SECRET is set but no approver is configured (SENTINEL_SLACK_APPROVERS or \
-             SENTINEL_SLACK_APPROVERS_FILE): nobody could approve in Slack"
-        );
-    }
-    Ok(Some(crate::slack::SlackState { engine, access, signing_secret: secret, approvers }))
-}
-
-/// Slack's Web API for the outbox relay, when `SLACK_BOT_TOKEN` is set: messages go
-/// to `SENTINEL_SLACK_CHANNEL` through `SENTINEL_SLACK_API_URL`.
-pub fn slack_api() -> anyhow::Result<Option<crate::relay::SlackClient>> {
-    let Some(token) = std::env::var("SLACK_BOT_TOKEN").ok().filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let channel = std::env::var("SENTINEL_SLACK_CHANNEL")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| anyhow::anyhow!("SLACK_BOT_TOKEN is set but SENTINEL_SLACK_CHANNEL is not"))?;
-    let base_url = std::env::var("SENTINEL_SLACK_API_URL").unwrap_or_else(|_| "https://slack.com".to_owned());
-    check_url("SENTINEL_SLACK_API_URL", &base_url)?;
-    Ok(Some(crate::relay::SlackClient { base_url, token, channel, http: http_client()? }))
-}
-
-/// PagerDuty escalation, when `PAGERDUTY_ROUTING_KEY` is set, through
-/// `SENTINEL_PAGERDUTY_URL`.
-pub fn pagerduty() -> anyhow::Result<Option<crate::relay::PagerDuty>> {
-    let Some(routing_key) = std::env::var("PAGERDUTY_ROUTING_KEY").ok().filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let base_url =
-        std::env::var("SENTINEL_PAGERDUTY_URL").unwrap_or_else(|_| "https://events.pagerduty.com".to_owned());
-    check_url("SENTINEL_PAGERDUTY_URL", &base_url)?;
-    Ok(Some(crate::relay::PagerDuty { base_url, routing_key, http: http_client()? }))
-}
-
-/// Requests per API key: `SENTINEL_API_RATE_PER_SEC` (default 20) with bursts
-/// up to `SENTINEL_API_BURST` (default 40).
-pub fn rate_limit() -> anyhow::Result<crate::security::RateLimit> {
-    let mut limit = crate::security::RateLimit::default();
-    let read = |name: &str| -> anyhow::Result<Option<std::num::NonZeroU32>> {
-        match std::env::var(name) {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| anyhow::anyhow!("{name} must be a whole number above 0, not `{v}`")),
-            Err(_) => Ok(None),
-        }
-    };
-    if let Some(n) = read("SENTINEL_API_RATE_PER_SEC")? {
-        limit.per_second = n;
-    }
-    if let Some(n) = read("SENTINEL_API_BURST")? {
-        limit.burst = n;
-    }
-    Ok(limit)
-}
-
-/// An endpoint URL: https (rustls, system roots), or http for local relays and tests.
-fn check_url(name: &str, url: &str) -> anyhow::Result<()> {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        anyhow::bail!("{name} must be an http:// or https:// URL, not `{url}`");
-    }
-    Ok(())
-}
-
-/// The client for outbound notifications: a request that hangs is abandoned
-/// after 10 s and retried by the relay, well inside its claim on the message.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))
-}
-
-/// The telemetry path: Kafka when `KAFKA_BROKERS` is set (topic
-/// `SENTINEL_KAFKA_TOPIC`, group `SENTINEL_KAFKA_GROUP`), ClickHouse when
-/// `CLICKHOUSE_URL` is set (database `SENTINEL_CLICKHOUSE_DATABASE`, user
-/// `CLICKHOUSE_USER`, password `CLICKHOUSE_PASSWORD`); the embedded channel
-/// and memory store otherwise.
-pub fn telemetry() -> anyhow::Result<crate::ingest::TelemetryConfig> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let mut config = crate::ingest::TelemetryConfig::default();
-    if let Some(brokers) = var("KAFKA_BROKERS") {
-        let mut kafka = telemetry::kafka::KafkaConfig::new(brokers);
-        if let Some(topic) = var("SENTINEL_KAFKA_TOPIC") {
-            kafka.topic = topic;
-        }
-        if let Some(group) = var("SENTINEL_KAFKA_GROUP") {
-            kafka.group = group;
-        }
-        config.kafka = Some(kafka);
-    }
-    if let Some(id) = var("SENTINEL_INSTANCE_ID") {
-        config.instance_id = id;
-    }
-    if let Some(url) = var("CLICKHOUSE_URL") {
-        check_url("CLICKHOUSE_URL", &url)?;
-        let mut ch = telemetry::store::ClickHouseConfig::new(url);
-        if let Some(db) = var("SENTINEL_CLICKHOUSE_DATABASE") {
-            ch.database = db;
-        }
-        ch.user = var("CLICKHOUSE_USER");
-        ch.password = var("CLICKHOUSE_PASSWORD");
-        config.clickhouse = Some(ch);
-    }
-    if let Some(n) = var("SENTINEL_INGEST_CAPACITY") {
-        config.capacity = n
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| anyhow::anyhow!("SENTINEL_INGEST_CAPACITY must be a whole number above 0, not `{n}`"))?;
-    }
-    Ok(config)
-}
-
-/// `SENTINEL_EXECUTORS_FILE`: the executors `serve` and `worker` act through.
-/// Without it every action is a dry run through the mock backend.
-///
-/// ```yaml
-/// dry_run: false              # default true: live actions are an explicit choice
-/// allowlist: ["kubernetes:prod/*", "ecs:prod-cluster/*"]   # targets that may be acted on
-/// auto_approve: ["kubernetes:prod/*"]                      # targets the policy may approve alone
-/// cooldown_secs: 600          # no auto-approval on a service this soon after an action on it
-/// max_scale_factor: 2.0
-/// max_nodes_cordoned: 0
-/// aws: { region: us-east-1 }  # EC2 and ECS; credentials from the standard chain
-/// kubernetes: {}              # the kubeconfig, or the in-cluster service account
-/// webhook: { url: "https://automation.internal/sentinel", kinds: [kubernetes] }  # optional
-/// target_cooldown_secs: 60    # least time between two incidents' actions on one target
-/// ```
-#[derive(Clone, Debug, serde::Deserialize)]
+/// `sentinel.yaml` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExecutorsFile {
-    #[serde(default = "yes")]
-    pub dry_run: bool,
-    pub allowlist: executors::Allowlist,
+pub struct File {
     #[serde(default)]
-    pub auto_approve: executors::Allowlist,
-    pub cooldown_secs: Option<u64>,
-    /// The policy's limits on auto-approvals, fleet-wide.
+    pub server: ServerSection,
+    /// Where the embedded SQLite database lives when `DATABASE_URL` is unset.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    /// The service catalogue.
+    #[serde(default)]
+    pub services: Vec<catalog::Service>,
+    /// Where a service the catalogue does not list runs (names default to the
+    /// service's). Absent: such a service is analysed and escalated, never acted on.
+    pub unlisted_services: Option<catalog::Placement>,
+    #[serde(default)]
+    pub runbooks: RunbooksSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub approval: ApprovalSection,
+    #[serde(default)]
+    pub verify: VerifySection,
+    /// How actions are carried out. Absent: every action is a dry run through the mock backend.
+    pub executors: Option<ExecutorsSection>,
+    #[serde(default)]
+    pub slack: SlackSection,
+    #[serde(default)]
+    pub pagerduty: PagerDutySection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Requests per second per API key (default 20).
+    pub rate_per_sec: Option<std::num::NonZeroU32>,
+    /// Burst per API key (default 40).
+    pub burst: Option<std::num::NonZeroU32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    pub kafka: Option<KafkaSection>,
+    pub clickhouse: Option<ClickHouseSection>,
+    /// Events the embedded pipeline holds before it answers 503.
+    pub ingest_capacity: Option<std::num::NonZeroUsize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSection {
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunbooksSection {
+    /// Directories of a team's runbooks, relative to this file; they answer
+    /// before the shipped ones, and one with a shipped runbook's id replaces it.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The auto-approval policy (see `nodes::policy`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Targets the policy may approve without a human. Empty: none.
+    #[serde(default)]
+    pub auto_approve: Allowlist,
+    #[serde(default, with = "humantime_serde")]
+    pub max_auto_downtime: Option<Duration>,
     pub max_auto_per_minute: Option<u32>,
     pub max_auto_per_hour: Option<u32>,
+    /// After an action on a service, further auto-approvals on it wait this long.
+    #[serde(default, with = "humantime_serde")]
+    pub service_cooldown: Option<Duration>,
+    /// Least time between two incidents' actions on one target, fleet-wide.
+    #[serde(default, with = "humantime_serde")]
+    pub target_cooldown: Option<Duration>,
+    /// A failed action is not auto-approved again on its target within this window.
+    #[serde(default, with = "humantime_serde")]
+    pub loop_guard_window: Option<Duration>,
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Executor failure rate above which auto-approval stops (0 to 1).
+    pub failure_threshold: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    pub min_outcomes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub cool_down: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSection {
+    /// How long a human has to decide before the incident escalates (default 15m).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    /// How long to watch after an action before rolling back (default 10m).
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// How often to look (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Recovered readings needed in a row (default 3).
+    pub consecutive: Option<usize>,
+    /// A reading within this many σ of the baseline is recovered (default 2).
+    pub sigma_tolerance: Option<f64>,
+    /// Rollbacks after which the incident is escalated (default 2).
+    pub max_rollbacks: Option<u32>,
+}
+
+/// The executors `serve` and `worker` act through.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorsSection {
+    /// Default true: live actions are an explicit choice.
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// Targets that may be acted on at all.
+    pub allowlist: Allowlist,
     pub max_scale_factor: Option<f64>,
     pub max_nodes_cordoned: Option<u64>,
     pub aws: Option<AwsSection>,
     pub kubernetes: Option<KubeSection>,
     pub webhook: Option<WebhookSection>,
-    /// Least time between two incidents' actions on one target, fleet-wide.
-    pub target_cooldown_secs: Option<u64>,
 }
 
 /// Actions of the listed kinds go to a team's own automation over HTTP
 /// (see `executors::webhook`); the token comes from `SENTINEL_WEBHOOK_TOKEN`.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
     pub url: String,
     pub kinds: Vec<String>,
-    pub timeout_secs: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsSection {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
-    pub wait_timeout_secs: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub wait_timeout: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubeSection {
-    pub wait_timeout_secs: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub wait_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// Where incident messages go unless the service names its own channel.
+    pub channel: Option<String>,
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub approvers: ApproversSection,
+}
+
+/// Slack users who may approve beyond each service's own approvers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproversSection {
+    #[serde(default)]
+    pub anyone: Vec<String>,
+    /// Keys are `sev1` … `sev4`.
+    #[serde(default)]
+    pub by_severity: BTreeMap<nodes::incident::Severity, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySection {
+    pub url: Option<String>,
 }
 
 fn yes() -> bool {
     true
 }
 
-impl ExecutorsFile {
-    pub fn read(path: &std::path::Path) -> anyhow::Result<ExecutorsFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let file: ExecutorsFile =
-            serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if file.allowlist.is_empty() {
-            anyhow::bail!("{}: `allowlist` is empty: no target could ever be acted on", path.display());
-        }
-        if file.aws.is_none() && file.kubernetes.is_none() && file.webhook.is_none() {
-            anyhow::bail!("{}: configure `aws`, `kubernetes`, `webhook` or several", path.display());
-        }
-        if let Some(hook) = &file.webhook {
-            if let Some(k) = hook.kinds.iter().find(|k| !executors::KINDS.contains(&k.as_str())) {
-                anyhow::bail!("{}: webhook kind `{k}` is not one of {:?}", path.display(), executors::KINDS);
-            }
-        }
-        Ok(file)
-    }
+/// Reads a variable; a blank one counts as unset.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-    /// The executors' configuration, guardrails included.
-    pub fn executors_config(&self) -> executors::ExecutorsConfig {
-        let mut rails = executors::Guardrails { allowlist: self.allowlist.clone(), ..Default::default() };
-        rails.dry_run = self.dry_run;
-        if let Some(f) = self.max_scale_factor {
-            rails.max_scale_factor = f;
-        }
-        if let Some(n) = self.max_nodes_cordoned {
-            rails.max_nodes_cordoned = n;
-        }
-        let aws = self.aws.as_ref().map(|a| {
-            let mut c = executors::aws::AwsConfig {
-                region: a.region.clone(),
-                endpoint_url: a.endpoint_url.clone(),
-                ..Default::default()
-            };
-            if let Some(s) = a.wait_timeout_secs {
-                c.wait_timeout = std::time::Duration::from_secs(s);
-            }
-            c
-        });
-        let kubernetes = self.kubernetes.as_ref().map(|k| {
-            let mut c = executors::kubernetes::KubeConfig::default();
-            if let Some(s) = k.wait_timeout_secs {
-                c.wait_timeout = std::time::Duration::from_secs(s);
-            }
-            c
-        });
-        let webhook = self.webhook.as_ref().map(|w| {
-            let config = executors::webhook::WebhookConfig {
-                url: w.url.clone(),
-                token: std::env::var("SENTINEL_WEBHOOK_TOKEN").ok().filter(|t| !t.is_empty()),
-                timeout: std::time::Duration::from_secs(w.timeout_secs.unwrap_or(10)),
-            };
-            (config, w.kinds.clone())
-        });
-        executors::ExecutorsConfig { aws, kubernetes, webhook, guardrails: rails, ..Default::default() }
+/// The process environment, blank values unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Where the embedded SQLite file (and the demo's output) lives without a
+/// configuration file: `SENTINEL_DATA_DIR`, else `.sentinel`.
+pub fn data_dir(env: Env<'_>) -> PathBuf {
+    env("SENTINEL_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".sentinel"))
+}
+
+/// Everything the binary needs, checked.
+pub struct Config {
+    /// The file it came from, if any.
+    pub path: Option<PathBuf>,
+    pub file: File,
+    pub database_url: String,
+    pub telemetry: crate::ingest::TelemetryConfig,
+    pub rate_limit: crate::security::RateLimit,
+    pub catalog: Catalog,
+    pub runbooks: Runbooks,
+    pub workflow: WorkflowConfig,
+    pub executors: Option<executors::ExecutorsConfig>,
+    pub slack: Option<SlackSettings>,
+    pub slack_api: Option<crate::relay::SlackClient>,
+    pub pagerduty: Option<crate::relay::PagerDuty>,
+}
+
+/// Slack interactivity: the signing secret and who may approve.
+#[derive(Clone)]
+pub struct SlackSettings {
+    pub signing_secret: String,
+    pub approvers: crate::slack::Approvers,
+}
+
+impl std::fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSettings").field("approvers", &self.approvers).finish_non_exhaustive()
     }
 }
 
-pub fn executors_file() -> anyhow::Result<Option<ExecutorsFile>> {
-    match std::env::var("SENTINEL_EXECUTORS_FILE").ok().filter(|s| !s.trim().is_empty()) {
-        Some(path) => ExecutorsFile::read(std::path::Path::new(&path)).map(Some),
-        None => Ok(None),
+/// A configuration that cannot be used: where, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    At(#[from] yaml::Error),
+    #[error(transparent)]
+    Runbook(#[from] nodes::runbook::Error),
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Env(String),
+}
+
+impl Config {
+    /// Reads `path` (or, with none, the embedded defaults) and the environment.
+    pub fn load(path: Option<&Path>, env: Env<'_>) -> Result<Config, Error> {
+        let (file, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.to_owned(), source })?;
+                (yaml::from_str::<File>(p, &text)?, text)
+            }
+            None => (File::default(), String::new()),
+        };
+        let at = |field: &str, message: String| -> Error {
+            Error::At(yaml::error_at(path.unwrap_or(Path::new("<defaults>")), &text, field, message))
+        };
+        let base = path.and_then(Path::parent).map(Path::to_owned).unwrap_or_default();
+
+        // Without a file, every service runs as the Deployment of its name in
+        // `default`; a file says where services run, or they are not acted on.
+        let unlisted = match path {
+            None => Some(catalog::Placement::kubernetes_namespace("default")),
+            Some(_) => file.unlisted_services.clone(),
+        };
+        let catalog = Catalog::new(file.services.clone(), unlisted).map_err(|e| at(&e.at, e.message))?;
+        let dirs: Vec<PathBuf> = file.runbooks.dirs.iter().map(|d| base.join(d)).collect();
+        for (i, d) in dirs.iter().enumerate() {
+            if !d.is_dir() {
+                return Err(at(&format!("runbooks.dirs[{i}]"), format!("{} is not a directory", d.display())));
+            }
+        }
+        let runbooks = Runbooks::load(&dirs)?;
+
+        let workflow = workflow_config(&file).map_err(|(field, m)| at(&field, m))?;
+        let executors = match &file.executors {
+            Some(x) => Some(executors_config(x, env).map_err(|(field, m)| at(&format!("executors.{field}"), m))?),
+            None => None,
+        };
+        let url = |var: &str, field: &str, from_file: Option<&String>| -> Result<Option<String>, Error> {
+            match env(var) {
+                Some(u) => check_url(&u).map(|_| Some(u)).map_err(|m| Error::Env(format!("{var}: {m}"))),
+                None => match from_file {
+                    Some(u) => check_url(u).map(|_| Some(u.clone())).map_err(|m| at(field, m)),
+                    None => Ok(None),
+                },
+            }
+        };
+
+        let mut telemetry = crate::ingest::TelemetryConfig::default();
+        let t = &file.telemetry;
+        let kafka = t.kafka.clone().unwrap_or_default();
+        if let Some(brokers) = env("KAFKA_BROKERS").or(kafka.brokers.clone()) {
+            let mut k = telemetry::kafka::KafkaConfig::new(brokers);
+            if let Some(topic) = env("SENTINEL_KAFKA_TOPIC").or(kafka.topic.clone()) {
+                k.topic = topic;
+            }
+            if let Some(group) = env("SENTINEL_KAFKA_GROUP").or(kafka.group.clone()) {
+                k.group = group;
+            }
+            telemetry.kafka = Some(k);
+        }
+        let ch = t.clickhouse.clone().unwrap_or_default();
+        if let Some(u) = url("CLICKHOUSE_URL", "telemetry.clickhouse.url", ch.url.as_ref())? {
+            let mut c = telemetry::store::ClickHouseConfig::new(u);
+            if let Some(db) = env("SENTINEL_CLICKHOUSE_DATABASE").or(ch.database.clone()) {
+                c.database = db;
+            }
+            c.user = env("CLICKHOUSE_USER").or(ch.user.clone());
+            c.password = env("CLICKHOUSE_PASSWORD");
+            telemetry.clickhouse = Some(c);
+        }
+        if let Some(id) = env("SENTINEL_INSTANCE_ID") {
+            telemetry.instance_id = id;
+        }
+        if let Some(n) = t.ingest_capacity {
+            telemetry.capacity = n.get();
+        }
+
+        let mut rate_limit = crate::security::RateLimit::default();
+        if let Some(n) = file.server.rate_per_sec {
+            rate_limit.per_second = n;
+        }
+        if let Some(n) = file.server.burst {
+            rate_limit.burst = n;
+        }
+
+        let slack_url = url("SENTINEL_SLACK_API_URL", "slack.api_url", file.slack.api_url.as_ref())?;
+        let slack = match env("SLACK_SIGNING_SECRET") {
+            Some(signing_secret) => {
+                let approvers = approvers(&file, &catalog);
+                if approvers.is_empty() {
+                    return Err(at(
+                        "slack",
+                        "SLACK_SIGNING_SECRET is set but no approver is configured (`slack.approvers` or a \
+                         service's `slack.approvers`): nobody could approve in Slack"
+                            .into(),
+                    ));
+                }
+                Some(SlackSettings { signing_secret, approvers })
+            }
+            None => None,
+        };
+        let slack_api = match env("SLACK_BOT_TOKEN") {
+            Some(token) => {
+                let channel = file.slack.channel.clone().ok_or_else(|| {
+                    at("slack", "SLACK_BOT_TOKEN is set but `slack.channel` is not: where would messages go?".into())
+                })?;
+                let channels = catalog
+                    .services()
+                    .filter_map(|s| Some((s.name.clone(), s.slack.as_ref()?.channel.clone()?)))
+                    .collect();
+                Some(crate::relay::SlackClient {
+                    base_url: slack_url.unwrap_or_else(|| "https://slack.com".to_owned()),
+                    token,
+                    channel,
+                    channels,
+                    http: http_client().map_err(Error::Env)?,
+                })
+            }
+            None => None,
+        };
+        let pd_url = url("SENTINEL_PAGERDUTY_URL", "pagerduty.url", file.pagerduty.url.as_ref())?;
+        let pagerduty = match env("PAGERDUTY_ROUTING_KEY") {
+            Some(routing_key) => Some(crate::relay::PagerDuty {
+                base_url: pd_url.unwrap_or_else(|| "https://events.pagerduty.com".to_owned()),
+                routing_key,
+                http: http_client().map_err(Error::Env)?,
+            }),
+            None => None,
+        };
+
+        let database_url = match env("DATABASE_URL") {
+            Some(u) => u,
+            None => {
+                let dir = match (env("SENTINEL_DATA_DIR"), &file.data_dir) {
+                    (None, Some(d)) => base.join(d),
+                    _ => data_dir(env),
+                };
+                format!("sqlite://{}", dir.join("sentinel.db").display())
+            }
+        };
+        Ok(Config {
+            path: path.map(Path::to_owned),
+            file,
+            database_url,
+            telemetry,
+            rate_limit,
+            catalog,
+            runbooks,
+            workflow,
+            executors,
+            slack,
+            slack_api,
+            pagerduty,
+        })
     }
+
+    /// What `sentinel config check` prints about a configuration that passed.
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        let services: Vec<&str> = self.catalog.services().map(|s| s.name.as_str()).collect();
+        lines.push(format!("services: {} ({})", services.len(), services.join(", ")));
+        lines.push(format!(
+            "runbooks: {} ({} from the team's directories)",
+            self.runbooks.iter().count(),
+            self.runbooks.team_count()
+        ));
+        lines.push(match (&self.executors, &self.file.executors) {
+            (Some(_), Some(x)) => format!(
+                "executors: {} ({})",
+                [("aws", x.aws.is_some()), ("kubernetes", x.kubernetes.is_some()), ("webhook", x.webhook.is_some())]
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if x.dry_run { "dry run" } else { "live" }
+            ),
+            _ => "executors: none (every action is a dry run through the mock backend)".to_owned(),
+        });
+        lines.push(format!(
+            "approval timeout: {}; auto-approve: {}",
+            humantime::format_duration(self.workflow.approval_timeout),
+            if self.workflow.policy.allowlist.is_empty() {
+                "nothing".to_owned()
+            } else {
+                format!("{:?}", self.workflow.policy.allowlist)
+            }
+        ));
+        lines.push(format!(
+            "telemetry: {}, {}",
+            self.telemetry.kafka.as_ref().map_or("embedded channel".to_owned(), |k| format!("Kafka {}", k.brokers)),
+            self.telemetry.clickhouse.as_ref().map_or("memory store".to_owned(), |c| format!("ClickHouse {}", c.url))
+        ));
+        lines.join("\n")
+    }
+}
+
+fn workflow_config(file: &File) -> Result<WorkflowConfig, (String, String)> {
+    let mut w = WorkflowConfig::default();
+    let p = &file.policy;
+    w.policy.allowlist = p.auto_approve.clone();
+    if let Some(d) = p.max_auto_downtime {
+        w.policy.max_auto_downtime = d;
+    }
+    if let Some(n) = p.max_auto_per_minute {
+        w.policy.max_auto_per_minute = n;
+    }
+    if let Some(n) = p.max_auto_per_hour {
+        w.policy.max_auto_per_hour = n;
+    }
+    if let Some(d) = p.service_cooldown {
+        w.policy.service_cooldown = d;
+    }
+    if let Some(d) = p.target_cooldown {
+        w.target_cooldown = d;
+    }
+    if let Some(d) = p.loop_guard_window {
+        w.policy.loop_guard_window = d;
+    }
+    let b = &p.breaker;
+    if let Some(t) = b.failure_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(("policy.breaker.failure_threshold".into(), format!("{t} is not between 0 and 1")));
+        }
+        w.policy.breaker.failure_threshold = t;
+    }
+    if let Some(d) = b.window {
+        w.policy.breaker.window = d;
+    }
+    if let Some(n) = b.min_outcomes {
+        w.policy.breaker.min_outcomes = n;
+    }
+    if let Some(d) = b.cool_down {
+        w.policy.breaker.cool_down = d;
+    }
+    if let Some(d) = file.approval.timeout {
+        if d.is_zero() {
+            return Err(("approval.timeout".into(), "a timeout of 0 would escalate every approval at once".into()));
+        }
+        w.approval_timeout = d;
+    }
+    let v = &file.verify;
+    if let Some(d) = v.window {
+        w.verify_window = d;
+    }
+    if let Some(d) = v.interval {
+        if d.is_zero() || d > w.verify_window {
+            return Err(("verify.interval".into(), "the interval must be above 0 and within the window".into()));
+        }
+        w.verify_interval = d;
+    }
+    if let Some(n) = v.consecutive {
+        if n == 0 {
+            return Err(("verify.consecutive".into(), "at least one recovered reading is needed".into()));
+        }
+        w.verify.consecutive = n;
+    }
+    if let Some(s) = v.sigma_tolerance {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(("verify.sigma_tolerance".into(), format!("{s} is not above 0")));
+        }
+        w.verify.sigma_tolerance = s;
+    }
+    if let Some(n) = v.max_rollbacks {
+        w.max_rollbacks = n;
+    }
+    Ok(w)
+}
+
+/// The executors' configuration, guardrails included; errors name the field.
+fn executors_config(x: &ExecutorsSection, env: Env<'_>) -> Result<executors::ExecutorsConfig, (String, String)> {
+    if x.allowlist.is_empty() {
+        return Err(("allowlist".into(), "`allowlist` is empty: no target could ever be acted on".into()));
+    }
+    if x.aws.is_none() && x.kubernetes.is_none() && x.webhook.is_none() {
+        return Err((String::new(), "configure `aws`, `kubernetes`, `webhook` or several".into()));
+    }
+    let mut rails = executors::Guardrails { allowlist: x.allowlist.clone(), dry_run: x.dry_run, ..Default::default() };
+    if let Some(f) = x.max_scale_factor {
+        if !(f.is_finite() && f >= 1.0) {
+            return Err(("max_scale_factor".into(), format!("{f} is not a factor of 1 or more")));
+        }
+        rails.max_scale_factor = f;
+    }
+    if let Some(n) = x.max_nodes_cordoned {
+        rails.max_nodes_cordoned = n;
+    }
+    let aws = x.aws.as_ref().map(|a| {
+        let mut c = executors::aws::AwsConfig {
+            region: a.region.clone(),
+            endpoint_url: a.endpoint_url.clone(),
+            ..Default::default()
+        };
+        if let Some(d) = a.wait_timeout {
+            c.wait_timeout = d;
+        }
+        c
+    });
+    let kubernetes = x.kubernetes.as_ref().map(|k| {
+        let mut c = executors::kubernetes::KubeConfig::default();
+        if let Some(d) = k.wait_timeout {
+            c.wait_timeout = d;
+        }
+        c
+    });
+    let webhook = match &x.webhook {
+        Some(w) => {
+            if let Some((i, k)) = w.kinds.iter().enumerate().find(|(_, k)| !executors::KINDS.contains(&k.as_str())) {
+                return Err((format!("webhook.kinds[{i}]"), format!("`{k}` is not one of {:?}", executors::KINDS)));
+            }
+            check_url(&w.url).map_err(|m| ("webhook.url".to_owned(), m))?;
+            let config = executors::webhook::WebhookConfig {
+                url: w.url.clone(),
+                token: env("SENTINEL_WEBHOOK_TOKEN"),
+                timeout: w.timeout.unwrap_or(Duration::from_secs(10)),
+            };
+            Some((config, w.kinds.clone()))
+        }
+        None => None,
+    };
+    Ok(executors::ExecutorsConfig { aws, kubernetes, webhook, guardrails: rails, ..Default::default() })
+}
+
+/// Who may approve in Slack: the file's `anyone` and `by_severity`, and each
+/// service's own approvers from the catalogue.
+fn approvers(file: &File, catalog: &Catalog) -> crate::slack::Approvers {
+    let a = &file.slack.approvers;
+    crate::slack::Approvers {
+        anyone: a.anyone.clone(),
+        by_service: catalog
+            .services()
+            .filter_map(|s| Some((s.name.clone(), s.slack.as_ref()?.approvers.clone())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect(),
+        by_severity: a.by_severity.iter().map(|(s, v)| (format!("{s:?}").to_lowercase(), v.clone())).collect(),
+    }
+}
+
+/// An endpoint URL: https (rustls, system roots), or http for local relays and tests.
+fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
+    Ok(())
+}
+
+/// The client for outbound notifications: a request that hangs is abandoned
+/// after 10 s and retried by the relay, well inside its claim on the message.
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_executors_file_becomes_guardrails() {
-        let dir = std::env::temp_dir().join(format!("sentinel-exec-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("executors.yaml");
-        std::fs::write(
-            &path,
-            "dry_run: false\nallowlist: [\"ecs:prod/*\"]\ncooldown_secs: 60\nmax_scale_factor: 1.5\n\
-             aws: { region: eu-west-1, endpoint_url: \"http://127.0.0.1:5055\" }\n",
-        )
-        .unwrap();
-        let file = ExecutorsFile::read(&path).unwrap();
-        let c = file.executors_config();
-        assert!(!c.guardrails.dry_run);
-        assert_eq!(c.guardrails.allowlist, executors::Allowlist::parse(&["ecs:prod/*"]).unwrap());
-        assert_eq!(file.cooldown_secs, Some(60));
-        assert_eq!(c.guardrails.max_scale_factor, 1.5);
-        assert_eq!(c.aws.unwrap().region.as_deref(), Some("eu-west-1"));
-        assert!(c.kubernetes.is_none());
-
-        std::fs::write(&path, "allowlist: [\"ecs:prod/*\"]\naws: {}\n").unwrap();
-        assert!(ExecutorsFile::read(&path).unwrap().dry_run, "dry run unless said otherwise");
-        std::fs::write(&path, "allowlist: []\naws: {}\n").unwrap();
-        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("allowlist"));
-        std::fs::write(&path, "allowlist: [\"x:y/*\"]\n").unwrap();
-        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("aws"));
-        std::fs::write(&path, "allowlist: [\"x:y/*\"]\naws: {}\ndryrun: false\n").unwrap();
-        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("dryrun"));
-        std::fs::write(&path, "allowlist: [\"ecs:[prod\"]\naws: {}\n").unwrap();
-        assert!(ExecutorsFile::read(&path).unwrap_err().to_string().contains("ecs:[prod"), "a bad pattern is named");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
+#[path = "config/tests.rs"]
+mod tests;

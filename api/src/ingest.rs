@@ -233,27 +233,82 @@ pub async fn post_events(State(state): State<AppState>, body: Result<Bytes, Byte
         return error(StatusCode::BAD_REQUEST, "bad_event", "the batch holds no event");
     }
     let n = events.len();
+    match publish(t, events).await {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// Hands a batch to the pipeline; the refusal is the answer to give.
+async fn publish(t: &Telemetry, events: Vec<telemetry::event::Event>) -> Result<(), Response> {
+    let n = events.len();
     match t.publisher.publish(events).await {
         Ok(()) => {
             metrics::counter!("sentinel_ingest_events_total").increment(n as u64);
-            (StatusCode::ACCEPTED, axum::Json(json!({ "accepted": n }))).into_response()
+            Ok(())
         }
         Err(PublishError::Saturated { retry_after: after }) => {
             metrics::counter!("sentinel_ingest_saturated_total").increment(1);
-            retry_after(
+            Err(retry_after(
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "saturated",
                     format!("{}", PublishError::Saturated { retry_after: after }),
                 ),
                 after,
-            )
+            ))
         }
-        Err(e @ PublishError::TooLarge { .. }) => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        Err(e @ PublishError::TooLarge { .. }) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())),
         Err(e @ PublishError::Unavailable(_)) => {
             tracing::warn!(error = %e, "publish failed");
-            retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()), Duration::from_secs(5))
+            Err(retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+                Duration::from_secs(5),
+            ))
         }
+    }
+}
+
+/// Prometheus remote write 1.0.
+///
+/// A snappy-compressed protobuf `WriteRequest`, as Prometheus's
+/// `remote_write` sends it (with an ingest key as its bearer credentials).
+/// Each sample becomes a metric event on the same path as `/v1/events`: the
+/// series' `__name__` is the metric, its `service` (else `app`, else `job`)
+/// label the service. Stale markers are skipped. 204 once the batch is handed
+/// to the pipeline; 400 is final (Prometheus drops the batch), 503 is retried.
+#[utoipa::path(
+    post, path = "/api/v1/write", tag = "telemetry",
+    request_body(content = Vec<u8>, description = "snappy-compressed protobuf prometheus.WriteRequest", content_type = "application/x-protobuf"),
+    responses(
+        (status = 204, description = "Accepted"),
+        (status = 400, description = "Not a remote-write body, or a series without a name or service"),
+        (status = 413, description = "The body or the batch is too large"),
+        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`"),
+    )
+)]
+pub async fn post_remote_write(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Some(t) = state.telemetry.as_ref() else { return not_running() };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(rejection),
+    };
+    let decoded = match telemetry::remote_write::decode(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            metrics::counter!("sentinel_ingest_rejected_total").increment(1);
+            return error(StatusCode::BAD_REQUEST, "bad_write_request", e);
+        }
+    };
+    if decoded.skipped > 0 {
+        metrics::counter!("sentinel_remote_write_skipped_samples_total").increment(decoded.skipped as u64);
+    }
+    if decoded.events.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match publish(t, decoded.events).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused,
     }
 }
 

@@ -1,5 +1,5 @@
-//! `sentinel`: the one binary. Reads configuration from the environment,
-//! installs tracing, and dispatches to the verbs below.
+//! `sentinel`: the one binary. Reads the configuration (`sentinel.yaml` and
+//! the environment) once, installs tracing, and dispatches to the verbs below.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +10,17 @@ use engine::{Engine, Store, StoreConfig, SystemClock, WorkerConfig};
 use sentinel::access::Access;
 use sentinel::bench::{self, EngineBench};
 use sentinel::cli;
-use sentinel::config;
+use sentinel::config::{self, Config};
 use sentinel::security::Security;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "sentinel", version, about = "Durable incident-response workflows")]
 struct Cli {
+    /// The configuration file (`sentinel.example.yaml` documents it); without
+    /// one, the embedded defaults.
+    #[arg(long, global = true, env = "SENTINEL_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,28 @@ enum Command {
         remote: cli::Remote,
         #[command(subcommand)]
         command: cli::KillSwitchCommand,
+    },
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Runbook files.
+    #[command(subcommand)]
+    Runbooks(RunbooksCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration (FILE, or --config) with the environment as
+    /// `serve` would read it, without starting anything; exit 1 on an error.
+    Check { file: Option<std::path::PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum RunbooksCommand {
+    /// Check every runbook file of each DIR; exit 1 on the first error.
+    Lint {
+        #[arg(required = true)]
+        dirs: Vec<std::path::PathBuf>,
     },
 }
 
@@ -224,24 +250,53 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli))
 }
 
+/// The configuration from `--config`/`SENTINEL_CONFIG` and the environment.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = Config::load(path, &config::process_env)?;
+    match &config.path {
+        Some(p) => {
+            tracing::info!(config = %p.display(), services = config.catalog.services().count(), "configuration read")
+        }
+        None => tracing::info!("no configuration file: embedded defaults"),
+    }
+    Ok(config)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let path = cli.config.as_deref();
     match cli.command {
         Command::Migrate => {
-            open_database().await?;
+            open_database(&load_config(path)?.database_url).await?;
             eprintln!("migrations applied");
         }
-        Command::Worker(args) => worker(args, false).await?,
+        Command::Worker(args) => worker(args, &load_config(path)?, false).await?,
         Command::Demo(args) => demo(args).await?,
         Command::Detect(args) => detect(args)?,
-        Command::Serve(args) => serve(args).await?,
+        Command::Serve(args) => serve(args, load_config(path)?).await?,
+        Command::Config(ConfigCommand::Check { file }) => {
+            let file = file.as_deref().or(path).context("name a file: `sentinel config check FILE` or --config")?;
+            let config = Config::load(Some(file), &config::process_env)?;
+            println!("{}: ok\n{}", file.display(), config.summary());
+        }
+        Command::Runbooks(RunbooksCommand::Lint { dirs }) => {
+            for dir in &dirs {
+                let runbooks = nodes::runbook::load_dir(dir)?;
+                println!(
+                    "{}: {} runbooks ok ({})",
+                    dir.display(),
+                    runbooks.len(),
+                    runbooks.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args).await?,
         Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
         Command::Bench(BenchCommand::Ingest(args)) => bench_ingest(args).await?,
         Command::Bench(BenchCommand::Incident(args)) => bench_incident(args).await?,
-        Command::Bench(BenchCommand::Worker(args)) => worker(args, true).await?,
+        Command::Bench(BenchCommand::Worker(args)) => worker(args, &load_config(path)?, true).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
-            let (_, access) = open_database().await?;
+            let (_, access) = open_database(&load_config(path)?.database_url).await?;
             let key = access.create_key(&name, role, "cli --direct").await.context("creating the key")?;
             cli::Client::new(remote).print_new_key(&key)?;
         }
@@ -253,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let rows = sentinel::demo::run(sentinel::demo::DemoConfig {
-        data_dir: config::data_dir(),
+        data_dir: config::data_dir(&config::process_env),
         run_for: Duration::from_secs(args.seconds),
         seed: args.seed,
     })
@@ -302,33 +357,38 @@ async fn registry(
     store: &Store,
     access: Access,
     telemetry: &sentinel::ingest::Storage,
+    config: &Config,
 ) -> anyhow::Result<engine::Registry> {
-    let file = config::executors_file()?;
-    if file.is_none() {
-        tracing::info!("no SENTINEL_EXECUTORS_FILE: actions are recorded as dry runs");
+    if config.executors.is_none() {
+        tracing::info!("no `executors` in the configuration: actions are recorded as dry runs");
     }
     let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
-    let acting = sentinel::wiring::Acting::build(file.as_ref(), kill_switch).await.context("building the executors")?;
+    let executor =
+        sentinel::wiring::executor(config.executors.as_ref(), kill_switch).await.context("building the executors")?;
     let mut registry = engine::Registry::new();
     let ports = telemetry::store::StorePorts(telemetry.store.clone());
-    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(store, access, ports, acting)));
+    registry.register(nodes::workflow::graph(sentinel::wiring::standalone_workflow(
+        store, access, ports, executor, config,
+    )));
     Ok(registry)
 }
 
 /// The database with the engine's and the API's migrations applied.
-async fn open_database() -> anyhow::Result<(Store, Access)> {
-    let url = config::database_url()?;
-    let store = Store::connect(&StoreConfig::new(&url)).await.context("connecting to the database")?;
+async fn open_database(url: &str) -> anyhow::Result<(Store, Access)> {
+    if let Some(dir) = url.strip_prefix("sqlite://").and_then(|f| std::path::Path::new(f).parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    let store = Store::connect(&StoreConfig::new(url)).await.context("connecting to the database")?;
     let access = Access::new(&store, Arc::new(SystemClock)).await.context("migrating the API tables")?;
     Ok((store, access))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     sentinel::observe::prometheus();
-    let (store, access) = open_database().await?;
-    let telemetry_config = config::telemetry()?;
-    let storage = sentinel::ingest::open_store(&telemetry_config).await.context("telemetry store")?;
-    let engine = Engine::new(store.clone(), registry(&store, access.clone(), &storage).await?, Arc::new(SystemClock));
+    let (store, access) = open_database(&config.database_url).await?;
+    let storage = sentinel::ingest::open_store(&config.telemetry).await.context("telemetry store")?;
+    let registry = registry(&store, access.clone(), &storage, &config).await?;
+    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
     if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
         tracing::warn!(
             "no API key exists: every /v1 call will be refused; create one with \
@@ -345,21 +405,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, workers = !args.no_worker, "serving");
-    let destinations = sentinel::relay::Destinations { slack: config::slack_api()?, pagerduty: config::pagerduty()? };
+    let destinations =
+        sentinel::relay::Destinations { slack: config.slack_api.clone(), pagerduty: config.pagerduty.clone() };
     let relay = tokio::spawn(sentinel::relay::run(
         engine.clone(),
         destinations,
         sentinel::relay::RelayConfig::default(),
         shutdown.clone(),
     ));
-    let slack = config::slack(engine.clone(), access.clone())?;
+    let slack = config.slack.as_ref().map(|s| sentinel::slack::SlackState {
+        engine: engine.clone(),
+        access: access.clone(),
+        signing_secret: s.signing_secret.clone(),
+        approvers: s.approvers.clone(),
+    });
     if slack.is_some() {
         tracing::info!("slack interactions enabled at /slack/interactions");
     }
-    let (telemetry, consumer) = sentinel::ingest::start(engine.clone(), storage, &telemetry_config, shutdown.clone())
+    let (telemetry, consumer) = sentinel::ingest::start(engine.clone(), storage, &config.telemetry, shutdown.clone())
         .await
         .context("telemetry")?;
-    let security = Security::new(access, config::rate_limit()?);
+    let security = Security::new(access, config.rate_limit);
     let app = sentinel::server::router(sentinel::server::AppState {
         engine: engine.clone(),
         security,
@@ -376,10 +442,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs workers; `with_bench_graphs` adds the `bench.*` graphs (`sentinel bench worker`).
-async fn worker(args: WorkerArgs, with_bench_graphs: bool) -> anyhow::Result<()> {
-    let (store, access) = open_database().await?;
-    let storage = sentinel::ingest::open_store(&config::telemetry()?).await.context("telemetry store")?;
-    let mut registry = registry(&store, access, &storage).await?;
+async fn worker(args: WorkerArgs, config: &Config, with_bench_graphs: bool) -> anyhow::Result<()> {
+    let (store, access) = open_database(&config.database_url).await?;
+    let storage = sentinel::ingest::open_store(&config.telemetry).await.context("telemetry store")?;
+    let mut registry = registry(&store, access, &storage, config).await?;
     if with_bench_graphs {
         bench::register(&mut registry, None);
     }
@@ -467,8 +533,7 @@ async fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
 fn bench_database(backend: &str) -> anyhow::Result<(String, Option<TempDir>)> {
     match backend {
         "postgres" => {
-            let url = std::env::var("DATABASE_URL")
-                .ok()
+            let url = config::process_env("DATABASE_URL")
                 .filter(|u| u.starts_with("postgres"))
                 .context("the postgres benchmark needs DATABASE_URL=postgres://…")?;
             Ok((url, None))
@@ -548,12 +613,11 @@ async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench_ingest(args: IngestBenchArgs) -> anyhow::Result<()> {
-    let (database_url, _dir) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => (url, None),
-        _ => bench_database("sqlite")?,
+    let (database_url, _dir) = match config::process_env("DATABASE_URL") {
+        Some(url) => (url, None),
+        None => bench_database("sqlite")?,
     };
-    let env =
-        |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or(default.into());
+    let env = |name: &str, default: &str| config::process_env(name).unwrap_or(default.into());
     let b = sentinel::bench::ingest::IngestBench {
         database_url,
         brokers: env("KAFKA_BROKERS", "127.0.0.1:9092"),

@@ -29,7 +29,10 @@ use crate::slack::{APPROVE_ACTION, REJECT_ACTION};
 pub struct SlackClient {
     pub base_url: String,
     pub token: String,
+    /// Where messages go unless the service names its own channel.
     pub channel: String,
+    /// Each catalogued service's own channel, by service name.
+    pub channels: std::collections::BTreeMap<String, String>,
     pub http: reqwest::Client,
 }
 
@@ -48,6 +51,11 @@ fn in_doubt(msg: &PendingMessage) -> bool {
 }
 
 impl SlackClient {
+    /// The channel for an incident on `service`.
+    pub fn channel_for(&self, service: &str) -> &str {
+        self.channels.get(service).map_or(&self.channel, String::as_str)
+    }
+
     async fn call(&self, method: &str, body: &Value) -> Result<Value, String> {
         let url = format!("{}/api/{method}", self.base_url.trim_end_matches('/'));
         let sent =
@@ -74,19 +82,15 @@ impl SlackClient {
     /// the channel's history since the message was queued. None when there is
     /// none, or when the history cannot be read (then posting again is the
     /// lesser evil: a duplicate beats an approval request nobody sees).
-    async fn find_posted(&self, key: &str, since: Timestamp) -> Option<Value> {
+    async fn find_posted(&self, channel: &str, key: &str, since: Timestamp) -> Option<Value> {
         let base = format!("{}/api/conversations.history", self.base_url.trim_end_matches('/'));
         let Ok(mut url) = reqwest::Url::parse(&base) else {
             tracing::warn!(url = %base, "the Slack base URL does not parse; posting");
             return None;
         };
         let oldest = format!("{:.3}", (since.0 - 60_000).max(0) as f64 / 1000.0);
-        let query = [
-            ("channel", self.channel.as_str()),
-            ("oldest", oldest.as_str()),
-            ("include_all_metadata", "true"),
-            ("limit", "200"),
-        ];
+        let query =
+            [("channel", channel), ("oldest", oldest.as_str()), ("include_all_metadata", "true"), ("limit", "200")];
         url.query_pairs_mut().extend_pairs(query);
         let sent = self.http.get(url).bearer_auth(&self.token).timeout(Duration::from_secs(10)).send().await;
         let reply = match Self::answer("conversations.history", sent).await {
@@ -100,7 +104,7 @@ impl SlackClient {
             m["metadata"]["event_type"] == OUTBOX_EVENT && m["metadata"]["event_payload"]["outbox_key"] == key
         })?;
         metrics::counter!("sentinel_outbox_duplicates_avoided_total").increment(1);
-        let channel = reply.get("channel").cloned().unwrap_or_else(|| json!(self.channel));
+        let channel = reply.get("channel").cloned().unwrap_or_else(|| json!(channel));
         Some(json!({ "channel": channel, "ts": posted["ts"] }))
     }
 }
@@ -273,8 +277,18 @@ async fn deliver_pagerduty(
     let mut body =
         json!({ "routing_key": pd.routing_key, "event_action": action, "dedup_key": msg.run_id.to_string() });
     if action == "trigger" {
+        // An alert's own annotations say what it means and where its runbook is.
+        let note = |k: &str| msg.payload["annotations"][k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+        let reason = msg.payload["reason"].as_str().unwrap_or("escalated");
+        let summary = match note("summary") {
+            Some(s) => format!("{} — {s} ({reason})", headline(incident)),
+            None => format!("{} — {reason}", headline(incident)),
+        };
+        if let Some(url) = note("runbook_url") {
+            body["links"] = json!([{ "href": url, "text": "Runbook" }]);
+        }
         body["payload"] = json!({
-            "summary": format!("{} — {}", headline(incident), msg.payload["reason"].as_str().unwrap_or("escalated")),
+            "summary": summary,
             "source": incident.detection.as_ref().map_or("sentinel".to_owned(), |d| d.service.clone()),
             "severity": severity,
             "custom_details": {
@@ -282,6 +296,8 @@ async fn deliver_pagerduty(
                 "outcome": incident.outcome,
                 // What was done, and the state to restore by hand.
                 "actions": msg.payload.get("actions").cloned().unwrap_or_default(),
+                "description": note("description"),
+                "runbook_url": note("runbook_url"),
             },
         });
     }
@@ -322,14 +338,18 @@ async fn deliver_slack(
             // An earlier send of this very message may have reached Slack (its
             // relay died or lost the claim, or the answer never came): look for
             // it by its outbox key before posting again.
-            let found =
-                if in_doubt(msg) { slack.find_posted(&msg.idempotency_key, msg.created_at).await } else { None };
+            let channel = slack.channel_for(incident.detection.as_ref().map_or("", |d| d.service.as_str()));
+            let found = if in_doubt(msg) {
+                slack.find_posted(channel, &msg.idempotency_key, msg.created_at).await
+            } else {
+                None
+            };
             let at = match found {
                 Some(at) => at,
                 None => {
                     let reason = msg.payload["reason"].as_str().unwrap_or_default();
                     let body = json!({
-                        "channel": slack.channel, "text": headline(incident), "blocks": approval_blocks(&run, incident, reason),
+                        "channel": channel, "text": headline(incident), "blocks": approval_blocks(&run, incident, reason),
                         "metadata": { "event_type": OUTBOX_EVENT, "event_payload": { "outbox_key": msg.idempotency_key, "run": run } },
                     });
                     let reply = slack.call("chat.postMessage", &body).await?;

@@ -130,6 +130,7 @@ fn api_routes(state: AppState) -> OpenApiRouter {
     let ingest = OpenApiRouter::new()
         .routes(routes!(crate::ingest::post_events))
         .routes(routes!(crate::ingest::post_alertmanager))
+        .routes(routes!(crate::ingest::post_remote_write))
         .layer(axum::extract::DefaultBodyLimit::max(crate::ingest::MAX_EVENTS_BODY))
         .route_layer(from_fn_with_state(sec.clone(), security::require_ingest))
         .layer(from_fn_with_state(sec.clone(), security::authenticate_cached));

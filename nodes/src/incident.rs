@@ -29,18 +29,74 @@ pub struct Detection {
     pub baseline_stddev: f64,
     pub started_at: Timestamp,
     pub source: Source,
-    /// Labels carried from the source (`platform`, `namespace`, `oom_killed`, …).
+    /// Labels carried from the source (`platform`, `namespace`, `oom_killed`, …):
+    /// evidence, never a target.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// An alert's annotations (`summary`, `description`, `runbook_url`), shown
+    /// to whoever the incident is handed to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// How much a service matters: tier 1 takes customer traffic directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Written as the number 1, 2 or 3.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(into = "u8")]
 pub enum Tier {
     Tier1,
+    #[default]
     Tier2,
     Tier3,
+}
+
+impl TryFrom<u8> for Tier {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Tier, String> {
+        match n {
+            1 => Ok(Tier::Tier1),
+            2 => Ok(Tier::Tier2),
+            3 => Ok(Tier::Tier3),
+            _ => Err(format!("tier {n} is not 1, 2 or 3")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tier, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Tier;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tier: 1, 2 or 3")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Tier, E> {
+                u8::try_from(n)
+                    .map_err(|_| format!("tier {n} is not 1, 2 or 3"))
+                    .and_then(Tier::try_from)
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Tier, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("tier {n} is not 1, 2 or 3")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Tier, E> {
+                Err(E::custom(format!("tier `{s}` is not 1, 2 or 3")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl From<Tier> for u8 {
+    fn from(t: Tier) -> u8 {
+        match t {
+            Tier::Tier1 => 1,
+            Tier::Tier2 => 2,
+            Tier::Tier3 => 3,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,16 +177,6 @@ pub fn severity(impact: Impact, tier: Tier) -> Severity {
     }
 }
 
-/// Service tiers by name; services not listed are tier 2.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Tiers(pub BTreeMap<String, Tier>);
-
-impl Tiers {
-    pub fn of(&self, service: &str) -> Tier {
-        self.0.get(service).copied().unwrap_or(Tier::Tier2)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +193,7 @@ mod tests {
             started_at: Timestamp(1_700_000_000_000),
             source: Source::Detector { detector: "zscore".into(), score: 0.9, reason: "z=7".into() },
             labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -180,7 +227,7 @@ mod tests {
 
     #[test]
     fn severity_table() {
-        let tiers = Tiers([("checkout".to_owned(), Tier::Tier1)].into_iter().collect());
+        let tiers = |service: &str| if service == "checkout" { Tier::Tier1 } else { Tier::Tier2 };
         for (service, observed, want) in [
             ("checkout", 200.0, Severity::Sev1), // 10σ on tier 1
             ("checkout", 170.0, Severity::Sev2), // 7σ
@@ -190,7 +237,7 @@ mod tests {
             ("search", 110.0, Severity::Sev4),
         ] {
             let d = detection(service, observed);
-            assert_eq!(severity(impact(&d), tiers.of(service)), want, "{service} at {observed}");
+            assert_eq!(severity(impact(&d), tiers(service)), want, "{service} at {observed}");
         }
         let mut flat = detection("search", 100.5);
         flat.baseline_stddev = 0.0;

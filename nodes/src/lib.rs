@@ -5,6 +5,7 @@
 //! comes next.
 
 pub mod analyze;
+pub mod catalog;
 pub mod incident;
 pub mod intake;
 pub mod policy;
@@ -13,3 +14,4 @@ pub mod postmortem;
 pub mod runbook;
 pub mod verify;
 pub mod workflow;
+pub mod yaml;

@@ -1,21 +1,27 @@
-//! Runbooks as data: YAML files that say, for an anomaly type or alert name,
-//! which actions to take in which order and under which conditions on the
-//! evidence. Loaded and checked once at start-up; a malformed file is an error
-//! naming the file and line.
+//! Runbooks as data: YAML files that say, for an anomaly type or an alert
+//! (its name and Alertmanager label matchers), which actions to take in which
+//! order and under which conditions on the evidence. Loaded and checked once at
+//! start-up; a malformed file is an error naming the file, line and column.
+//!
+//! A step's target is a template filled from the service catalogue
+//! ([`crate::catalog`]), never from the detection's labels.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use executors::Action;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{self, Catalog};
+use crate::incident::{Detection, Source};
+use crate::yaml;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{file}:{line}:{column}: {message}")]
-    Parse { file: PathBuf, line: usize, column: usize, message: String },
-    #[error("{file}:{line}: {message}")]
-    Invalid { file: PathBuf, line: usize, message: String },
+    #[error(transparent)]
+    Yaml(#[from] yaml::Error),
     #[error("reading {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -30,14 +36,157 @@ pub struct Runbook {
     pub steps: Vec<Step>,
 }
 
-/// Which detections a runbook answers. Either list may be empty, not both.
+/// Which detections a runbook answers: any of the anomaly types, or an alert
+/// matching any of `alerts`. Either list may be empty, not both.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     #[serde(default)]
     pub anomaly_types: Vec<String>,
     #[serde(default)]
-    pub alert_names: Vec<String>,
+    pub alerts: Vec<AlertMatch>,
+}
+
+/// An alert by name, and optionally by its labels: `KubePodCrashLooping`, or
+/// `{ name: HighLatency, matchers: ['service=~"checkout|cart"', 'severity!="info"'] }`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlertMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matchers: Vec<Matcher>,
+}
+
+impl<'de> Deserialize<'de> for AlertMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            name: String,
+            #[serde(default)]
+            matchers: Vec<Matcher>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AlertMatch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an alert name, or `{ name, matchers }`")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<AlertMatch, E> {
+                Ok(AlertMatch { name: name.to_owned(), matchers: Vec::new() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AlertMatch, A::Error> {
+                let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(AlertMatch { name: full.name, matchers: full.matchers })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One Alertmanager label matcher: `NAME=VALUE`, `NAME!=VALUE`, `NAME=~REGEX`
+/// or `NAME!~REGEX`, the value optionally double-quoted. As in Alertmanager, a
+/// regex must match the whole value, and a missing label is the empty string.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Matcher {
+    pub label: String,
+    pub op: MatchOp,
+    pub value: String,
+    regex: Option<regex::Regex>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Matcher) -> bool {
+        (&self.label, self.op, &self.value) == (&other.label, other.op, &other.value)
+    }
+}
+
+impl TryFrom<String> for Matcher {
+    type Error = String;
+    fn try_from(text: String) -> Result<Matcher, String> {
+        let s = text.trim();
+        let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
+        let (label, rest) = s.split_at(end);
+        if label.is_empty() || label.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("matcher `{text}` does not start with a label name"));
+        }
+        let rest = rest.trim_start();
+        let (op, value) =
+            [("=~", MatchOp::Regex), ("!~", MatchOp::NotRegex), ("!=", MatchOp::NotEqual), ("=", MatchOp::Equal)]
+                .iter()
+                .find_map(|(token, op)| rest.strip_prefix(token).map(|v| (*op, v.trim())))
+                .ok_or_else(|| format!("matcher `{text}`: expected =, !=, =~ or !~ after `{label}`"))?;
+        if value.starts_with(['=', '~']) {
+            return Err(format!(
+                "matcher `{text}`: the operator is one of =, !=, =~, !~ (quote a value that starts with `{}`)",
+                &value[..1]
+            ));
+        }
+        let value = unquote(value).map_err(|e| format!("matcher `{text}`: {e}"))?;
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(
+                regex::Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|e| format!("matcher `{text}`: not a regular expression: {e}"))?,
+            ),
+            _ => None,
+        };
+        Ok(Matcher { label: label.to_owned(), op, value, regex })
+    }
+}
+
+/// A matcher value: bare, or double-quoted with `\"`, `\\` and `\n` escapes.
+fn unquote(v: &str) -> Result<String, String> {
+    let Some(inner) = v.strip_prefix('"') else {
+        return Ok(v.to_owned());
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if chars.as_str().trim().is_empty() => return Ok(out),
+            '"' => return Err("text after the closing quote".into()),
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(e @ ('"' | '\\')) => out.push(e),
+                other => return Err(format!("unknown escape `\\{}`", other.unwrap_or(' '))),
+            },
+            c => out.push(c),
+        }
+    }
+    Err("the closing quote is missing".into())
+}
+
+impl From<Matcher> for String {
+    fn from(m: Matcher) -> String {
+        let op = match m.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        };
+        format!("{}{op}{:?}", m.label, m.value)
+    }
+}
+
+impl Matcher {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let actual = labels.get(&self.label).map_or("", String::as_str);
+        match (self.op, &self.regex) {
+            (MatchOp::Equal, _) => actual == self.value,
+            (MatchOp::NotEqual, _) => actual != self.value,
+            (MatchOp::Regex, Some(r)) => r.is_match(actual),
+            (MatchOp::NotRegex, Some(r)) => !r.is_match(actual),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,7 +213,8 @@ pub struct ActionSpec {
     /// `ec2`, `ecs`, `kubernetes` or `mock`.
     pub executor: String,
     pub action: String,
-    /// A template: `{service}` and `{namespace}` are filled in when planning.
+    /// A template filled from the service catalogue when planning, e.g.
+    /// `kubernetes:{namespace}/{deployment}` (placeholders: [`Catalog::target`]).
     pub target: String,
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
@@ -188,66 +338,110 @@ pub struct PlannedAction {
     pub rollback: String,
 }
 
+/// What a runbook plans for one incident: the actions, and the steps whose
+/// conditions held but whose target the catalogue could not give (with why).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<PlannedAction>,
+    pub untargeted: Vec<String>,
+}
+
 impl Runbook {
-    pub fn answers(&self, anomaly_type: Option<&str>, alert_name: Option<&str>) -> bool {
-        anomaly_type.is_some_and(|t| self.matches.anomaly_types.iter().any(|m| m == t))
-            || alert_name.is_some_and(|n| self.matches.alert_names.iter().any(|m| m == n))
+    /// How specifically this runbook answers `d`: `None` when it does not;
+    /// an anomaly type listed is 0, an alert matched by name 1 plus one per
+    /// label matcher.
+    pub fn fit(&self, d: &Detection) -> Option<usize> {
+        let by_alert = match &d.source {
+            Source::Alertmanager { alertname, .. } => self
+                .matches
+                .alerts
+                .iter()
+                .filter(|a| a.name == *alertname && a.matchers.iter().all(|m| m.matches(&d.labels)))
+                .map(|a| 1 + a.matchers.len())
+                .max(),
+            Source::Detector { .. } => None,
+        };
+        by_alert.or_else(|| self.matches.anomaly_types.contains(&d.anomaly_type).then_some(0))
     }
 
-    /// The steps whose conditions hold, in runbook order, with targets filled in.
-    pub fn plan(&self, evidence: &BTreeMap<String, Evidence>, service: &str, namespace: &str) -> Vec<PlannedAction> {
-        self.steps
-            .iter()
-            .filter(|s| s.when.iter().all(|c| c.holds(evidence)))
-            .map(|s| PlannedAction {
-                runbook: self.id.clone(),
-                step: s.name.clone(),
-                action: Action {
-                    executor: s.action.executor.clone(),
-                    action: s.action.action.clone(),
-                    target: s.action.target.replace("{service}", service).replace("{namespace}", namespace),
-                    params: s.action.params.clone(),
-                },
-                estimated_downtime: Duration::from_secs(s.action.estimated_downtime_secs),
-                blast_radius: s.action.blast_radius,
-                rollback: s.action.rollback.clone(),
-            })
-            .collect()
+    /// The steps whose conditions hold, in runbook order, with targets from the catalogue.
+    pub fn plan(&self, evidence: &BTreeMap<String, Evidence>, d: &Detection, catalog: &Catalog) -> Plan {
+        let mut plan = Plan::default();
+        for s in self.steps.iter().filter(|s| s.when.iter().all(|c| c.holds(evidence))) {
+            match catalog.target(&s.action.target, d) {
+                Ok(target) => plan.actions.push(PlannedAction {
+                    runbook: self.id.clone(),
+                    step: s.name.clone(),
+                    action: Action {
+                        executor: s.action.executor.clone(),
+                        action: s.action.action.clone(),
+                        target,
+                        params: s.action.params.clone(),
+                    },
+                    estimated_downtime: Duration::from_secs(s.action.estimated_downtime_secs),
+                    blast_radius: s.action.blast_radius,
+                    rollback: s.action.rollback.clone(),
+                }),
+                Err(why) => plan.untargeted.push(format!("step `{}`: {why}", s.name)),
+            }
+        }
+        plan
     }
 }
 
 /// Parses one runbook file's text and checks what serde cannot.
 pub fn parse(file: &Path, text: &str) -> Result<Runbook, Error> {
-    let runbook: Runbook = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        Error::Parse { file: file.to_owned(), line, column, message: e.to_string() }
-    })?;
-    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
-    let invalid =
-        |needle: &str, message: String| Error::Invalid { file: file.to_owned(), line: line_of(needle), message };
-    if runbook.matches.anomaly_types.is_empty() && runbook.matches.alert_names.is_empty() {
-        return Err(invalid("match", "`match` needs anomaly_types or alert_names".into()));
+    let runbook: Runbook = yaml::from_str(file, text)?;
+    let invalid = |path: &str, message: String| Error::Yaml(yaml::error_at(file, text, path, message));
+    if runbook.id.trim().is_empty() {
+        return Err(invalid("id", "a runbook needs an id".into()));
+    }
+    if runbook.matches.anomaly_types.is_empty() && runbook.matches.alerts.is_empty() {
+        return Err(invalid("match", "`match` needs anomaly_types or alerts".into()));
     }
     if runbook.steps.is_empty() {
         return Err(invalid("steps", "a runbook needs at least one step".into()));
     }
-    for step in &runbook.steps {
-        if !executors::KINDS.contains(&step.action.executor.as_str()) {
+    for (i, step) in runbook.steps.iter().enumerate() {
+        let at = |field: &str| format!("steps[{i}].action.{field}");
+        let a = &step.action;
+        if !executors::KINDS.contains(&a.executor.as_str()) {
             return Err(invalid(
-                &format!("executor: {}", step.action.executor),
-                format!(
-                    "step `{}`: unknown executor `{}` ({})",
-                    step.name,
-                    step.action.executor,
-                    executors::KINDS.join(", ")
-                ),
+                &at("executor"),
+                format!("step `{}`: unknown executor `{}` ({})", step.name, a.executor, executors::KINDS.join(", ")),
             ));
         }
-        if step.action.rollback.trim().is_empty() {
-            return Err(invalid(&step.name, format!("step `{}`: rollback must say how to undo the action", step.name)));
+        if a.rollback.trim().is_empty() {
+            return Err(invalid(
+                &at("rollback"),
+                format!("step `{}`: rollback must say how to undo the action", step.name),
+            ));
+        }
+        if let Err(why) = check_target(&a.target, &a.executor) {
+            return Err(invalid(&at("target"), format!("step `{}`: {why}", step.name)));
         }
     }
     Ok(runbook)
+}
+
+/// A target template is `EXECUTOR:SCOPE/NAME` whose placeholders the catalogue knows.
+fn check_target(template: &str, executor: &str) -> Result<(), String> {
+    if executor != "mock" && !template.starts_with(&format!("{executor}:")) {
+        return Err(format!("target `{template}` does not start with `{executor}:`"));
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').ok_or_else(|| format!("target `{template}`: unclosed `{{`"))? + open;
+        let name = &rest[open + 1..close];
+        if !catalog::PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "target `{template}`: unknown placeholder `{{{name}}}` (one of {})",
+                catalog::PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        rest = &rest[close + 1..];
+    }
+    Ok(())
 }
 
 /// Loads every `*.yaml`/`*.yml` file of `dir`, sorted by name; runbook ids must be unique.
@@ -270,16 +464,79 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, Error> {
     parse_all(texts.iter().map(|(f, t)| (f.as_path(), t.as_str())))
 }
 
+/// The runbooks a workflow plans from: a team's own (from its directories)
+/// and the shipped ones.
+#[derive(Clone, Debug, Default)]
+pub struct Runbooks {
+    team: Vec<Runbook>,
+    shipped: Vec<Runbook>,
+}
+
+impl Runbooks {
+    /// The shipped runbooks alone.
+    pub fn shipped() -> Result<Runbooks, Error> {
+        Ok(Runbooks { team: Vec::new(), shipped: shipped()? })
+    }
+
+    /// A team's runbooks from `dirs`, then the shipped ones; a team runbook
+    /// with a shipped runbook's id replaces it.
+    pub fn load(dirs: &[PathBuf]) -> Result<Runbooks, Error> {
+        let mut team: Vec<Runbook> = Vec::new();
+        for dir in dirs {
+            for r in load_dir(dir)? {
+                if team.iter().any(|x| x.id == r.id) {
+                    return Err(Error::Yaml(yaml::Error {
+                        file: dir.clone(),
+                        line: 1,
+                        column: 1,
+                        message: format!("runbook id `{}` is used in two directories", r.id),
+                    }));
+                }
+                team.push(r);
+            }
+        }
+        let shipped = shipped()?.into_iter().filter(|r| !team.iter().any(|x| x.id == r.id)).collect();
+        Ok(Runbooks { team, shipped })
+    }
+
+    /// The runbook for `d`: a team runbook that answers it before any shipped
+    /// one; among either, the most specific match, then the first.
+    pub fn choose(&self, d: &Detection) -> Option<&Runbook> {
+        let best = |list: &'_ [Runbook]| -> Option<usize> {
+            let mut best: Option<(usize, usize)> = None;
+            for (i, r) in list.iter().enumerate() {
+                if let Some(fit) = r.fit(d) {
+                    if best.is_none_or(|(_, b)| fit > b) {
+                        best = Some((i, fit));
+                    }
+                }
+            }
+            best.map(|(i, _)| i)
+        };
+        best(&self.team).map(|i| &self.team[i]).or_else(|| best(&self.shipped).map(|i| &self.shipped[i]))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Runbook> {
+        self.team.iter().chain(&self.shipped)
+    }
+
+    /// How many came from a team's directories.
+    pub fn team_count(&self) -> usize {
+        self.team.len()
+    }
+}
+
 fn parse_all<'a>(files: impl Iterator<Item = (&'a Path, &'a str)>) -> Result<Vec<Runbook>, Error> {
     let mut runbooks: Vec<Runbook> = Vec::new();
     for (file, text) in files {
         let runbook = parse(file, text)?;
         if runbooks.iter().any(|r| r.id == runbook.id) {
-            return Err(Error::Invalid {
-                file: file.to_owned(),
-                line: 1,
-                message: format!("runbook id `{}` is used twice", runbook.id),
-            });
+            return Err(Error::Yaml(yaml::error_at(
+                file,
+                text,
+                "id",
+                format!("runbook id `{}` is used twice", runbook.id),
+            )));
         }
         runbooks.push(runbook);
     }
@@ -298,8 +555,10 @@ pub const SHIPPED: [(&str, &str); NUM_SHIPPED] = [
     ("latency-spike.yaml", include_str!("../runbooks/latency-spike.yaml")),
     ("memory-leak.yaml", include_str!("../runbooks/memory-leak.yaml")),
     ("node-not-ready.yaml", include_str!("../runbooks/node-not-ready.yaml")),
+    ("pod-not-ready.yaml", include_str!("../runbooks/pod-not-ready.yaml")),
+    ("target-down.yaml", include_str!("../runbooks/target-down.yaml")),
 ];
-const NUM_SHIPPED: usize = 10;
+const NUM_SHIPPED: usize = 12;
 
 /// Parses the shipped runbooks.
 pub fn shipped() -> Result<Vec<Runbook>, Error> {

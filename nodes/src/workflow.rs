@@ -21,12 +21,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::analyze::{self, Analysis, ServiceGraph};
-use crate::incident::{self, Detection, Severity, Tiers};
+use crate::analyze::{self, Analysis};
+use crate::catalog::Catalog;
+use crate::incident::{self, Detection, Severity};
 use crate::policy::{self, facts, Decision, Facts, PolicyConfig, ProposedAction};
 use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
 use crate::postmortem;
-use crate::runbook::{PlannedAction, Runbook};
+use crate::runbook::{PlannedAction, Runbooks};
 use crate::verify::{self, Baseline, Verdict, VerifyConfig};
 
 pub const GRAPH: &str = "incident";
@@ -183,7 +184,6 @@ pub struct WorkflowConfig {
     /// Least time between two runs' actions on one target, fleet-wide (one
     /// run may act again on its own target at once, e.g. after a rollback).
     pub target_cooldown: Duration,
-    pub tiers: Tiers,
 }
 
 impl Default for WorkflowConfig {
@@ -196,7 +196,6 @@ impl Default for WorkflowConfig {
             verify_interval: Duration::from_secs(30),
             max_rollbacks: 2,
             target_cooldown: Duration::from_secs(60),
-            tiers: Tiers::default(),
         }
     }
 }
@@ -204,8 +203,9 @@ impl Default for WorkflowConfig {
 /// Everything the nodes reach the world through.
 pub struct Workflow {
     pub config: WorkflowConfig,
-    pub runbooks: Vec<Runbook>,
-    pub services: ServiceGraph,
+    pub runbooks: Runbooks,
+    /// The service catalogue: tiers, dependencies, and the only source of targets.
+    pub services: Catalog,
     pub metrics: Arc<dyn MetricStore>,
     pub deployments: Arc<dyn Deployments>,
     pub index: Arc<dyn IncidentIndex>,
@@ -269,10 +269,17 @@ mod futures_box {
 }
 
 async fn detect(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
-    let d = s.detection()?.clone();
+    let mut d = s.detection()?.clone();
     s.fingerprint = incident::fingerprint(&d);
+    // An alert's subject label may name a pod or a scrape job: the incident
+    // is about the catalogued service it belongs to.
+    if let Some(service) = w.services.identify(&d).filter(|name| *name != d.service) {
+        s.note(ctx.now(), "detect", format!("{} belongs to catalogued service {service}", d.service));
+        d.service = service.to_owned();
+        s.detection = Some(d.clone());
+    }
     let impact = incident::impact(&d);
-    let severity = incident::severity(impact, w.config.tiers.of(&d.service));
+    let severity = incident::severity(impact, w.services.tier(&d.service));
     s.severity = Some(severity);
     s.affected = vec![d.service.clone()];
     s.note(
@@ -288,8 +295,12 @@ async fn detect(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
 
 async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let d = s.detection()?.clone();
-    let ports =
-        analyze::Ports { metrics: &*w.metrics, deployments: &*w.deployments, index: &*w.index, services: &w.services };
+    let ports = analyze::Ports {
+        metrics: &*w.metrics,
+        deployments: &*w.deployments,
+        index: &*w.index,
+        services: w.services.graph(),
+    };
     let analysis = match analyze::analyze(&ports, &d, ctx.now()).await.map_err(port) {
         Ok(a) => a,
         Err(e) if is_final(&e, &ctx, &analyze_retry()) => {
@@ -318,17 +329,33 @@ async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Ou
 
 async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let d = s.detection()?.clone();
-    let alert = match &d.source {
-        incident::Source::Alertmanager { alertname, .. } => Some(alertname.as_str()),
-        incident::Source::Detector { .. } => None,
-    };
-    let Some(runbook) = w.runbooks.iter().find(|r| r.answers(Some(&d.anomaly_type), alert)) else {
-        s.note(ctx.now(), "plan", format!("no runbook answers {}", d.anomaly_type));
+    let Some(runbook) = w.runbooks.choose(&d) else {
+        let what = match &d.source {
+            incident::Source::Alertmanager { alertname, .. } => format!("alert {alertname}"),
+            incident::Source::Detector { .. } => d.anomaly_type.clone(),
+        };
+        s.note(ctx.now(), "plan", format!("no runbook answers {what}"));
         s.outcome = Some("escalated: no runbook".into());
         return Ok((s, Transition::route("no_action")));
     };
-    let namespace = d.labels.get("namespace").map_or("default", String::as_str);
-    let planned = runbook.plan(&s.analysis.evidence, &d.service, namespace);
+    // Where the service runs is the catalogue's word, not a label's.
+    let mut evidence = s.analysis.evidence.clone();
+    if let Some(p) = w.services.placement(&d.service) {
+        let kinds: Vec<&str> =
+            [("kubernetes", p.kubernetes.is_some()), ("ecs", p.ecs.is_some()), ("ec2", p.ec2.is_some())]
+                .into_iter()
+                .filter_map(|(k, on)| on.then_some(k))
+                .collect();
+        if let [only] = kinds.as_slice() {
+            evidence.insert("platform".into(), crate::runbook::Evidence::Text((*only).to_owned()));
+        }
+    }
+    let plan = runbook.plan(&evidence, &d, &w.services);
+    for why in &plan.untargeted {
+        s.note(ctx.now(), "plan", format!("runbook {}: {why}", runbook.id));
+    }
+    let untargeted_only = plan.actions.is_empty() && !plan.untargeted.is_empty();
+    let planned = plan.actions;
     // Actions already tried and rolled back are not planned again.
     let tried: Vec<(&str, &str)> =
         s.actions.iter().map(|a| (a.action.action.action.as_str(), a.action.action.target.as_str())).collect();
@@ -338,8 +365,12 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         .collect();
     s.runbook = Some(runbook.id.clone());
     let Some(first) = fresh.first() else {
-        s.note(ctx.now(), "plan", format!("runbook {} has no untried action", runbook.id));
-        s.outcome = Some("escalated: no untried action".into());
+        if untargeted_only {
+            s.outcome = Some("escalated: no action has a target in the service catalogue".into());
+        } else {
+            s.note(ctx.now(), "plan", format!("runbook {} has no untried action", runbook.id));
+            s.outcome = Some("escalated: no untried action".into());
+        }
         return Ok((s, Transition::route("no_action")));
     };
     s.note(
@@ -885,7 +916,12 @@ async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         .filter(|a| !a.dry_run)
         .map(|a| json!({ "action": a.action.action, "outcome": a.outcome, "pre_state": a.pre_state, "at": a.at }))
         .collect();
-    ctx.send(topics::ESCALATION, json!({ "reason": reason, "severity": s.severity, "actions": done }));
+    // An alert's own words for whoever is paged: summary, description, runbook_url.
+    let annotations = s.detection.as_ref().map(|d| d.annotations.clone()).unwrap_or_default();
+    ctx.send(
+        topics::ESCALATION,
+        json!({ "reason": reason, "severity": s.severity, "actions": done, "annotations": annotations }),
+    );
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))
 }

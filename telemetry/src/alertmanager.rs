@@ -60,8 +60,19 @@ pub enum Change {
     Resolved(Detection),
 }
 
-/// Labels that name the service an alert is about, most specific first.
-const SERVICE_LABELS: [&str; 6] = ["service", "app", "deployment", "job", "node", "instance"];
+/// Labels that name what an alert is about, most specific first (after a
+/// `deployment`, and the Deployment a `pod` label's name shows). The workflow
+/// then maps the subject to a catalogued service.
+const SUBJECT_LABELS: [&str; 5] = ["node", "service", "app", "job", "instance"];
+
+/// The Deployment a ReplicaSet pod belongs to, from its name:
+/// `checkout-7d9f8b6c5-x2x9q` → `checkout`.
+fn deployment_of_pod(pod: &str) -> Option<&str> {
+    let (rest, suffix) = pod.rsplit_once('-')?;
+    let (deployment, hash) = rest.rsplit_once('-')?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+    (ok(suffix) && ok(hash) && hash.len() >= 5 && !deployment.is_empty()).then_some(deployment)
+}
 
 /// Reads a webhook body; the error says what is wrong with it.
 pub fn parse(body: &[u8]) -> Result<Notification, String> {
@@ -101,7 +112,12 @@ impl Notification {
             self.common_labels.get(name).or_else(|| self.group_labels.get(name)).or_else(|| first.labels.get(name))
         };
         let alertname = label("alertname").cloned().unwrap_or_else(|| "unnamed".into());
-        let service = SERVICE_LABELS.iter().find_map(|l| label(l)).cloned().unwrap_or_else(|| alertname.clone());
+        let service = label("deployment")
+            .map(String::as_str)
+            .or_else(|| label("pod").and_then(|p| deployment_of_pod(p)))
+            .or_else(|| SUBJECT_LABELS.iter().find_map(|l| label(l)).map(String::as_str))
+            .unwrap_or(&alertname)
+            .to_owned();
         let mut labels = first.labels.clone();
         labels.extend(self.common_labels.clone());
         let started_at = relevant.iter().filter_map(|a| parse_time(&a.starts_at).ok()).min().unwrap_or(Timestamp(0));
@@ -125,6 +141,13 @@ impl Notification {
                 fingerprints: self.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
             },
             labels,
+            annotations: {
+                let mut a = self.common_annotations.clone();
+                for (k, v) in &first.annotations {
+                    a.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                a
+            },
         };
         if self.status == "resolved" {
             Change::Resolved(detection)
@@ -189,5 +212,26 @@ mod tests {
         assert!(parse(b"{").unwrap_err().contains("not an Alertmanager notification"));
         let bad_time = alert("firing", "p", "f", "yesterday");
         assert!(parse(body("firing", &bad_time).as_bytes()).unwrap_err().contains("startsAt"));
+    }
+
+    #[test]
+    fn the_subject_is_the_workload_not_the_exporter_and_annotations_are_kept() {
+        // kube-state-metrics alerts carry the exporter's own `service` and `job`.
+        let labels = r#""alertname":"KubePodNotReady","namespace":"shop","pod":"cart-5f7b9c8d4-qx2lp","service":"kube-state-metrics","job":"kube-state-metrics""#;
+        let body = format!(
+            r#"{{"status":"firing","alerts":[{{"status":"firing","labels":{{{labels}}},"annotations":{{"summary":"Pod not ready.","runbook_url":"https://runbooks.example/podnotready"}},
+            "startsAt":"2026-11-23T07:01:00Z","fingerprint":"ab"}}],"commonLabels":{{{labels}}},"commonAnnotations":{{"description":"for 15 minutes"}},
+            "version":"4","groupKey":"g"}}"#
+        );
+        let Change::Firing(d) = parse(body.as_bytes()).unwrap().change() else { panic!("firing") };
+        assert_eq!(d.service, "cart");
+        assert_eq!(d.annotations["summary"], "Pod not ready.");
+        assert_eq!(d.annotations["description"], "for 15 minutes");
+        assert_eq!(d.annotations["runbook_url"], "https://runbooks.example/podnotready");
+        let node = body.replace(r#""pod":"cart-5f7b9c8d4-qx2lp""#, r#""node":"ip-10-0-1-7""#);
+        let Change::Firing(d) = parse(node.as_bytes()).unwrap().change() else { panic!("firing") };
+        assert_eq!(d.service, "ip-10-0-1-7");
+        assert_eq!(deployment_of_pod("checkout-canary"), None);
+        assert_eq!(deployment_of_pod("web-api-7d9f8b6c5-x2x9q"), Some("web-api"));
     }
 }

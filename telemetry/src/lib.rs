@@ -1,4 +1,4 @@
-//! The telemetry path: events in (HTTP, Kafka, Alertmanager), stored
+//! The telemetry path: events in (HTTP, Prometheus remote write, Kafka, Alertmanager), stored
 //! (ClickHouse, or in memory), and watched by streaming detectors whose
 //! anomalies start incident runs.
 
@@ -7,6 +7,7 @@ pub mod detect;
 pub mod event;
 pub mod kafka;
 pub mod pipeline;
+pub mod remote_write;
 pub mod replay;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -100,6 +100,7 @@ pub fn detection(sample: &MetricSample, a: &Anomaly) -> Detection {
         started_at: Timestamp(a.ts),
         source: Source::Detector { detector: "ensemble".into(), score: a.score, reason: a.reason.clone() },
         labels: sample.labels.clone(),
+        annotations: Default::default(),
     }
 }
 

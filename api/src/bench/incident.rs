@@ -112,6 +112,7 @@ fn detection(i: usize, at: Timestamp) -> Detection {
         started_at: at,
         source: Source::Detector { detector: "bench".into(), score: 1.0, reason: "bench incident".into() },
         labels: [("namespace".to_owned(), "prod".to_owned())].into_iter().collect(),
+        annotations: Default::default(),
     }
 }
 
@@ -149,8 +150,8 @@ async fn workflow(store: &engine::Store) -> anyhow::Result<Workflow> {
     };
     Ok(Workflow {
         config,
-        runbooks: nodes::runbook::shipped().map_err(|e| anyhow::anyhow!("built-in runbooks: {e}"))?,
-        services: nodes::analyze::ServiceGraph::default(),
+        runbooks: nodes::runbook::Runbooks::shipped().map_err(|e| anyhow::anyhow!("built-in runbooks: {e}"))?,
+        services: nodes::catalog::Catalog::every_service_in("prod"),
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),

@@ -18,7 +18,6 @@ use anyhow::Context as _;
 use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreConfig, SystemClock, WorkerConfig};
 use executors::mock::MockExecutor;
 use executors::{Action, Allowlist, Executors, ExecutorsConfig, Guardrails};
-use nodes::analyze::ServiceGraph;
 use nodes::incident::Source;
 use nodes::intake::{open_or_attach, Intake};
 use nodes::policy::PolicyConfig;
@@ -236,7 +235,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         verify_interval: Duration::from_millis(400),
         ..WorkflowConfig::default()
     };
-    let services = ServiceGraph::new(&sim::DEPENDENCIES);
+    let services = sim::catalog();
     // The policy reads its facts from the incident runs in the same store.
     let access = Access::new(&store, Arc::new(SystemClock)).await.context("migrating the API tables")?;
     // The demo approves through the API like any operator: with an operator key.
@@ -262,7 +261,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let policy = workflow_config.policy.clone();
     let workflow = Arc::new(Workflow {
         config: workflow_config,
-        runbooks: runbook::shipped().context("loading runbooks")?,
+        runbooks: runbook::Runbooks::shipped().context("loading runbooks")?,
         services,
         metrics: Arc::new(StorePorts(events.clone())),
         deployments: Arc::new(StorePorts(events.clone())),

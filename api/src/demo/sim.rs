@@ -31,6 +31,29 @@ pub const DEPENDENCIES: [(&str, &str); 6] = [
     ("billing-consumer", "orders"),
 ];
 
+/// The simulated fleet's service catalogue: every service a Deployment of its
+/// name in `prod`, the customer-facing ones tier 1.
+pub fn catalog() -> nodes::catalog::Catalog {
+    use nodes::catalog::{Catalog, Placement, Service};
+    use nodes::incident::Tier;
+    let services = SERVICES
+        .iter()
+        .map(|name| Service {
+            name: (*name).to_owned(),
+            tier: match *name {
+                "frontend" | "checkout" | "payments" => Tier::Tier1,
+                "billing-consumer" => Tier::Tier3,
+                _ => Tier::Tier2,
+            },
+            owners: vec!["demo".to_owned()],
+            depends_on: DEPENDENCIES.iter().filter(|(a, _)| a == name).map(|(_, b)| (*b).to_owned()).collect(),
+            runs_on: Placement::kubernetes_namespace("prod"),
+            ..Service::default()
+        })
+        .collect();
+    Catalog::new(services, None).expect("the demo's catalogue is valid")
+}
+
 pub fn signals() -> Vec<Signal> {
     let mut v = Vec::new();
     let s = |service, metric, base, seasonality, noise| Signal { service, metric, base, seasonality, noise };

@@ -50,6 +50,7 @@ pub fn latency_spike() -> Detection {
         started_at: SystemClock.now(),
         source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
         labels: [("namespace".to_owned(), "prod".to_owned())].into_iter().collect(),
+        annotations: Default::default(),
     }
 }
 

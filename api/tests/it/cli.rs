@@ -102,7 +102,8 @@ async fn keys_runs_and_the_kill_switch_from_the_command_line() {
         "proposal gate 1-",
         "(waiting for a decision)",
         "service     checkout (sev2)",
-        "action      kubernetes restart_deployment on kubernetes:prod/checkout",
+        // The embedded defaults put every service in `default`, whatever its labels say.
+        "action      kubernetes restart_deployment on kubernetes:default/checkout",
         "downtime    ~10 s; blast radius single_service; rollback: restore_pre_state",
     ] {
         assert!(shown.contains(needle), "`runs show` lacks `{needle}`:\n{shown}");

@@ -42,9 +42,17 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let store = db.store().await;
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
     let kill_switch = sentinel::remediate::SharedKillSwitch::arc(access.clone());
-    let acting = sentinel::wiring::Acting::build(None, kill_switch).await.unwrap();
-    let workflow =
-        sentinel::wiring::standalone_workflow(&store, access.clone(), StorePorts(storage.store.clone()), acting);
+    let executor = sentinel::wiring::executor(None, kill_switch).await.unwrap();
+    // The embedded defaults, with the database this harness opened itself.
+    let env = |name: &str| (name == "DATABASE_URL").then(|| "sqlite://unused".to_owned());
+    let defaults = sentinel::config::Config::load(None, &env).unwrap();
+    let workflow = sentinel::wiring::standalone_workflow(
+        &store,
+        access.clone(),
+        StorePorts(storage.store.clone()),
+        executor,
+        &defaults,
+    );
     let mut registry = engine::Registry::new();
     registry.register(workflow::graph(workflow));
     let engine = Engine::new(store, registry, Arc::new(SystemClock));
@@ -154,6 +162,75 @@ async fn events_are_validated_accepted_and_one_fault_opens_one_incident() {
         (d.service.as_str(), d.anomaly_type.as_str(), d.labels["namespace"].as_str()),
         ("checkout", "latency_spike", "shop")
     );
+}
+
+async fn post_write(app: &axum::Router, key: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(header::CONTENT_ENCODING, "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Prometheus remote write feeds the same path and detectors as `/v1/events`:
+/// the faulty series, written as Prometheus would, opens one incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_feeds_the_detectors_like_events_do() {
+    use telemetry::remote_write::{encode, Label, Sample, TimeSeries, WriteRequest};
+    let storage = ingest::open_store(&TelemetryConfig::default()).await.unwrap();
+    let h = harness(TelemetryConfig::default(), storage).await;
+    let prometheus = h.access.create_key("prometheus", sentinel::access::Role::Ingest, "test").await.unwrap().secret;
+    let labels = |name: &str| {
+        [("__name__", name), ("job", "checkout"), ("instance", "10.0.0.7:8080"), ("namespace", "shop")]
+            .iter()
+            .map(|(n, v)| Label { name: (*n).into(), value: (*v).into() })
+            .collect::<Vec<_>>()
+    };
+    let samples: Vec<Sample> = faulty_series()
+        .iter()
+        .map(|e| Sample { timestamp: e["ts"].as_i64().unwrap(), value: e["value"].as_f64().unwrap() })
+        .collect();
+
+    let one =
+        WriteRequest { timeseries: vec![TimeSeries { labels: labels("http_p99_ms"), samples: samples[..1].to_vec() }] };
+    assert_eq!(post_write(&h.app, &h.keys.viewer, encode(&one)).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = post_write(&h.app, &prometheus, b"not snappy".to_vec()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_write_request")),
+        "{body}"
+    );
+
+    // As Prometheus shards it: several requests, in order.
+    for chunk in samples.chunks(60) {
+        let request =
+            WriteRequest { timeseries: vec![TimeSeries { labels: labels("http_p99_ms"), samples: chunk.to_vec() }] };
+        let (status, body) = post_write(&h.app, &prometheus, encode(&request)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    eventually("300 samples stored", Duration::from_secs(20), || async {
+        h.store.counts().await.unwrap()["metric"] == 300
+    })
+    .await;
+    eventually("the incident waits for a decision", Duration::from_secs(30), || async {
+        incident_runs(&h.engine).await.iter().any(|r| r.status == engine::RunStatus::Waiting || r.status.is_finished())
+    })
+    .await;
+    let runs = incident_runs(&h.engine).await;
+    assert_eq!(runs.len(), 1, "one step, one incident");
+    let incident: Incident = serde_json::from_value(runs[0].state.clone()).unwrap();
+    let d = incident.detection.unwrap();
+    assert_eq!(
+        (d.service.as_str(), d.anomaly_type.as_str(), d.metric.as_str()),
+        ("checkout", "latency_spike", "http_p99_ms")
+    );
+    assert_eq!(d.labels["instance"], "10.0.0.7:8080");
 }
 
 pub fn clickhouse_url() -> String {

@@ -75,6 +75,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
         base_url: base,
         token: "xoxb-test".into(),
         channel: "C0INCIDENTS".into(),
+        channels: Default::default(),
         http: reqwest::Client::new(),
     };
     let retry =
@@ -97,11 +98,7 @@ async fn the_incident_message_is_posted_then_updated_through_the_outbox() {
     }
     approve_as_slack_user(&engine, run_id).await;
     wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    outbox_drained(&engine).await;
     shutdown.cancel();
     relay.await.unwrap();
     worker.stop().await;
@@ -153,6 +150,15 @@ async fn gate_of(engine: &engine::Engine, run: RunId) -> String {
     s.gate.expect("the run has a gate")
 }
 
+/// Waits until no outbox message is due any more.
+async fn outbox_drained(engine: &engine::Engine) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What the Slack handler records for an approver's click.
 async fn approve_as_slack_user(engine: &engine::Engine, run: RunId) {
     let gate = gate_of(engine, run).await;
@@ -171,7 +177,8 @@ fn node_not_ready() -> Detection {
         baseline_stddev: 0.0,
         started_at: SystemClock.now(),
         source: Source::Detector { detector: "rule".into(), score: 1.0, reason: "NotReady".into() },
-        labels: Default::default(),
+        labels: [("node".to_owned(), "ip-10-0-1-7".to_owned())].into(),
+        annotations: Default::default(),
     }
 }
 
@@ -210,11 +217,7 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     ));
     let run_id = engine.start(workflow::GRAPH, &Incident::new(node_not_ready())).await.unwrap();
     wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !engine.store().outbox_due(Timestamp(i64::MAX), 10).await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the outbox did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    outbox_drained(&engine).await;
     shutdown.cancel();
     relay.await.unwrap();
     worker.stop().await;
@@ -234,6 +237,67 @@ async fn an_approval_nobody_gives_in_time_pages_pagerduty() {
     assert_eq!(topics, ["approval_requested"]);
 }
 
+/// A team's alert that no runbook answers is escalated at once, and the page
+/// carries the alert's own words: summary, description, runbook link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_without_a_runbook_pages_with_its_annotations() {
+    let fake = FakeApi::default();
+    let base = fake_server(fake.clone()).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let engine = incident_engine(&db, WorkflowConfig::default()).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let shutdown = CancellationToken::new();
+    let pagerduty = PagerDuty { base_url: base, routing_key: "R0UTINGKEY".into(), http: reqwest::Client::new() };
+    let config = RelayConfig { poll_interval: Duration::from_millis(20), ..RelayConfig::default() };
+    let relay = tokio::spawn(run(
+        engine.clone(),
+        Destinations { slack: None, pagerduty: Some(pagerduty) },
+        config,
+        shutdown.clone(),
+    ));
+    let alert = Detection {
+        service: "checkout".into(),
+        anomaly_type: "alert".into(),
+        metric: "QueueTooDeep".into(),
+        observed: 1.0,
+        baseline_mean: 0.0,
+        baseline_stddev: 0.0,
+        started_at: SystemClock.now(),
+        source: Source::Alertmanager {
+            group_key: "g1".into(),
+            alertname: "QueueTooDeep".into(),
+            fingerprints: vec!["f1".into()],
+        },
+        labels: [("severity".to_owned(), "page".to_owned())].into(),
+        annotations: [
+            ("summary".to_owned(), "Checkout queue is 40k deep".to_owned()),
+            ("description".to_owned(), "Orders wait more than 5 minutes.".to_owned()),
+            ("runbook_url".to_owned(), "https://runbooks.example/queue-too-deep".to_owned()),
+        ]
+        .into(),
+    };
+    let run_id = engine.start(workflow::GRAPH, &Incident::new(alert)).await.unwrap();
+    let done = wait_until(&engine, run_id, Duration::from_secs(20), |r| r.status.is_finished()).await;
+    outbox_drained(&engine).await;
+    shutdown.cancel();
+    relay.await.unwrap();
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("escalated: no runbook"));
+    assert!(s.timeline.iter().any(|t| t.what == "no runbook answers alert QueueTooDeep"), "{:?}", s.timeline);
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "one trigger: {requests:#?}");
+    let body = &requests[0].2;
+    assert_eq!(body["event_action"], "trigger");
+    assert_eq!(
+        body["payload"]["summary"],
+        "sev2: alert on checkout — Checkout queue is 40k deep (escalated: no runbook)"
+    );
+    assert_eq!(body["payload"]["custom_details"]["description"], "Orders wait more than 5 minutes.");
+    assert_eq!(body["payload"]["custom_details"]["runbook_url"], "https://runbooks.example/queue-too-deep");
+    assert_eq!(body["links"], json!([{ "href": "https://runbooks.example/queue-too-deep", "text": "Runbook" }]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
     let fake = FakeApi::default();
@@ -242,8 +306,13 @@ async fn a_relay_that_dies_mid_send_loses_nothing_and_two_relays_send_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let engine = incident_engine(&db, WorkflowConfig::default()).await;
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
-    let slack =
-        SlackClient { base_url: base, token: "xoxb-test".into(), channel: "C0".into(), http: reqwest::Client::new() };
+    let slack = SlackClient {
+        base_url: base,
+        token: "xoxb-test".into(),
+        channel: "C0".into(),
+        channels: Default::default(),
+        http: reqwest::Client::new(),
+    };
     let destinations = Destinations { slack: Some(slack), pagerduty: None };
     let config = RelayConfig {
         retry: engine::RetryPolicy { initial_backoff: Duration::from_millis(50), ..Default::default() },

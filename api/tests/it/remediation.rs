@@ -12,7 +12,7 @@ use engine::testing::{fast_worker, finished, Backend, BackgroundWorker, TestDb};
 use engine::{Clock, Registry, SystemClock};
 use executors::aws::{AwsConfig, EcsExecutor};
 use executors::{Allowlist, Executor, Executors, Guardrails};
-use nodes::analyze::ServiceGraph;
+use nodes::catalog::{self, Catalog};
 use nodes::incident::{Detection, Source};
 use nodes::policy::PolicyConfig;
 use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex};
@@ -64,6 +64,19 @@ async fn ecs_service(url: &str) -> (aws_config::SdkConfig, aws_sdk_ecs::Client, 
     (sdk, ecs, cluster)
 }
 
+/// A catalogue where `orders` is the ECS service of that name in `cluster`.
+fn orders_on(cluster: &str) -> Catalog {
+    let orders = catalog::Service {
+        name: "orders".into(),
+        runs_on: catalog::Placement {
+            ecs: Some(catalog::EcsService { cluster: cluster.into(), service: None }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Catalog::new(vec![orders], None).unwrap()
+}
+
 fn cpu_saturation(cluster: &str, at: engine::Timestamp) -> Detection {
     Detection {
         service: "orders".into(),
@@ -74,9 +87,12 @@ fn cpu_saturation(cluster: &str, at: engine::Timestamp) -> Detection {
         baseline_stddev: 5.0,
         started_at: at,
         source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
-        labels: [("platform".to_owned(), "ecs".to_owned()), ("namespace".to_owned(), cluster.to_owned())]
+        // A label naming another cluster is evidence, not a target: the
+        // action goes where the catalogue says `orders` runs.
+        labels: [("platform".to_owned(), "ecs".to_owned()), ("namespace".to_owned(), format!("not-{cluster}"))]
             .into_iter()
             .collect(),
+        annotations: Default::default(),
     }
 }
 
@@ -113,8 +129,8 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
             verify_interval: Duration::from_millis(100),
             ..WorkflowConfig::default()
         },
-        runbooks: runbook::shipped().unwrap(),
-        services: ServiceGraph::default(),
+        runbooks: runbook::Runbooks::shipped().unwrap(),
+        services: orders_on(&cluster),
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
@@ -164,26 +180,37 @@ async fn an_executors_file_in_dry_run_ends_the_incident_as_a_dry_run_and_counts_
     let store = db.store().await;
     let dir = std::env::temp_dir().join(format!("sentinel-dry-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("executors.yaml");
+    let file = dir.join("sentinel.yaml");
+    // `orders` runs in the moto cluster by the catalogue; the detection's
+    // labels name another cluster, which must not matter.
     std::fs::write(
         &file,
         format!(
-            "dry_run: true\nallowlist: [\"ecs:{cluster}/*\"]\nauto_approve: [\"ecs:{cluster}/*\"]\n\
-             aws: {{ region: us-east-1, endpoint_url: \"{url}\", wait_timeout_secs: 20 }}\n"
+            "services:\n  - name: orders\n    tier: 1\n    runs_on: {{ ecs: {{ cluster: {cluster} }} }}\n\
+             policy: {{ auto_approve: [\"ecs:{cluster}/*\"] }}\n\
+             executors:\n  dry_run: true\n  allowlist: [\"ecs:{cluster}/*\"]\n\
+             \x20 aws: {{ region: us-east-1, endpoint_url: \"{url}\", wait_timeout: 20s }}\n"
         ),
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_sentinel"));
     serve
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&file)
         .env("DATABASE_URL", &db.url)
-        .env("SENTINEL_EXECUTORS_FILE", &file)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("SENTINEL_LOG", "warn")
         .stdin(std::process::Stdio::null());
-    for var in ["KAFKA_BROKERS", "CLICKHOUSE_URL", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PAGERDUTY_ROUTING_KEY"] {
+    for var in [
+        "KAFKA_BROKERS",
+        "CLICKHOUSE_URL",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "PAGERDUTY_ROUTING_KEY",
+        "SENTINEL_CONFIG",
+    ] {
         serve.env_remove(var);
     }
     let mut serve = serve.spawn().expect("spawn sentinel serve");
@@ -207,6 +234,8 @@ async fn an_executors_file_in_dry_run_ends_the_incident_as_a_dry_run_and_counts_
     assert_eq!(a.pre_state["desired_count"], 3, "the pre-state was read from moto");
     assert_eq!(a.outcome["dry_run"], true);
     assert_eq!(a.outcome["after"]["desired_count"], 6, "the plan says what would change: {:?}", a.outcome);
+    assert_eq!(a.action.action.target, format!("ecs:{cluster}/orders"), "the catalogue's cluster, not the label's");
+    assert_eq!(s.severity, Some(nodes::incident::Severity::Sev1), "tier 1 from the catalogue");
     assert!(s.outcome.as_deref().unwrap().starts_with("dry run: scale_service on ecs:"), "{:?}", s.outcome);
     assert_eq!(desired(&ecs, &cluster).await, 3, "nothing changed in ECS");
 

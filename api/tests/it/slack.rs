@@ -75,6 +75,7 @@ async fn only_a_signed_fresh_click_by_an_approver_decides() {
         started_at: SystemClock.now(),
         source: Source::Detector { detector: "zscore".into(), score: 1.0, reason: "test".into() },
         labels: Default::default(),
+        annotations: Default::default(),
     };
     let run = engine.start(workflow::GRAPH, &Incident::new(detection)).await.unwrap();
     let worker = BackgroundWorker::start(&engine, fast_worker("slack-test"));

@@ -148,8 +148,8 @@ pub async fn incidents_reading(
     let policy = config.policy.clone();
     let workflow = Arc::new(nodes::workflow::Workflow {
         config,
-        runbooks: nodes::runbook::shipped().expect("runbooks"),
-        services: nodes::analyze::ServiceGraph::default(),
+        runbooks: nodes::runbook::Runbooks::shipped().expect("runbooks"),
+        services: nodes::catalog::Catalog::every_service_in("prod"),
         metrics: metrics_port.unwrap_or_else(|| Arc::new(metrics.clone())),
         deployments: Arc::new(deployments.clone()),
         index: Arc::new(nodes::ports::NoIndex),

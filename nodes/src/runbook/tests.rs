@@ -4,10 +4,34 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
+use crate::catalog::Catalog;
+use crate::incident::{Detection, Source};
+
+fn detection(service: &str, anomaly: &str) -> Detection {
+    Detection {
+        service: service.into(),
+        anomaly_type: anomaly.into(),
+        metric: "m".into(),
+        observed: 1.0,
+        baseline_mean: 0.0,
+        baseline_stddev: 0.0,
+        started_at: engine::Timestamp(0),
+        source: Source::Detector { detector: "t".into(), score: 1.0, reason: String::new() },
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn alert(name: &str, labels: &[(&str, &str)]) -> Detection {
+    let mut d = detection("checkout", "alert");
+    d.source = Source::Alertmanager { group_key: "g".into(), alertname: name.into(), fingerprints: vec![] };
+    d.labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    d
+}
 
 #[test]
 fn the_shipped_runbooks_load_and_cover_every_required_fault() {
-    let runbooks = load_dir(&shipped_dir()).expect("shipped runbooks load");
+    let runbooks = Runbooks::shipped().expect("shipped runbooks load");
     for anomaly in [
         "latency_spike",
         "error_rate_spike",
@@ -21,13 +45,29 @@ fn the_shipped_runbooks_load_and_cover_every_required_fault() {
         "image_pull_backoff",
         "node_not_ready",
     ] {
-        let found: Vec<&str> =
-            runbooks.iter().filter(|r| r.answers(Some(anomaly), None)).map(|r| r.id.as_str()).collect();
+        let d = detection("checkout", anomaly);
+        let found: Vec<&str> = runbooks.iter().filter(|r| r.fit(&d).is_some()).map(|r| r.id.as_str()).collect();
         assert_eq!(found.len(), 1, "exactly one runbook answers `{anomaly}`: {found:?}");
     }
-    let by_alert: Vec<&str> =
-        runbooks.iter().filter(|r| r.answers(None, Some("KubePodCrashLooping"))).map(|r| r.id.as_str()).collect();
-    assert_eq!(by_alert, ["crash-loop-backoff"]);
+}
+
+#[test]
+fn the_common_kube_prometheus_alerts_each_have_a_runbook() {
+    let runbooks = Runbooks::shipped().unwrap();
+    let chosen = |name: &str, labels: &[(&str, &str)]| runbooks.choose(&alert(name, labels)).map(|r| r.id.as_str());
+    let pod = [("namespace", "shop"), ("pod", "checkout-7d9f8b6c5-x2x9q"), ("container", "app")];
+    assert_eq!(chosen("KubePodCrashLooping", &pod), Some("crash-loop-backoff"));
+    assert_eq!(chosen("KubePodCrashLooping", &[("reason", "OOMKilled")]), Some("memory-leak"), "the OOM case");
+    assert_eq!(chosen("KubeContainerOOMKilled", &pod), Some("memory-leak"));
+    assert_eq!(chosen("KubePodNotReady", &pod), Some("pod-not-ready"));
+    assert_eq!(chosen("KubeContainerWaiting", &[("reason", "CrashLoopBackOff")]), Some("crash-loop-backoff"));
+    assert_eq!(chosen("KubeContainerWaiting", &[("reason", "ErrImagePull")]), Some("image-pull-backoff"));
+    assert_eq!(chosen("KubeContainerWaiting", &[("reason", "ContainerCreating")]), Some("pod-not-ready"));
+    assert_eq!(chosen("KubeDeploymentReplicasMismatch", &[("deployment", "checkout")]), Some("bad-deployment"));
+    assert_eq!(chosen("CPUThrottlingHigh", &pod), Some("cpu-saturation"));
+    assert_eq!(chosen("KubeNodeNotReady", &[("node", "ip-10-0-1-7")]), Some("node-not-ready"));
+    assert_eq!(chosen("TargetDown", &[("job", "checkout")]), Some("target-down"));
+    assert_eq!(chosen("SomethingNobodyWroteARunbookFor", &pod), None);
 }
 
 #[test]
@@ -41,10 +81,12 @@ fn evidence(pairs: &[(&str, Evidence)]) -> BTreeMap<String, Evidence> {
 }
 
 #[test]
-fn plans_follow_the_conditions_in_order() {
+fn plans_follow_the_conditions_in_order_with_targets_from_the_catalogue() {
     let runbooks = load_dir(&shipped_dir()).unwrap();
+    let catalog = Catalog::every_service_in("prod");
     let latency = runbooks.iter().find(|r| r.id == "latency-spike").unwrap();
-    let steps = |ev| latency.plan(&ev, "checkout", "prod").into_iter().map(|a| a.action.action).collect::<Vec<_>>();
+    let d = detection("checkout", "latency_spike");
+    let steps = |ev| latency.plan(&ev, &d, &catalog).actions.into_iter().map(|a| a.action.action).collect::<Vec<_>>();
     assert_eq!(steps(evidence(&[])), ["restart_deployment"]);
     assert_eq!(
         steps(evidence(&[
@@ -53,22 +95,89 @@ fn plans_follow_the_conditions_in_order() {
         ])),
         ["rollback_deployment", "scale_deployment", "restart_deployment"]
     );
-    let plan = latency.plan(&evidence(&[]), "checkout", "prod");
-    assert_eq!(plan[0].action.target, "kubernetes:prod/checkout");
-    assert_eq!(plan[0].estimated_downtime, std::time::Duration::from_secs(10));
+    let plan = latency.plan(&evidence(&[]), &d, &catalog);
+    assert_eq!(plan.actions[0].action.target, "kubernetes:prod/checkout");
+    assert_eq!(plan.actions[0].estimated_downtime, std::time::Duration::from_secs(10));
+
+    // ECS steps need an ECS placement: without one they are reported, not planned.
     let cpu = runbooks.iter().find(|r| r.id == "cpu-saturation").unwrap();
-    let plan = cpu.plan(&evidence(&[("platform", Evidence::Text("ecs".into()))]), "orders", "prod-cluster");
-    assert_eq!(plan.len(), 1);
+    let ecs = evidence(&[("platform", Evidence::Text("ecs".into()))]);
+    let plan = cpu.plan(&ecs, &detection("orders", "cpu_saturation"), &catalog);
+    assert!(plan.actions.is_empty());
+    assert!(plan.untargeted[0].contains("`orders` has no ecs placement"), "{:?}", plan.untargeted);
+    let orders = crate::catalog::Service {
+        name: "orders".into(),
+        runs_on: crate::catalog::Placement {
+            ecs: Some(crate::catalog::EcsService { cluster: "prod-cluster".into(), service: None }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let catalog = Catalog::new(vec![orders], None).unwrap();
+    let plan = cpu.plan(&ecs, &detection("orders", "cpu_saturation"), &catalog);
+    assert_eq!(plan.actions.len(), 1);
     assert_eq!(
-        (plan[0].action.executor.as_str(), plan[0].action.params["factor"].clone()),
-        ("ecs", serde_json::json!(2))
+        (
+            plan.actions[0].action.executor.as_str(),
+            plan.actions[0].action.target.as_str(),
+            plan.actions[0].action.params["factor"].clone()
+        ),
+        ("ecs", "ecs:prod-cluster/orders", serde_json::json!(2))
     );
+}
+
+#[test]
+fn alertmanager_matchers() {
+    let m = |s: &str| Matcher::try_from(s.to_owned());
+    let labels: BTreeMap<String, String> = [("service", "checkout"), ("severity", "critical"), ("path", "/a \"b\"")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    for (matcher, want) in [
+        ("service=checkout", true),
+        ("service=\"checkout\"", true),
+        ("service = \"checkout\"", true),
+        ("service!=checkout", false),
+        ("service=~\"check.*\"", true),
+        ("service=~\"check\"", false), // anchored, as in Alertmanager
+        ("service!~\"cart|search\"", true),
+        ("severity=~\"warning|critical\"", true),
+        ("team=\"\"", true), // a missing label is the empty string
+        ("team!=\"\"", false),
+        ("path=\"/a \\\"b\\\"\"", true),
+    ] {
+        assert_eq!(m(matcher).unwrap().matches(&labels), want, "{matcher}");
+    }
+    for bad in ["=x", "service", "service==x", "service=~\"(\"", "service=\"open", "1x=y", "service=\"a\"b"] {
+        assert!(m(bad).is_err(), "{bad} must be refused");
+    }
+    let round = m("service=~\"a|b\"").unwrap();
+    assert_eq!(Matcher::try_from(String::from(round.clone())).unwrap(), round);
+}
+
+#[test]
+fn a_team_runbook_answers_before_a_shipped_one_and_replaces_one_with_its_id() {
+    let dir = std::env::temp_dir().join(format!("sentinel-runbooks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let team = |id: &str, alerts: &str| format!("id: {id}\ntitle: T\nmatch:\n  alerts: {alerts}\n{}", GOOD_STEP);
+    std::fs::write(dir.join("a.yaml"), team("crash-loop-backoff", "[KubePodCrashLooping]")).unwrap();
+    std::fs::write(dir.join("b.yaml"), team("ours", "[{ name: HighLatency, matchers: ['tier=\"1\"'] }]")).unwrap();
+    let runbooks = Runbooks::load(std::slice::from_ref(&dir)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(runbooks.team_count(), 2);
+    assert_eq!(runbooks.iter().filter(|r| r.id == "crash-loop-backoff").count(), 1, "replaced, not doubled");
+    let chosen = |d: &Detection| runbooks.choose(d).map(|r| r.title.clone());
+    assert_eq!(chosen(&alert("KubePodCrashLooping", &[])).as_deref(), Some("T"));
+    assert_eq!(chosen(&alert("HighLatency", &[("tier", "1")])).as_deref(), Some("T"));
+    assert_eq!(chosen(&alert("HighLatency", &[("tier", "2")])), None);
+    assert_eq!(chosen(&detection("x", "latency_spike")).as_deref(), Some("Latency spike"), "shipped ones still answer");
 }
 
 #[track_caller]
 fn refused(text: &str, expected: &str) {
-    let err = parse(Path::new("runbooks/broken.yaml"), text).expect_err("a malformed runbook is refused");
-    assert_eq!(err.to_string(), expected);
+    let err = parse(Path::new("runbooks/broken.yaml"), text).expect_err("a malformed runbook is refused").to_string();
+    assert!(err.starts_with(expected), "`{err}` is not `{expected}…`");
 }
 
 const GOOD_STEP: &str = "
@@ -77,42 +186,45 @@ steps:
     action:
       executor: kubernetes
       action: restart_deployment
-      target: \"kubernetes:{namespace}/{service}\"
+      target: \"kubernetes:{namespace}/{deployment}\"
       estimated_downtime_secs: 10
       blast_radius: single_service
       rollback: restore_pre_state
 ";
 
 #[test]
-fn malformed_runbooks_fail_with_file_and_line() {
+fn malformed_runbooks_fail_with_file_line_and_column() {
+    let head = "id: x\ntitle: X\nmatch:\n  anomaly_types: [a]\n";
     refused(
-        &format!(
-            "id: x\ntitle: X\nmatch:\n  anomaly_types: [a]\n{}",
-            GOOD_STEP.replace("kubernetes\n", "kubernetes\n      colour: red\n")
-        ),
-        "runbooks/broken.yaml:10:7: steps[0].action: unknown field `colour`, expected one of `executor`, `action`, \
-         `target`, `params`, `estimated_downtime_secs`, `blast_radius`, `rollback` at line 10 column 7",
+        &format!("{head}{}", GOOD_STEP.replace("kubernetes\n", "kubernetes\n      colour: red\n")),
+        "runbooks/broken.yaml:10:7: unknown field `colour`",
     );
     refused(
-        &format!("id: x\ntitle: X\nmatch:\n  anomaly_types: [a]\n{}", GOOD_STEP.replace("    action:\n", "    when: [\"cpu >> 3\"]\n    action:\n")),
-        "runbooks/broken.yaml:8:11: steps[0].when: condition `cpu >> 3`: unknown operator `>>` (< <= > >= == !=) at line 8 column 11",
+        &format!("{head}{}", GOOD_STEP.replace("    action:\n", "    when: [\"cpu >> 3\"]\n    action:\n")),
+        "runbooks/broken.yaml:8:12: condition `cpu >> 3`: unknown operator `>>` (< <= > >= == !=)",
     );
     refused(
-        &format!(
-            "id: x\ntitle: X\nmatch:\n  anomaly_types: [a]\n{}",
-            GOOD_STEP.replace("executor: kubernetes", "executor: azure")
-        ),
-        "runbooks/broken.yaml:9: step `restart`: unknown executor `azure` (ec2, ecs, kubernetes, mock)",
+        &format!("{head}{}", GOOD_STEP.replace("executor: kubernetes", "executor: azure")),
+        "runbooks/broken.yaml:9:17: step `restart`: unknown executor `azure` (ec2, ecs, kubernetes, mock)",
+    );
+    refused(
+        &format!("{head}{}", GOOD_STEP.replace("{deployment}", "{pod}")),
+        "runbooks/broken.yaml:11:15: step `restart`: target `kubernetes:{namespace}/{pod}`: unknown placeholder `{pod}`",
+    );
+    refused(
+        &format!("{head}{}", GOOD_STEP.replace("\"kubernetes:", "\"ecs:")),
+        "runbooks/broken.yaml:11:15: step `restart`: target `ecs:{namespace}/{deployment}` does not start with `kubernetes:`",
     );
     refused(
         &format!("id: x\ntitle: X\nmatch: {{}}\n{GOOD_STEP}"),
-        "runbooks/broken.yaml:3: `match` needs anomaly_types or alert_names",
+        "runbooks/broken.yaml:3:8: `match` needs anomaly_types or alerts",
     );
     refused(
-        "id: x\ntitle: [X]\n",
-        "runbooks/broken.yaml:2:8: title: invalid type: sequence, expected a string at line 2 column 8",
+        &format!("id: x\ntitle: X\nmatch:\n  alerts: [{{ name: A, matchers: ['sev=~\"(\"']}}]\n{GOOD_STEP}"),
+        "runbooks/broken.yaml:4:",
     );
-    refused("id: x\n\tid: y\n", "runbooks/broken.yaml:2:1: found a tab character that violates indentation at line 2 column 1, while scanning a plain scalar at line 1 column 5");
+    refused("id: x\ntitle: [X]\n", "runbooks/broken.yaml:2:8: ");
+    refused("id: x\n\tid: y\n", "runbooks/broken.yaml:1:5: while scanning a plain scalar, found a tab");
 }
 
 #[test]

@@ -10,11 +10,11 @@ use engine::testing::{fast_worker, finished, wait_until, Backend, BackgroundWork
 use engine::{on_both_stores, Clock, Registry, RunStatus, SystemClock, Timestamp};
 use executors::mock::MockExecutor;
 use executors::{Action, Allowlist, Executors, Guardrails, NoKillSwitch};
-use nodes::analyze::ServiceGraph;
+use nodes::catalog::Catalog;
 use nodes::incident::{Detection, Source};
 use nodes::policy::{Facts, PolicyConfig};
 use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex, PortError};
-use nodes::runbook::{load_dir, shipped_dir, PlannedAction};
+use nodes::runbook::{PlannedAction, Runbooks};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
 use serde_json::json;
@@ -63,6 +63,7 @@ fn detection(service: &str, anomaly: &str, metric: &str, observed: f64, labels: 
         started_at: now(),
         source: Source::Detector { detector: "zscore".into(), score: 0.95, reason: "z > 4 for 3 of 5 points".into() },
         labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        annotations: Default::default(),
     }
 }
 
@@ -95,8 +96,9 @@ async fn engine_with_deployments(
     let executors = Executors::from_parts(parts.collect(), &rails, Arc::new(NoKillSwitch));
     let workflow = Arc::new(Workflow {
         config,
-        runbooks: load_dir(&shipped_dir()).unwrap(),
-        services: ServiceGraph::new(&[("frontend", "checkout"), ("checkout", "payments")]),
+        runbooks: Runbooks::shipped().unwrap(),
+        services: Catalog::every_service_in("prod")
+            .with_dependencies(&[("frontend", "checkout"), ("checkout", "payments")]),
         metrics: Arc::new(metrics.clone()),
         deployments: Arc::new(deployments),
         index: Arc::new(NoIndex),
@@ -191,7 +193,7 @@ async fn a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal(backen
     baseline(&world.metrics, "ip-10-0-1-7", "node_ready");
     world.mock.on_execute("drain_node", readings_after(&world.metrics, "ip-10-0-1-7", "node_ready", 100.0));
     let worker = BackgroundWorker::start(&engine, fast_worker("w"));
-    let d = detection("ip-10-0-1-7", "node_not_ready", "node_ready", 0.0, &[]);
+    let d = detection("ip-10-0-1-7", "node_not_ready", "node_ready", 0.0, &[("node", "ip-10-0-1-7")]);
     let run = engine.start(workflow::GRAPH, &Incident::new(d)).await.unwrap();
     let waiting = wait_until(&engine, run, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
     assert_eq!(waiting.node, "await_approval");
