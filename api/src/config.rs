@@ -17,6 +17,8 @@
 //! | `PAGERDUTY_ROUTING_KEY` | escalations; a secret | — |
 //! | `SENTINEL_PAGERDUTY_URL` | PagerDuty Events API base | `pagerduty.url` |
 //! | `SENTINEL_WEBHOOK_TOKEN` | bearer token for the webhook executor; a secret | — |
+//! | `PROMETHEUS_URL` | a team's Prometheus | `prometheus.url` |
+//! | `PROMETHEUS_PASSWORD`, `PROMETHEUS_TOKEN` | its basic-auth password or bearer token; secrets | — |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,38 @@ pub struct File {
     pub slack: SlackSection,
     #[serde(default)]
     pub pagerduty: PagerDutySection,
+    /// A team's Prometheus: a metric source, and where alert rules are
+    /// re-evaluated to verify an alert's incident.
+    pub prometheus: Option<PrometheusSection>,
+    /// Where services' metrics are read from unless a service says: `sentinel`
+    /// (events sent to Sentinel) or `prometheus`. Default: `prometheus` when
+    /// it is configured, else `sentinel`.
+    pub metrics_from: Option<catalog::MetricsFrom>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSection {
+    /// `PROMETHEUS_URL` overrides.
+    pub url: Option<String>,
+    /// Basic auth user (the password is `PROMETHEUS_PASSWORD`); or set
+    /// `PROMETHEUS_TOKEN` for a bearer token.
+    pub user: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Resolution of range queries (default 15s).
+    #[serde(default, with = "humantime_serde")]
+    pub step: Option<Duration>,
+    /// The PromQL of a metric without its own query; `{metric}` and
+    /// `{service}` are filled in. Default `avg({metric}{job="{service}"})`.
+    pub default_query: Option<String>,
+    /// PromQL by metric name, with `{service}` filled in.
+    #[serde(default)]
+    pub queries: BTreeMap<String, String>,
+    /// Deployments as ReplicaSets created: `kube-state-metrics` for the
+    /// standard query, or a PromQL template over `{namespace}`,
+    /// `{deployment}`, `{service}`. Absent: deployments come from events.
+    pub deployments: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -268,6 +302,9 @@ pub struct Config {
     pub slack: Option<SlackSettings>,
     pub slack_api: Option<crate::relay::SlackClient>,
     pub pagerduty: Option<crate::relay::PagerDuty>,
+    pub prometheus: Option<telemetry::prometheus::PrometheusConfig>,
+    /// Where a service's metrics come from when its catalogue entry does not say.
+    pub metrics_from: catalog::MetricsFrom,
 }
 
 /// Slack interactivity: the signing secret and who may approve.
@@ -424,6 +461,52 @@ impl Config {
             None => None,
         };
 
+        let prom = file.prometheus.clone().unwrap_or_default();
+        let prometheus = match url("PROMETHEUS_URL", "prometheus.url", prom.url.as_ref())? {
+            Some(u) => {
+                let mut p = telemetry::prometheus::PrometheusConfig::new(u);
+                p.auth = match (env("PROMETHEUS_TOKEN"), &prom.user) {
+                    (Some(token), _) => telemetry::prometheus::Auth::Bearer(token),
+                    (None, Some(user)) => {
+                        telemetry::prometheus::Auth::Basic { user: user.clone(), password: env("PROMETHEUS_PASSWORD") }
+                    }
+                    (None, None) => telemetry::prometheus::Auth::None,
+                };
+                if let Some(t) = prom.timeout {
+                    p.timeout = t;
+                }
+                if let Some(step) = prom.step {
+                    if step.is_zero() {
+                        return Err(at("prometheus.step", "a step of 0 is no resolution".into()));
+                    }
+                    p.step = step;
+                }
+                if let Some(q) = &prom.default_query {
+                    p.default_query = q.clone();
+                }
+                p.queries = prom.queries.clone();
+                p.deployments = prom.deployments.as_deref().map(|d| match d {
+                    "kube-state-metrics" => telemetry::prometheus::KUBE_STATE_DEPLOYMENTS.to_owned(),
+                    query => query.to_owned(),
+                });
+                Some(p)
+            }
+            None if file.prometheus.is_some() => {
+                return Err(at("prometheus", "`prometheus` needs a `url` (or PROMETHEUS_URL)".into()));
+            }
+            None => None,
+        };
+        let metrics_from = file.metrics_from.unwrap_or(if prometheus.is_some() {
+            catalog::MetricsFrom::Prometheus
+        } else {
+            catalog::MetricsFrom::Sentinel
+        });
+        let wants_prometheus = metrics_from == catalog::MetricsFrom::Prometheus
+            || catalog.services().any(|s| s.metrics_from == Some(catalog::MetricsFrom::Prometheus));
+        if wants_prometheus && prometheus.is_none() {
+            return Err(at("metrics_from", "metrics from `prometheus`, but no Prometheus is configured".into()));
+        }
+
         let database_url = match env("DATABASE_URL") {
             Some(u) => u,
             None => {
@@ -447,6 +530,8 @@ impl Config {
             slack,
             slack_api,
             pagerduty,
+            prometheus,
+            metrics_from,
         })
     }
 
@@ -481,6 +566,11 @@ impl Config {
             } else {
                 format!("{:?}", self.workflow.policy.allowlist)
             }
+        ));
+        lines.push(format!(
+            "metrics: {:?} by default{}",
+            self.metrics_from,
+            self.prometheus.as_ref().map_or(String::new(), |p| format!("; Prometheus at {}", p.url))
         ));
         lines.push(format!(
             "telemetry: {}, {}",

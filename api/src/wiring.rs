@@ -1,6 +1,7 @@
 //! Ports wired for a standalone `sentinel serve`/`worker`: metrics and
 //! deployments come from the telemetry store (ClickHouse, or the embedded
-//! memory store); actions go through the executors' factory, built from the
+//! memory store), or from a team's Prometheus per the configuration, which
+//! also re-evaluates alert rules for verification; actions go through the executors' factory, built from the
 //! configuration's `executors`, or, without it, from the mock backend in
 //! dry-run mode (recorded, never done).
 
@@ -8,8 +9,10 @@ use std::sync::Arc;
 
 use engine::{Engine, Registry, Store, SystemClock};
 use executors::{Allowlist, Executor, Executors, ExecutorsConfig, Guardrails, KillSwitch};
-use nodes::ports::NoIndex;
+use nodes::catalog::{Catalog, MetricsFrom};
+use nodes::ports::{AlertRules, Deployments, MetricStore, NoAlertRules, NoIndex, PortError};
 use nodes::workflow::Workflow;
+use telemetry::prometheus::Prometheus;
 
 use crate::access::Access;
 use crate::config::Config;
@@ -44,20 +47,66 @@ pub fn standalone_workflow(
     telemetry: StorePorts,
     executor: Arc<dyn Executor>,
     config: &Config,
-) -> Arc<Workflow> {
+) -> anyhow::Result<Arc<Workflow>> {
     let policy = config.workflow.policy.clone();
-    Arc::new(Workflow {
+    let prometheus = match &config.prometheus {
+        Some(p) => Some(Arc::new(Prometheus::new(p.clone(), config.catalog.clone()).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let metrics: Arc<dyn MetricStore> = match &prometheus {
+        Some(p) => Arc::new(RoutedMetrics {
+            sentinel: telemetry.clone(),
+            prometheus: p.clone(),
+            catalog: config.catalog.clone(),
+            default: config.metrics_from,
+        }),
+        None => Arc::new(telemetry.clone()),
+    };
+    let deployments: Arc<dyn Deployments> = match &prometheus {
+        Some(p) if config.prometheus.as_ref().is_some_and(|c| c.deployments.is_some()) => p.clone(),
+        _ => Arc::new(telemetry),
+    };
+    let alerts: Arc<dyn AlertRules> = match &prometheus {
+        Some(p) => p.clone(),
+        None => Arc::new(NoAlertRules),
+    };
+    Ok(Arc::new(Workflow {
         config: config.workflow.clone(),
         runbooks: config.runbooks.clone(),
         services: config.catalog.clone(),
-        metrics: Arc::new(telemetry.clone()),
-        deployments: Arc::new(telemetry),
+        metrics,
+        deployments,
         index: Arc::new(NoIndex),
+        alerts,
         executor,
         safety: Arc::new(LedgerFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
             switches,
             policy,
         }),
-    })
+    }))
+}
+
+/// Each service's metrics from where the catalogue (or the default) says.
+struct RoutedMetrics {
+    sentinel: StorePorts,
+    prometheus: Arc<Prometheus>,
+    catalog: Catalog,
+    default: MetricsFrom,
+}
+
+#[async_trait::async_trait]
+impl MetricStore for RoutedMetrics {
+    async fn window(
+        &self,
+        service: &str,
+        metric: &str,
+        from: engine::Timestamp,
+        to: engine::Timestamp,
+    ) -> Result<Vec<(engine::Timestamp, f64)>, PortError> {
+        match self.catalog.metrics_from(service).unwrap_or(self.default) {
+            MetricsFrom::Prometheus => self.prometheus.window(service, metric, from, to).await,
+            MetricsFrom::Sentinel => self.sentinel.window(service, metric, from, to).await,
+        }
+    }
 }

@@ -30,6 +30,19 @@ pub struct Service {
     pub depends_on: Vec<String>,
     #[serde(default)]
     pub runs_on: Placement,
+    /// Where this service's metrics are read from; the configuration's
+    /// `metrics_from` when absent.
+    #[serde(default)]
+    pub metrics_from: Option<MetricsFrom>,
+}
+
+/// A metric store: Sentinel's own (events sent to it, in ClickHouse or
+/// memory), or a team's Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFrom {
+    Sentinel,
+    Prometheus,
 }
 
 fn tier2() -> Tier {
@@ -182,6 +195,11 @@ impl Catalog {
 
     pub fn graph(&self) -> &ServiceGraph {
         &self.graph
+    }
+
+    /// Where `service`'s metrics come from, when its entry says.
+    pub fn metrics_from(&self, service: &str) -> Option<MetricsFrom> {
+        self.services.get(service).and_then(|s| s.metrics_from)
     }
 
     pub fn tier(&self, service: &str) -> Tier {

@@ -13,8 +13,19 @@ use serde::{Deserialize, Serialize};
 pub enum Source {
     /// A streaming detector: its score in [0, 1] and its reason.
     Detector { detector: String, score: f64, reason: String },
-    /// An Alertmanager alert group; its own fingerprint and group key kept verbatim.
-    Alertmanager { group_key: String, alertname: String, fingerprints: Vec<String> },
+    /// An Alertmanager alert group; its own fingerprint and group key kept
+    /// verbatim, and the rule's expression when the alert's `generatorURL` carries it.
+    Alertmanager {
+        group_key: String,
+        alertname: String,
+        fingerprints: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expr: Option<String>,
+        /// The labels the group is keyed by (Alertmanager's `group_by`): the
+        /// series of `expr` that belong to this group carry these.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        group_labels: BTreeMap<String, String>,
+    },
 }
 
 /// One detection: an anomaly or an alert group, the input of the detect node.
@@ -219,6 +230,8 @@ mod tests {
                 group_key: "{}:{alertname=\"HighErrorRate\"}".into(),
                 alertname: "HighErrorRate".into(),
                 fingerprints: fps.iter().map(|s| (*s).to_owned()).collect(),
+                expr: None,
+                group_labels: BTreeMap::new(),
             };
             d
         };

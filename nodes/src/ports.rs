@@ -43,6 +43,32 @@ pub trait Deployments: Send + Sync {
     async fn since(&self, service: &str, from: Timestamp) -> Result<Vec<Deployment>, PortError>;
 }
 
+/// Where alerting rules are evaluated (Prometheus): verification of an
+/// incident an alert opened asks whether the alert's own condition still holds.
+#[async_trait]
+pub trait AlertRules: Send + Sync {
+    /// The expression of alerting rule `alertname`, when the rule source has it.
+    async fn expression(&self, alertname: &str) -> Result<Option<String>, PortError>;
+    /// How many series `expr` returns at `at` that agree with `labels` on
+    /// every label both carry (an alert group's own series): none means the
+    /// group's condition is gone.
+    async fn series(&self, expr: &str, labels: &BTreeMap<String, String>, at: Timestamp) -> Result<usize, PortError>;
+}
+
+/// No rule source: an alert's incident is verified by its resolved notification alone.
+#[derive(Clone, Default)]
+pub struct NoAlertRules;
+
+#[async_trait]
+impl AlertRules for NoAlertRules {
+    async fn expression(&self, _: &str) -> Result<Option<String>, PortError> {
+        Ok(None)
+    }
+    async fn series(&self, _: &str, _: &BTreeMap<String, String>, _: Timestamp) -> Result<usize, PortError> {
+        Err(PortError::Refused("no rule source is configured".into()))
+    }
+}
+
 /// A past incident found similar to the current one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimilarIncident {

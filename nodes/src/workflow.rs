@@ -25,7 +25,7 @@ use crate::analyze::{self, Analysis};
 use crate::catalog::Catalog;
 use crate::incident::{self, Detection, Severity};
 use crate::policy::{self, facts, Decision, Facts, PolicyConfig, ProposedAction};
-use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
+use crate::ports::{AlertRules, Deployments, IncidentIndex, MetricStore, PortError};
 use crate::postmortem;
 use crate::runbook::{PlannedAction, Runbooks};
 use crate::verify::{self, Baseline, Verdict, VerifyConfig};
@@ -135,6 +135,10 @@ pub struct Incident {
     /// Metric-store reads that failed during the current verification.
     #[serde(default)]
     pub verify_read_failures: u32,
+    /// For an alert's incident: evaluations in a row in which the alert's
+    /// expression returned no series.
+    #[serde(default)]
+    pub alert_clear_streak: u32,
     /// Since when the approved action waits for its target (another run
     /// holds it, or it is cooling down).
     #[serde(default)]
@@ -209,6 +213,8 @@ pub struct Workflow {
     pub metrics: Arc<dyn MetricStore>,
     pub deployments: Arc<dyn Deployments>,
     pub index: Arc<dyn IncidentIndex>,
+    /// Evaluates alerting rules (Prometheus), to verify an alert's incident.
+    pub alerts: Arc<dyn AlertRules>,
     /// Acts on the world: the executors' factory (every backend behind the
     /// guardrails, dry-run mode included).
     pub executor: Arc<dyn Executor>,
@@ -711,6 +717,7 @@ async fn execute(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             s.actions.push(ActionRecord { action: planned, pre_state, outcome, dry_run: false, at: now, gate });
             s.verify_deadline = None;
             s.verify_read_failures = 0;
+            s.alert_clear_streak = 0;
             s.verdict = None;
             Ok((s, Transition::route("next")))
         }
@@ -770,6 +777,9 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
     }
     let acted_at = s.actions.last().map_or(now, |a| a.at);
     let deadline = *s.verify_deadline.get_or_insert(acted_at.saturating_add(w.config.verify_window));
+    if let incident::Source::Alertmanager { alertname, expr, group_labels, .. } = &d.source {
+        return verify_alert(&w, s, &ctx, alertname, expr.as_deref(), group_labels, deadline).await;
+    }
     let read = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await;
     let readings = match read {
         Ok(r) => r,
@@ -839,6 +849,104 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
             Ok((s, Transition::sleep_until(next)))
         }
     }
+}
+
+/// Verifies an alert's incident by the alert's own condition: its rule's
+/// expression, re-evaluated where the rule lives, returning no series
+/// `consecutive` times in a row, or the group's resolved notification. An
+/// alert has no baseline to compare against; without a rule source the
+/// incident waits for the resolved notification and, failing it, goes to a
+/// human rather than rolling back a fix that may have worked.
+async fn verify_alert(
+    w: &Workflow,
+    mut s: Incident,
+    ctx: &NodeContext,
+    alertname: &str,
+    expr: Option<&str>,
+    group_labels: &std::collections::BTreeMap<String, String>,
+    deadline: Timestamp,
+) -> Out {
+    let now = ctx.now();
+    let recovered = |mut s: Incident, why: String| -> Out {
+        s.note(now, "verify", why);
+        s.verdict = Some(Verdict::Recovered { at: s.alert_clear_streak as usize });
+        let d = s.detection()?.clone();
+        if let Some(last) = s.actions.last() {
+            let a = &last.action.action;
+            ctx.record(
+                facts::OUTCOME,
+                &d.service,
+                json!({ "succeeded": true, "action": a.action, "target": a.target }),
+            );
+        }
+        Ok((s, Transition::route("recovered")))
+    };
+    if ctx.take_signal(&["cleared"]).is_some() {
+        return recovered(s, format!("alert {alertname} resolved (Alertmanager's resolved notification)"));
+    }
+    let expr = match expr {
+        Some(e) => Some(e.to_owned()),
+        None => match w.alerts.expression(alertname).await {
+            Ok(e) => e,
+            Err(e) => {
+                s.note(now, "verify", format!("cannot read the rule of {alertname}: {e}"));
+                None
+            }
+        },
+    };
+    let evaluated = match &expr {
+        Some(expr) => Some(w.alerts.series(expr, group_labels, now).await),
+        None => None,
+    };
+    match &evaluated {
+        Some(Ok(0)) => {
+            s.alert_clear_streak += 1;
+            if s.alert_clear_streak as usize >= w.config.verify.consecutive.max(1) {
+                let why = format!(
+                    "alert {alertname}'s condition returned no series {} evaluations in a row",
+                    s.alert_clear_streak
+                );
+                return recovered(s, why);
+            }
+        }
+        Some(Ok(n)) => {
+            let n = *n;
+            if s.alert_clear_streak > 0 || s.verify_read_failures > 0 {
+                s.note(now, "verify", format!("alert {alertname} fires again ({n} series)"));
+            }
+            s.alert_clear_streak = 0;
+            s.verify_read_failures = 0;
+        }
+        Some(Err(e)) => {
+            if s.verify_read_failures == 0 {
+                s.note(now, "verify", format!("cannot evaluate alert {alertname} ({e}); retrying"));
+            }
+            s.verify_read_failures += 1;
+            s.alert_clear_streak = 0;
+        }
+        None => {}
+    }
+    if now >= deadline {
+        s.verdict = Some(Verdict::NotRecovered);
+        return match evaluated {
+            Some(Ok(_)) => {
+                s.note(now, "verify", format!("alert {alertname} still fires at the end of the verification window"));
+                Ok((s, Transition::route("not_recovered")))
+            }
+            _ => {
+                let why = if expr.is_none() {
+                    "no rule source knows its expression and it did not resolve".to_owned()
+                } else {
+                    "its expression could not be evaluated".to_owned()
+                };
+                s.note(now, "verify", format!("cannot tell whether alert {alertname} cleared: {why}"));
+                s.outcome = Some(format!("escalated: could not verify alert {alertname} ({why})"));
+                Ok((s, Transition::route("unverifiable")))
+            }
+        };
+    }
+    let next = now.saturating_add(w.config.verify_interval).min(deadline);
+    Ok((s, Transition::wait_for(["cleared"], Some(next))))
 }
 
 async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {

@@ -74,6 +74,14 @@ fn deployment_of_pod(pod: &str) -> Option<&str> {
     (ok(suffix) && ok(hash) && hash.len() >= 5 && !deployment.is_empty()).then_some(deployment)
 }
 
+/// The rule expression Prometheus puts in an alert's `generatorURL`
+/// (`…/graph?g0.expr=…&g0.tab=1`).
+fn expression(generator_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(generator_url).ok()?;
+    let expr = url.query_pairs().find(|(k, _)| k == "g0.expr")?.1.into_owned();
+    (!expr.trim().is_empty()).then_some(expr)
+}
+
 /// Reads a webhook body; the error says what is wrong with it.
 pub fn parse(body: &[u8]) -> Result<Notification, String> {
     let n: Notification = serde_json::from_slice(body).map_err(|e| format!("not an Alertmanager notification: {e}"))?;
@@ -139,6 +147,8 @@ impl Notification {
                 group_key: self.group_key.clone(),
                 alertname,
                 fingerprints: self.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
+                expr: expression(&first.generator_url),
+                group_labels: self.group_labels.clone(),
             },
             labels,
             annotations: {
@@ -177,7 +187,7 @@ mod tests {
         format!(
             r#"{{"status":"{status}","labels":{{"alertname":"KubePodCrashLooping","namespace":"shop","pod":"{pod}","deployment":"checkout"}},
             "annotations":{{"description":"restarting"}},"startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z",
-            "generatorURL":"http://prometheus:9090/graph","fingerprint":"{fp}"}}"#
+            "generatorURL":"http://prometheus:9090/graph?g0.expr=increase%28kube_pod_container_status_restarts_total%5B10m%5D%29+%3E+0&g0.tab=1","fingerprint":"{fp}"}}"#
         )
     }
 
@@ -190,7 +200,11 @@ mod tests {
         assert_eq!(d.service, "checkout");
         assert_eq!(d.labels["namespace"], "shop");
         assert_eq!(d.started_at, Timestamp(1_795_417_230_500), "the earliest startsAt");
-        let Source::Alertmanager { group_key, alertname, fingerprints } = &d.source else { panic!() };
+        let Source::Alertmanager { group_key, alertname, fingerprints, expr, group_labels } = &d.source else {
+            panic!()
+        };
+        assert_eq!(group_labels.get("alertname").map(String::as_str), Some("KubePodCrashLooping"));
+        assert_eq!(expr.as_deref(), Some("increase(kube_pod_container_status_restarts_total[10m]) > 0"));
         assert_eq!(group_key, r#"{}:{alertname="KubePodCrashLooping"}"#);
         assert_eq!(alertname, "KubePodCrashLooping");
         assert_eq!(fingerprints, &["a1b2c3d4e5f60718", "0f1e2d3c4b5a6978"]);

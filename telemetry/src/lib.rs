@@ -7,6 +7,7 @@ pub mod detect;
 pub mod event;
 pub mod kafka;
 pub mod pipeline;
+pub mod prometheus;
 pub mod remote_write;
 pub mod replay;
 pub mod store;

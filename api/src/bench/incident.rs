@@ -155,6 +155,7 @@ async fn workflow(store: &engine::Store) -> anyhow::Result<Workflow> {
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
+        alerts: Arc::new(nodes::ports::NoAlertRules),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),

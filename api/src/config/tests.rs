@@ -47,7 +47,13 @@ fn alert(name: &str, labels: &[(&str, &str)]) -> Detection {
         baseline_mean: 0.0,
         baseline_stddev: 0.0,
         started_at: Timestamp(0),
-        source: Source::Alertmanager { group_key: "g".into(), alertname: name.into(), fingerprints: vec![] },
+        source: Source::Alertmanager {
+            group_key: "g".into(),
+            alertname: name.into(),
+            fingerprints: vec![],
+            expr: None,
+            group_labels: Default::default(),
+        },
         labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         annotations: BTreeMap::new(),
     }
@@ -63,6 +69,7 @@ fn every_field_of_the_example_file_lands_where_it_belongs() {
         ("SLACK_BOT_TOKEN", "xoxb-1"),
         ("PAGERDUTY_ROUTING_KEY", "pd-key"),
         ("SENTINEL_INSTANCE_ID", "replica-0"),
+        ("PROMETHEUS_PASSWORD", "prom-pass"),
     ]);
     let c = Config::load(Some(&example()), &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.database_url, "postgres://db.internal/sentinel");
@@ -154,6 +161,18 @@ fn every_field_of_the_example_file_lands_where_it_belongs() {
     assert_eq!((api.channel_for("checkout"), api.channel_for("payments")), ("C0PAYMENTS", "C0INCIDENTS"));
     let pd = c.pagerduty.as_ref().unwrap();
     assert_eq!((pd.base_url.as_str(), pd.routing_key.as_str()), ("https://events.pagerduty.com", "pd-key"));
+    let prom = c.prometheus.as_ref().unwrap();
+    assert_eq!(prom.url, "http://prometheus.monitoring:9090");
+    assert!(
+        matches!(&prom.auth, telemetry::prometheus::Auth::Basic { user, password: Some(p) } if user == "sentinel" && p == "prom-pass")
+    );
+    assert_eq!((prom.timeout, prom.step), (Duration::from_secs(10), Duration::from_secs(15)));
+    assert_eq!(prom.default_query, telemetry::prometheus::DEFAULT_QUERY);
+    assert!(prom.queries["http_p99_ms"].starts_with("histogram_quantile(0.99"));
+    assert_eq!(prom.deployments.as_deref(), Some(telemetry::prometheus::KUBE_STATE_DEPLOYMENTS));
+    assert_eq!(c.metrics_from, nodes::catalog::MetricsFrom::Prometheus);
+    assert_eq!(c.catalog.metrics_from("ledger"), Some(nodes::catalog::MetricsFrom::Sentinel));
+    assert_eq!(c.catalog.metrics_from("checkout"), None);
     assert!(c.summary().contains("services: 4 (checkout, inventory, ledger, payments)"), "{}", c.summary());
 }
 
@@ -169,6 +188,8 @@ fn the_environment_overrides_urls_in_the_file() {
         ("SENTINEL_SLACK_API_URL", "http://127.0.0.1:1"),
         ("PAGERDUTY_ROUTING_KEY", "k"),
         ("SENTINEL_PAGERDUTY_URL", "http://127.0.0.1:2"),
+        ("PROMETHEUS_URL", "http://127.0.0.1:3"),
+        ("PROMETHEUS_TOKEN", "prom-token"),
     ]);
     let c = Config::load(Some(&example()), &env).unwrap();
     let kafka = c.telemetry.kafka.unwrap();
@@ -180,6 +201,9 @@ fn the_environment_overrides_urls_in_the_file() {
     assert_eq!((ch.url.as_str(), ch.database.as_str()), ("http://ch:8123", "db2"));
     assert_eq!(c.slack_api.unwrap().base_url, "http://127.0.0.1:1");
     assert_eq!(c.pagerduty.unwrap().base_url, "http://127.0.0.1:2");
+    let prom = c.prometheus.unwrap();
+    assert_eq!(prom.url, "http://127.0.0.1:3");
+    assert!(matches!(prom.auth, telemetry::prometheus::Auth::Bearer(ref t) if t == "prom-token"));
     let err =
         Config::load(Some(&example()), &env_of(&[("DATABASE_URL", "x"), ("CLICKHOUSE_URL", "ch:8123")])).err().unwrap();
     assert_eq!(err.to_string(), "CLICKHOUSE_URL: `ch:8123` is not an http:// or https:// URL");
@@ -252,6 +276,8 @@ fn bad_files_name_the_line_and_column() {
         "3:32: `azure` is not one of [\"ec2\", \"ecs\", \"kubernetes\", \"mock\"]",
     );
     refused("runbooks:\n  dirs: [nowhere]\n", &db, "2:10: ");
+    refused("prometheus:\n  user: x\n", &db, "2:3: `prometheus` needs a `url` (or PROMETHEUS_URL)");
+    refused("metrics_from: prometheus\n", &db, "1:15: metrics from `prometheus`, but no Prometheus is configured");
     refused(
         "slack:\n  approvers: { anyone: [] }\n",
         &[("DATABASE_URL", "x"), ("SLACK_SIGNING_SECRET", "s")],

@@ -266,6 +266,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         metrics: Arc::new(StorePorts(events.clone())),
         deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
+        alerts: Arc::new(nodes::ports::NoAlertRules),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts { engine: facts_engine, switches: access.clone(), policy }),
     });

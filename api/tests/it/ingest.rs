@@ -52,7 +52,8 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
         StorePorts(storage.store.clone()),
         executor,
         &defaults,
-    );
+    )
+    .unwrap();
     let mut registry = engine::Registry::new();
     registry.register(workflow::graph(workflow));
     let engine = Engine::new(store, registry, Arc::new(SystemClock));

@@ -13,6 +13,7 @@ mod ingest;
 mod ingest_crash;
 mod partitions;
 mod pg_restart;
+mod prometheus;
 mod rbac;
 mod relay;
 mod remediation;

@@ -267,6 +267,8 @@ async fn an_alert_without_a_runbook_pages_with_its_annotations() {
             group_key: "g1".into(),
             alertname: "QueueTooDeep".into(),
             fingerprints: vec!["f1".into()],
+            expr: None,
+            group_labels: Default::default(),
         },
         labels: [("severity".to_owned(), "page".to_owned())].into(),
         annotations: [

@@ -134,6 +134,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
+        alerts: Arc::new(nodes::ports::NoAlertRules),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts {
             engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),

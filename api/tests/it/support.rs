@@ -153,6 +153,7 @@ pub async fn incidents_reading(
         metrics: metrics_port.unwrap_or_else(|| Arc::new(metrics.clone())),
         deployments: Arc::new(deployments.clone()),
         index: Arc::new(nodes::ports::NoIndex),
+        alerts: Arc::new(nodes::ports::NoAlertRules),
         executor: Arc::new(executors),
         safety: Arc::new(sentinel::facts::LedgerFacts {
             engine: Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock)),

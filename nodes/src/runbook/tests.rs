@@ -24,7 +24,13 @@ fn detection(service: &str, anomaly: &str) -> Detection {
 
 fn alert(name: &str, labels: &[(&str, &str)]) -> Detection {
     let mut d = detection("checkout", "alert");
-    d.source = Source::Alertmanager { group_key: "g".into(), alertname: name.into(), fingerprints: vec![] };
+    d.source = Source::Alertmanager {
+        group_key: "g".into(),
+        alertname: name.into(),
+        fingerprints: vec![],
+        expr: None,
+        group_labels: Default::default(),
+    };
     d.labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     d
 }

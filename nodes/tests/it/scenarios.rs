@@ -102,6 +102,7 @@ async fn engine_with_deployments(
         metrics: Arc::new(metrics.clone()),
         deployments: Arc::new(deployments),
         index: Arc::new(NoIndex),
+        alerts: Arc::new(nodes::ports::NoAlertRules),
         executor: Arc::new(executors),
         safety: Arc::new(NoHistory),
     });
