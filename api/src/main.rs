@@ -367,7 +367,7 @@ async fn registry(
         sentinel::wiring::executor(config.executors.as_ref(), kill_switch).await.context("building the executors")?;
     let mut registry = engine::Registry::new();
     let ports = telemetry::store::StorePorts(telemetry.store.clone());
-    let workflow = sentinel::wiring::standalone_workflow(store, access, ports, executor, config)?;
+    let workflow = sentinel::wiring::standalone_workflow(store, access, ports, executor, config).await?;
     registry.register(nodes::workflow::graph(workflow));
     Ok(registry)
 }

@@ -8,9 +8,14 @@
 use std::sync::Arc;
 
 use engine::{Engine, Registry, Store, SystemClock};
+use executors::kubernetes::inspect::Inspector;
+use executors::ExecError;
 use executors::{Allowlist, Executor, Executors, ExecutorsConfig, Guardrails, KillSwitch};
 use nodes::catalog::{Catalog, MetricsFrom};
-use nodes::ports::{AlertRules, Deployments, MetricStore, NoAlertRules, NoIndex, PortError};
+use nodes::ports::{
+    AlertRules, Cluster, Deployments, MetricStore, NoAlertRules, NoCluster, NoIndex, NodeReport, PortError,
+    WorkloadReport,
+};
 use nodes::workflow::Workflow;
 use telemetry::prometheus::Prometheus;
 
@@ -40,8 +45,10 @@ pub async fn executor(
     Ok(Arc::new(executors))
 }
 
-/// The incident workflow as `serve` and `worker` run it, from the configuration.
-pub fn standalone_workflow(
+/// The incident workflow as `serve` and `worker` run it, from the
+/// configuration. With a Kubernetes executor configured, analysis reads the
+/// cluster through the same credentials.
+pub async fn standalone_workflow(
     store: &Store,
     switches: Access,
     telemetry: StorePorts,
@@ -70,6 +77,10 @@ pub fn standalone_workflow(
         Some(p) => p.clone(),
         None => Arc::new(NoAlertRules),
     };
+    let cluster: Arc<dyn Cluster> = match config.executors.as_ref().and_then(|x| x.kubernetes.as_ref()) {
+        Some(_) => Arc::new(KubeCluster(Inspector::from_environment().await.map_err(anyhow::Error::msg)?)),
+        None => Arc::new(NoCluster),
+    };
     Ok(Arc::new(Workflow {
         config: config.workflow.clone(),
         runbooks: config.runbooks.clone(),
@@ -78,6 +89,7 @@ pub fn standalone_workflow(
         deployments,
         index: Arc::new(NoIndex),
         alerts,
+        cluster,
         executor,
         safety: Arc::new(LedgerFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),
@@ -85,6 +97,33 @@ pub fn standalone_workflow(
             policy,
         }),
     }))
+}
+
+/// The cluster's word on workloads and nodes, read through kube.
+pub struct KubeCluster(pub Inspector);
+
+fn cluster_err(e: ExecError) -> Result<(), PortError> {
+    match e {
+        ExecError::NotFound(_) => Ok(()),
+        e => Err(PortError::Unavailable(e.to_string())),
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for KubeCluster {
+    async fn workload(&self, namespace: &str, deployment: &str) -> Result<Option<WorkloadReport>, PortError> {
+        match self.0.workload(namespace, deployment).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => cluster_err(e).map(|()| None),
+        }
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<NodeReport>, PortError> {
+        match self.0.node(name).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => cluster_err(e).map(|()| None),
+        }
+    }
 }
 
 /// Each service's metrics from where the catalogue (or the default) says.

@@ -157,6 +157,7 @@ fn list(objects: &BTreeMap<String, Value>, path: &str, query: &str) -> Option<Va
         "pods" => "Pod",
         "nodes" => "Node",
         "replicasets" => "ReplicaSet",
+        "events" => "Event",
         _ => return None,
     };
     let namespace = path.split("/namespaces/").nth(1).and_then(|r| r.split('/').next());
@@ -273,7 +274,7 @@ async fn api(
     }
 }
 
-async fn setup() -> (Fake, KubeExecutor) {
+async fn fake_cluster() -> (Fake, kube::Client) {
     let fake = Fake::default();
     seed(&fake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -281,7 +282,11 @@ async fn setup() -> (Fake, KubeExecutor) {
     let app = axum::Router::new().fallback(api).with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let config = kube::Config::new(url.parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
+    (fake, kube::Client::try_from(config).unwrap())
+}
+
+async fn setup() -> (Fake, KubeExecutor) {
+    let (fake, client) = fake_cluster().await;
     let exec = KubeExecutor::from_client(
         client,
         KubeConfig { wait_timeout: Duration::from_secs(5), poll_interval: Duration::from_millis(20) },
@@ -656,4 +661,90 @@ async fn a_drain_that_would_lose_a_pod_or_a_second_node_is_refused() {
     };
     assert_eq!(m, [node_c(true), node_c(false), node_c(true)], "nothing reached node-a or node-b");
     assert!(fake.objects.lock().unwrap().contains_key(BARE));
+}
+
+/// The inspector reads a Deployment's pods (an OOMKilled container, one
+/// waiting in CrashLoopBackOff), the events about them, its rollout history
+/// and its nodes, with reads only, each one asserted.
+#[tokio::test]
+async fn the_inspector_reads_pods_events_rollouts_and_nodes_and_changes_nothing() {
+    use executors::kubernetes::inspect::{Inspector, PodReport};
+    let (fake, client) = fake_cluster().await;
+    {
+        let mut o = fake.objects.lock().unwrap();
+        let p = o.get_mut(POD).unwrap();
+        p["metadata"]["labels"] = json!({ "app": "checkout", "pod-template-hash": "7d9f8" });
+        p["status"] = json!({
+            "phase": "Running",
+            "conditions": [{ "type": "Ready", "status": "False" }],
+            "containerStatuses": [
+                { "name": "app", "ready": false, "restartCount": 5, "image": "registry.local/checkout:1.42.0", "imageID": "",
+                  "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 2m40s restarting failed container" } },
+                  "lastState": { "terminated": { "reason": "OOMKilled", "exitCode": 137, "startedAt": "2026-11-30T10:00:00Z", "finishedAt": "2026-11-30T10:05:00Z" } } },
+                { "name": "proxy", "ready": true, "restartCount": 0, "image": "envoy:1.29", "imageID": "", "state": { "running": {} } }
+            ]
+        });
+        o.get_mut(RS).unwrap()["metadata"]["creationTimestamp"] = json!("2026-11-30T09:50:00Z");
+        o.get_mut(NODE_A).unwrap()["status"]["conditions"] =
+            json!([{ "type": "Ready", "status": "True" }, { "type": "MemoryPressure", "status": "True" }]);
+        let event = |name: &str, kind: &str, object: &str, reason: &str, message: &str, last: &str| {
+            json!({ "apiVersion": "v1", "kind": "Event",
+                "metadata": { "name": name, "namespace": "shop" },
+                "involvedObject": { "kind": kind, "name": object, "namespace": "shop" },
+                "reason": reason, "message": message, "type": "Warning", "count": 12, "lastTimestamp": last })
+        };
+        o.insert(
+            "/api/v1/namespaces/shop/events/checkout-7d9f8-x2x7q.1".into(),
+            event(
+                "checkout-7d9f8-x2x7q.1",
+                "Pod",
+                "checkout-7d9f8-x2x7q",
+                "BackOff",
+                "Back-off restarting failed container app",
+                "2026-11-30T10:06:00Z",
+            ),
+        );
+        o.insert(
+            "/api/v1/namespaces/shop/events/other.1".into(),
+            event("other.1", "Pod", "someone-else", "Failed", "not about checkout", "2026-11-30T10:07:00Z"),
+        );
+    }
+    let report = Inspector::from_client(client).workload("shop", "checkout").await.unwrap();
+    assert_eq!(report.revision, Some(3));
+    assert_eq!(
+        report.pods,
+        [PodReport {
+            name: "checkout-7d9f8-x2x7q".into(),
+            node: Some("node-a".into()),
+            ready: false,
+            restarts: 5,
+            last_terminated: Some(("OOMKilled".into(), 137)),
+            waiting: Some("CrashLoopBackOff".into()),
+        }]
+    );
+    assert_eq!(report.events.len(), 1, "only events about checkout: {:?}", report.events);
+    assert_eq!(
+        (report.events[0].reason.as_str(), report.events[0].object.as_str(), report.events[0].count),
+        ("BackOff", "Pod/checkout-7d9f8-x2x7q", 12)
+    );
+    let revisions: Vec<(u64, &str)> = report.rollouts.iter().map(|r| (r.revision, r.replicaset.as_str())).collect();
+    assert_eq!(revisions, [(3, "checkout-7d9f8"), (2, "checkout-5c6b4")], "the canary's ReplicaSet is not checkout's");
+    assert_eq!(report.rollouts[0].created_ms, Some(1_796_032_200_000));
+    assert_eq!(report.rollouts[0].images, ["registry.local/checkout:1.42.0", "envoy:1.29"]);
+    assert_eq!(
+        (report.nodes[0].name.as_str(), report.nodes[0].ready, report.nodes[0].problems.as_slice()),
+        ("node-a", Some(true), ["MemoryPressure".to_owned()].as_slice())
+    );
+    let requests = fake.requests.lock().unwrap().clone();
+    let seen: Vec<(String, String)> = requests.iter().map(|(m, p, _, _)| (m.clone(), p.clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET".to_owned(), DEPLOY.to_owned()),
+            ("GET".into(), "/apis/apps/v1/namespaces/shop/replicasets?&labelSelector=app%3Dcheckout".into()),
+            ("GET".into(), "/api/v1/namespaces/shop/pods?&labelSelector=app%3Dcheckout".into()),
+            ("GET".into(), "/api/v1/namespaces/shop/events".into()),
+            ("GET".into(), NODE_A.into()),
+        ]
+    );
 }

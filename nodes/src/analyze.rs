@@ -16,7 +16,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::incident::Detection;
-use crate::ports::{Deployments, IncidentIndex, MetricStore, PortError};
+use crate::ports::{Cluster, Deployments, IncidentIndex, MetricStore, NodeReport, PortError, WorkloadReport};
 use crate::runbook::Evidence;
 
 pub const WEIGHT_RULE: f64 = 0.5;
@@ -146,12 +146,133 @@ pub struct Ports<'a> {
     pub deployments: &'a dyn Deployments,
     pub index: &'a dyn IncidentIndex,
     pub services: &'a ServiceGraph,
+    pub cluster: &'a dyn Cluster,
 }
 
-pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result<Analysis, PortError> {
+/// What the cluster is asked about: the service's Deployment (from the
+/// catalogue), and the node an incident is about, if any.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSubject {
+    pub workload: Option<(String, String)>,
+    pub node: Option<String>,
+}
+
+/// Facts only the cluster may state: a label claiming one is ignored.
+pub const CLUSTER_FACTS: [&str; 8] = [
+    "oom_killed",
+    "image_pull_failed",
+    "crash_looping",
+    "restarts",
+    "pods_not_ready",
+    "node_not_ready",
+    "node_pressure",
+    "minutes_since_rollout",
+];
+
+/// The facts and evidence lines a workload report gives.
+pub fn workload_facts(r: &WorkloadReport, now: Timestamp) -> (BTreeMap<String, Evidence>, Vec<String>) {
+    let mut facts = BTreeMap::new();
+    let mut lines = Vec::new();
+    let oom = r.pods.iter().any(|p| p.last_terminated.as_ref().is_some_and(|(reason, _)| reason == "OOMKilled"));
+    let image = r.pods.iter().any(|p| {
+        p.waiting.as_deref().is_some_and(|w| matches!(w, "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName"))
+    });
+    let crash = r.pods.iter().any(|p| p.waiting.as_deref() == Some("CrashLoopBackOff"));
+    facts.insert("oom_killed".into(), Evidence::Bool(oom));
+    facts.insert("image_pull_failed".into(), Evidence::Bool(image));
+    facts.insert("crash_looping".into(), Evidence::Bool(crash));
+    facts.insert("restarts".into(), Evidence::Number(r.pods.iter().map(|p| p.restarts).max().unwrap_or(0) as f64));
+    facts.insert("pods_not_ready".into(), Evidence::Number(r.pods.iter().filter(|p| !p.ready).count() as f64));
+    for p in &r.pods {
+        let mut what = Vec::new();
+        if let Some((reason, code)) = &p.last_terminated {
+            what.push(format!("last terminated {reason} (exit {code})"));
+        }
+        if let Some(w) = &p.waiting {
+            what.push(format!("waiting: {w}"));
+        }
+        if p.restarts > 0 {
+            what.push(format!("{} restarts", p.restarts));
+        }
+        if !what.is_empty() {
+            lines.push(format!("pod {}: {}", p.name, what.join(", ")));
+        }
+    }
+    for e in r.events.iter().filter(|e| e.kind == "Warning").take(3) {
+        lines.push(format!("event {} on {} ×{}: {}", e.reason, e.object, e.count, e.message));
+    }
+    if let Some(latest) = r.rollouts.first() {
+        if let Some(created) = latest.created_ms {
+            let minutes = ((now.0 - created).max(0) as f64 / 60_000.0).round();
+            facts.insert("minutes_since_rollout".into(), Evidence::Number(minutes));
+            lines.push(format!(
+                "rollout: revision {} ({}, {}) {minutes:.0} min ago",
+                latest.revision,
+                latest.replicaset,
+                latest.images.join(", ")
+            ));
+        }
+    }
+    let (not_ready, pressure) = node_facts(&r.nodes, &mut lines);
+    facts.insert("node_not_ready".into(), Evidence::Bool(not_ready));
+    facts.insert("node_pressure".into(), Evidence::Bool(pressure));
+    (facts, lines)
+}
+
+/// Whether any node is not ready, and whether any reports pressure; a line per troubled node.
+fn node_facts(nodes: &[NodeReport], lines: &mut Vec<String>) -> (bool, bool) {
+    for n in nodes.iter().filter(|n| n.ready != Some(true) || !n.problems.is_empty() || n.unschedulable) {
+        let ready = match n.ready {
+            Some(true) => "Ready",
+            Some(false) => "NotReady",
+            None => "readiness unknown",
+        };
+        let cordoned = if n.unschedulable { ", cordoned" } else { "" };
+        lines.push(format!("node {}: {ready}{cordoned} {:?}", n.name, n.problems));
+    }
+    (nodes.iter().any(|n| n.ready == Some(false)), nodes.iter().any(|n| !n.problems.is_empty()))
+}
+
+/// Reads the cluster about `subject`: its facts and evidence lines. A cluster
+/// that cannot be read is a line of evidence, not a failed analysis.
+async fn read_cluster(
+    cluster: &dyn Cluster,
+    subject: &ClusterSubject,
+    now: Timestamp,
+) -> (BTreeMap<String, Evidence>, Vec<String>) {
+    let mut facts = BTreeMap::new();
+    let mut lines = Vec::new();
+    if let Some((ns, name)) = &subject.workload {
+        match cluster.workload(ns, name).await {
+            Ok(Some(r)) => (facts, lines) = workload_facts(&r, now),
+            Ok(None) => lines.push(format!("the cluster has no Deployment {ns}/{name}")),
+            Err(e) => lines.push(format!("the cluster could not be read: {e}")),
+        }
+    }
+    if let Some(node) = &subject.node {
+        match cluster.node(node).await {
+            Ok(Some(n)) => {
+                let (not_ready, pressure) = node_facts(std::slice::from_ref(&n), &mut lines);
+                facts.insert("node_not_ready".into(), Evidence::Bool(not_ready));
+                facts.insert("node_pressure".into(), Evidence::Bool(pressure));
+            }
+            Ok(None) => lines.push(format!("the cluster has no node {node}")),
+            Err(e) => lines.push(format!("the cluster could not be read: {e}")),
+        }
+    }
+    (facts, lines)
+}
+
+pub async fn analyze(
+    ports: &Ports<'_>,
+    d: &Detection,
+    subject: &ClusterSubject,
+    now: Timestamp,
+) -> Result<Analysis, PortError> {
     let mut evidence: BTreeMap<String, Evidence> = d
         .labels
         .iter()
+        .filter(|(k, _)| !CLUSTER_FACTS.contains(&k.as_str()))
         .map(|(k, v)| {
             let e = match v.as_str() {
                 "true" => Evidence::Bool(true),
@@ -187,9 +308,28 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
         evidence.insert("cpu_utilization".into(), Evidence::Number(*c));
     }
 
+    let (cluster_facts, cluster_lines) = read_cluster(ports.cluster, subject, now).await;
+    evidence.extend(cluster_facts);
+
     let mut candidates: Vec<(String, String, Vec<String>, f64)> = Vec::new();
     let deploys = ports.deployments.since(&d.service, d.started_at.saturating_sub(Duration::from_secs(7200))).await?;
-    if let Some(last) = deploys.iter().filter(|x| x.at <= d.started_at).max_by_key(|x| x.at) {
+    let last = deploys.iter().filter(|x| x.at <= d.started_at).max_by_key(|x| x.at);
+    if last.is_none() {
+        // No deploy event, but the cluster rolled the Deployment out recently.
+        if let Some(Evidence::Number(m)) = evidence.get("minutes_since_rollout").cloned() {
+            if m <= 120.0 {
+                evidence.insert("minutes_since_deploy".into(), Evidence::Number(m));
+                let line = cluster_lines.iter().find(|l| l.starts_with("rollout:")).cloned().unwrap_or_default();
+                candidates.push((
+                    "deployment".into(),
+                    format!("a rollout of {} {m:.0} min before the analysis", d.service),
+                    vec![line],
+                    (1.0 - m / 120.0).clamp(0.0, 1.0),
+                ));
+            }
+        }
+    }
+    if let Some(last) = last {
         let minutes = d.started_at.since(last.at).as_secs_f64() / 60.0;
         evidence.insert("minutes_since_deploy".into(), Evidence::Number(minutes.round()));
         candidates.push((
@@ -223,10 +363,12 @@ pub async fn analyze(ports: &Ports<'_>, d: &Detection, now: Timestamp) -> Result
     candidates.push((
         format!("intrinsic:{}", d.anomaly_type),
         format!("{} in {} itself ({deviation_text} on {})", d.anomaly_type.replace('_', " "), d.service, d.metric),
-        vec![format!(
+        std::iter::once(format!(
             "{} = {:.2} against a baseline of {:.2} ± {:.2}",
             d.metric, d.observed, baseline_mean, baseline_stddev
-        )],
+        ))
+        .chain(cluster_lines.iter().cloned())
+        .collect(),
         (sigmas / 10.0).min(1.0),
     ));
 

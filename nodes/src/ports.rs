@@ -69,6 +69,60 @@ impl AlertRules for NoAlertRules {
     }
 }
 
+pub use executors::kubernetes::inspect::{NodeReport, WorkloadReport};
+
+/// What the cluster says about a workload or a node (Kubernetes, read-only):
+/// the source of the facts runbook conditions test (`oom_killed`,
+/// `image_pull_failed`, …). `None`: no such object.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    async fn workload(&self, namespace: &str, deployment: &str) -> Result<Option<WorkloadReport>, PortError>;
+    async fn node(&self, name: &str) -> Result<Option<NodeReport>, PortError>;
+}
+
+/// No cluster to read: analysis goes without its facts.
+#[derive(Clone, Default)]
+pub struct NoCluster;
+
+#[async_trait]
+impl Cluster for NoCluster {
+    async fn workload(&self, _: &str, _: &str) -> Result<Option<WorkloadReport>, PortError> {
+        Ok(None)
+    }
+    async fn node(&self, _: &str) -> Result<Option<NodeReport>, PortError> {
+        Ok(None)
+    }
+}
+
+/// A cluster kept in memory, for the demo's simulated fleet and tests.
+#[derive(Clone, Default)]
+pub struct MemoryCluster {
+    workloads: Arc<Mutex<BTreeMap<(String, String), WorkloadReport>>>,
+    nodes: Arc<Mutex<BTreeMap<String, NodeReport>>>,
+}
+
+impl MemoryCluster {
+    pub fn set_workload(&self, report: WorkloadReport) {
+        let key = (report.namespace.clone(), report.deployment.clone());
+        self.workloads.lock().expect("cluster lock").insert(key, report);
+    }
+
+    pub fn set_node(&self, report: NodeReport) {
+        self.nodes.lock().expect("cluster lock").insert(report.name.clone(), report);
+    }
+}
+
+#[async_trait]
+impl Cluster for MemoryCluster {
+    async fn workload(&self, namespace: &str, deployment: &str) -> Result<Option<WorkloadReport>, PortError> {
+        let w = self.workloads.lock().expect("cluster lock");
+        Ok(w.get(&(namespace.to_owned(), deployment.to_owned())).cloned())
+    }
+    async fn node(&self, name: &str) -> Result<Option<NodeReport>, PortError> {
+        Ok(self.nodes.lock().expect("cluster lock").get(name).cloned())
+    }
+}
+
 /// A past incident found similar to the current one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimilarIncident {

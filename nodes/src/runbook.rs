@@ -36,8 +36,10 @@ pub struct Runbook {
     pub steps: Vec<Step>,
 }
 
-/// Which detections a runbook answers: any of the anomaly types, or an alert
-/// matching any of `alerts`. Either list may be empty, not both.
+/// Which detections a runbook answers: any of the anomaly types, an alert
+/// matching any of `alerts`, or any detection whose evidence satisfies every
+/// one of `facts` (e.g. `oom_killed == true`, as the cluster states it). At
+/// least one of the three.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
@@ -45,6 +47,8 @@ pub struct Match {
     pub anomaly_types: Vec<String>,
     #[serde(default)]
     pub alerts: Vec<AlertMatch>,
+    #[serde(default)]
+    pub facts: Vec<Condition>,
 }
 
 /// An alert by name, and optionally by its labels: `KubePodCrashLooping`, or
@@ -347,10 +351,15 @@ pub struct Plan {
 }
 
 impl Runbook {
-    /// How specifically this runbook answers `d`: `None` when it does not;
-    /// an anomaly type listed is 0, an alert matched by name 1 plus one per
-    /// label matcher.
-    pub fn fit(&self, d: &Detection) -> Option<usize> {
+    /// How specifically this runbook answers `d` with `evidence`: `None`
+    /// when it does not; an anomaly type listed is 0, an alert matched by name
+    /// 1 plus one per label matcher, facts that hold 10 plus one per fact
+    /// (what the cluster says beats what an alert is called).
+    pub fn fit(&self, d: &Detection, evidence: &BTreeMap<String, Evidence>) -> Option<usize> {
+        let f = &self.matches.facts;
+        if !f.is_empty() && f.iter().all(|c| c.holds(evidence)) {
+            return Some(10 + f.len());
+        }
         let by_alert = match &d.source {
             Source::Alertmanager { alertname, .. } => self
                 .matches
@@ -396,8 +405,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Runbook, Error> {
     if runbook.id.trim().is_empty() {
         return Err(invalid("id", "a runbook needs an id".into()));
     }
-    if runbook.matches.anomaly_types.is_empty() && runbook.matches.alerts.is_empty() {
-        return Err(invalid("match", "`match` needs anomaly_types or alerts".into()));
+    let m = &runbook.matches;
+    if m.anomaly_types.is_empty() && m.alerts.is_empty() && m.facts.is_empty() {
+        return Err(invalid("match", "`match` needs anomaly_types, alerts or facts".into()));
     }
     if runbook.steps.is_empty() {
         return Err(invalid("steps", "a runbook needs at least one step".into()));
@@ -499,13 +509,13 @@ impl Runbooks {
         Ok(Runbooks { team, shipped })
     }
 
-    /// The runbook for `d`: a team runbook that answers it before any shipped
-    /// one; among either, the most specific match, then the first.
-    pub fn choose(&self, d: &Detection) -> Option<&Runbook> {
+    /// The runbook for `d` with `evidence`: a team runbook that answers it
+    /// before any shipped one; among either, the most specific match, then the first.
+    pub fn choose(&self, d: &Detection, evidence: &BTreeMap<String, Evidence>) -> Option<&Runbook> {
         let best = |list: &'_ [Runbook]| -> Option<usize> {
             let mut best: Option<(usize, usize)> = None;
             for (i, r) in list.iter().enumerate() {
-                if let Some(fit) = r.fit(d) {
+                if let Some(fit) = r.fit(d, evidence) {
                     if best.is_none_or(|(_, b)| fit > b) {
                         best = Some((i, fit));
                     }

@@ -25,7 +25,7 @@ use crate::analyze::{self, Analysis};
 use crate::catalog::Catalog;
 use crate::incident::{self, Detection, Severity};
 use crate::policy::{self, facts, Decision, Facts, PolicyConfig, ProposedAction};
-use crate::ports::{AlertRules, Deployments, IncidentIndex, MetricStore, PortError};
+use crate::ports::{AlertRules, Cluster, Deployments, IncidentIndex, MetricStore, PortError};
 use crate::postmortem;
 use crate::runbook::{PlannedAction, Runbooks};
 use crate::verify::{self, Baseline, Verdict, VerifyConfig};
@@ -215,6 +215,8 @@ pub struct Workflow {
     pub index: Arc<dyn IncidentIndex>,
     /// Evaluates alerting rules (Prometheus), to verify an alert's incident.
     pub alerts: Arc<dyn AlertRules>,
+    /// The cluster's word on a workload or a node (Kubernetes, read-only).
+    pub cluster: Arc<dyn Cluster>,
     /// Acts on the world: the executors' factory (every backend behind the
     /// guardrails, dry-run mode included).
     pub executor: Arc<dyn Executor>,
@@ -306,8 +308,19 @@ async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Ou
         deployments: &*w.deployments,
         index: &*w.index,
         services: w.services.graph(),
+        cluster: &*w.cluster,
     };
-    let analysis = match analyze::analyze(&ports, &d, ctx.now()).await.map_err(port) {
+    // The cluster is asked about the Deployment the catalogue places the
+    // service in, and about the node a node's incident names.
+    let subject = analyze::ClusterSubject {
+        workload: w
+            .services
+            .placement(&d.service)
+            .and_then(|p| p.kubernetes)
+            .map(|k| (k.namespace, k.deployment.unwrap_or_else(|| d.service.clone()))),
+        node: d.labels.get("node").cloned(),
+    };
+    let analysis = match analyze::analyze(&ports, &d, &subject, ctx.now()).await.map_err(port) {
         Ok(a) => a,
         Err(e) if is_final(&e, &ctx, &analyze_retry()) => {
             // The evidence stayed out of reach (a metric store outage longer
@@ -335,15 +348,6 @@ async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Ou
 
 async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     let d = s.detection()?.clone();
-    let Some(runbook) = w.runbooks.choose(&d) else {
-        let what = match &d.source {
-            incident::Source::Alertmanager { alertname, .. } => format!("alert {alertname}"),
-            incident::Source::Detector { .. } => d.anomaly_type.clone(),
-        };
-        s.note(ctx.now(), "plan", format!("no runbook answers {what}"));
-        s.outcome = Some("escalated: no runbook".into());
-        return Ok((s, Transition::route("no_action")));
-    };
     // Where the service runs is the catalogue's word, not a label's.
     let mut evidence = s.analysis.evidence.clone();
     if let Some(p) = w.services.placement(&d.service) {
@@ -356,6 +360,15 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             evidence.insert("platform".into(), crate::runbook::Evidence::Text((*only).to_owned()));
         }
     }
+    let Some(runbook) = w.runbooks.choose(&d, &evidence) else {
+        let what = match &d.source {
+            incident::Source::Alertmanager { alertname, .. } => format!("alert {alertname}"),
+            incident::Source::Detector { .. } => d.anomaly_type.clone(),
+        };
+        s.note(ctx.now(), "plan", format!("no runbook answers {what}"));
+        s.outcome = Some("escalated: no runbook".into());
+        return Ok((s, Transition::route("no_action")));
+    };
     let plan = runbook.plan(&evidence, &d, &w.services);
     for why in &plan.untargeted {
         s.note(ctx.now(), "plan", format!("runbook {}: {why}", runbook.id));

@@ -156,6 +156,7 @@ async fn workflow(store: &engine::Store) -> anyhow::Result<Workflow> {
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
+        cluster: Arc::new(nodes::ports::NoCluster),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts {
             engine: Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),

@@ -111,7 +111,7 @@ fn every_field_of_the_example_file_lands_where_it_belongs() {
 
     // The team's runbook answers its own alert, on checkout only.
     assert_eq!(c.runbooks.team_count(), 1);
-    let chosen = |a: &Detection| c.runbooks.choose(a).map(|r| r.id.clone());
+    let chosen = |a: &Detection| c.runbooks.choose(a, &BTreeMap::new()).map(|r| r.id.clone());
     assert_eq!(
         chosen(&alert("HighLatency", &[("service", "checkout"), ("severity", "page")])).as_deref(),
         Some("checkout-high-latency")

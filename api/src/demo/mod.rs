@@ -92,7 +92,7 @@ fn scenarios() -> Vec<Scenario> {
             service: "payments",
             metric: "memory_mb",
             fault: Fault { factor: 1.6, growth: 0.01 },
-            labels: &[("namespace", "prod"), ("platform", "kubernetes"), ("oom_killed", "true")],
+            labels: k8s,
             fixed_by: &["patch_memory_limit"],
             deploy: false,
         },
@@ -267,6 +267,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         deployments: Arc::new(StorePorts(events.clone())),
         index: Arc::new(NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
+        cluster: Arc::new(sim::cluster()),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts { engine: facts_engine, switches: access.clone(), policy }),
     });

@@ -54,6 +54,26 @@ pub fn catalog() -> nodes::catalog::Catalog {
     Catalog::new(services, None).expect("the demo's catalogue is valid")
 }
 
+/// The simulated cluster: the memory-leak scenario's pods were OOMKilled,
+/// which is what its runbook's first step asks the cluster.
+pub fn cluster() -> nodes::ports::MemoryCluster {
+    let cluster = nodes::ports::MemoryCluster::default();
+    cluster.set_workload(nodes::ports::WorkloadReport {
+        namespace: "prod".into(),
+        deployment: "payments".into(),
+        pods: vec![executors::kubernetes::inspect::PodReport {
+            name: "payments-6f7c9d8b4-q8w2d".into(),
+            node: Some("node-a".into()),
+            ready: true,
+            restarts: 3,
+            last_terminated: Some(("OOMKilled".into(), 137)),
+            waiting: None,
+        }],
+        ..Default::default()
+    });
+    cluster
+}
+
 pub fn signals() -> Vec<Signal> {
     let mut v = Vec::new();
     let s = |service, metric, base, seasonality, noise| Signal { service, metric, base, seasonality, noise };

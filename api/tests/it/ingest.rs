@@ -53,6 +53,7 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
         executor,
         &defaults,
     )
+    .await
     .unwrap();
     let mut registry = engine::Registry::new();
     registry.register(workflow::graph(workflow));

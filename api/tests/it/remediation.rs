@@ -135,6 +135,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         deployments: Arc::new(MemoryDeployments::default()),
         index: Arc::new(NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
+        cluster: Arc::new(nodes::ports::NoCluster),
         executor: Arc::new(executors),
         safety: Arc::new(LedgerFacts {
             engine: engine::Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock)),

@@ -154,6 +154,7 @@ pub async fn incidents_reading(
         deployments: Arc::new(deployments.clone()),
         index: Arc::new(nodes::ports::NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
+        cluster: Arc::new(nodes::ports::NoCluster),
         executor: Arc::new(executors),
         safety: Arc::new(sentinel::facts::LedgerFacts {
             engine: Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock)),

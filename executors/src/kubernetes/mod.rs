@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::{wait_until, Action, Blast, ExecError, Executor, Outcome};
 
+pub mod inspect;
 pub mod node;
 pub mod quantity;
 
@@ -563,7 +564,7 @@ impl KubeExecutor {
 }
 
 /// The controller's revision annotation, as a number.
-fn revision(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<u64> {
+pub(crate) fn revision(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<u64> {
     annotations?.get(REVISION)?.parse().ok()
 }
 

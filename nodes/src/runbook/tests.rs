@@ -52,7 +52,8 @@ fn the_shipped_runbooks_load_and_cover_every_required_fault() {
         "node_not_ready",
     ] {
         let d = detection("checkout", anomaly);
-        let found: Vec<&str> = runbooks.iter().filter(|r| r.fit(&d).is_some()).map(|r| r.id.as_str()).collect();
+        let found: Vec<&str> =
+            runbooks.iter().filter(|r| r.fit(&d, &BTreeMap::new()).is_some()).map(|r| r.id.as_str()).collect();
         assert_eq!(found.len(), 1, "exactly one runbook answers `{anomaly}`: {found:?}");
     }
 }
@@ -60,7 +61,9 @@ fn the_shipped_runbooks_load_and_cover_every_required_fault() {
 #[test]
 fn the_common_kube_prometheus_alerts_each_have_a_runbook() {
     let runbooks = Runbooks::shipped().unwrap();
-    let chosen = |name: &str, labels: &[(&str, &str)]| runbooks.choose(&alert(name, labels)).map(|r| r.id.as_str());
+    let chosen = |name: &str, labels: &[(&str, &str)]| {
+        runbooks.choose(&alert(name, labels), &BTreeMap::new()).map(|r| r.id.as_str())
+    };
     let pod = [("namespace", "shop"), ("pod", "checkout-7d9f8b6c5-x2x9q"), ("container", "app")];
     assert_eq!(chosen("KubePodCrashLooping", &pod), Some("crash-loop-backoff"));
     assert_eq!(chosen("KubePodCrashLooping", &[("reason", "OOMKilled")]), Some("memory-leak"), "the OOM case");
@@ -173,7 +176,7 @@ fn a_team_runbook_answers_before_a_shipped_one_and_replaces_one_with_its_id() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(runbooks.team_count(), 2);
     assert_eq!(runbooks.iter().filter(|r| r.id == "crash-loop-backoff").count(), 1, "replaced, not doubled");
-    let chosen = |d: &Detection| runbooks.choose(d).map(|r| r.title.clone());
+    let chosen = |d: &Detection| runbooks.choose(d, &BTreeMap::new()).map(|r| r.title.clone());
     assert_eq!(chosen(&alert("KubePodCrashLooping", &[])).as_deref(), Some("T"));
     assert_eq!(chosen(&alert("HighLatency", &[("tier", "1")])).as_deref(), Some("T"));
     assert_eq!(chosen(&alert("HighLatency", &[("tier", "2")])), None);
@@ -223,7 +226,7 @@ fn malformed_runbooks_fail_with_file_line_and_column() {
     );
     refused(
         &format!("id: x\ntitle: X\nmatch: {{}}\n{GOOD_STEP}"),
-        "runbooks/broken.yaml:3:8: `match` needs anomaly_types or alerts",
+        "runbooks/broken.yaml:3:8: `match` needs anomaly_types, alerts or facts",
     );
     refused(
         &format!("id: x\ntitle: X\nmatch:\n  alerts: [{{ name: A, matchers: ['sev=~\"(\"']}}]\n{GOOD_STEP}"),

@@ -32,6 +32,8 @@ struct World {
     metrics: MemoryMetrics,
     /// The backend behind the factory and its guardrails, for every kind.
     mock: MockExecutor,
+    /// What the cluster says about workloads.
+    cluster: nodes::ports::MemoryCluster,
 }
 
 /// (verb, action, idempotency key) of every mutating call that reached the backend.
@@ -90,6 +92,7 @@ async fn engine_with_deployments(
 ) -> (engine::Engine, World) {
     let metrics = MemoryMetrics::default();
     let mock = MockExecutor::default();
+    let cluster = nodes::ports::MemoryCluster::default();
     let rails = Guardrails { allowlist: Allowlist::parse(&["*"]).unwrap(), dry_run, ..Guardrails::default() };
     let parts =
         executors::KINDS.iter().map(|k| ((*k).to_owned(), Arc::new(mock.clone()) as Arc<dyn executors::Executor>));
@@ -103,12 +106,13 @@ async fn engine_with_deployments(
         deployments: Arc::new(deployments),
         index: Arc::new(NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
+        cluster: Arc::new(cluster.clone()),
         executor: Arc::new(executors),
         safety: Arc::new(NoHistory),
     });
     let mut registry = Registry::new();
     registry.register(workflow::graph(workflow));
-    (db.engine(registry).await, World { metrics, mock })
+    (db.engine(registry).await, World { metrics, mock, cluster })
 }
 
 fn config() -> WorkflowConfig {
@@ -282,7 +286,8 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
         ("svc-latency", "latency_spike", "http_p99_ms", &[], "restart_deployment"),
         ("svc-errors", "error_rate_spike", "error_rate", &[], "restart_deployment"),
         ("svc-cpu", "cpu_saturation", "cpu_utilization", &[("platform", "kubernetes")], "scale_deployment"),
-        ("svc-memory", "memory_leak", "memory_mb", &[("oom_killed", "true")], "patch_memory_limit"),
+        // A label claiming an OOM kill is not evidence: the cluster's pod status is (below).
+        ("svc-memory", "memory_leak", "memory_mb", &[("oom_killed", "false")], "patch_memory_limit"),
         ("svc-db", "db_connection_exhaustion", "db_connections", &[("connection_share", "0.7")], "restart_deployment"),
         ("svc-lag", "consumer_lag", "consumer_lag", &[("partitions_per_consumer", "3")], "scale_deployment"),
         ("svc-deploy", "error_rate_spike", "error_rate", &[], "rollback_deployment"),
@@ -302,6 +307,17 @@ async fn every_demo_fault_is_remediated_by_its_runbook(backend: Backend) {
     for (service, _, metric, _, _) in &faults {
         baseline(&world.metrics, service, metric);
     }
+    world.cluster.set_workload(nodes::ports::WorkloadReport {
+        namespace: "prod".into(),
+        deployment: "svc-memory".into(),
+        pods: vec![executors::kubernetes::inspect::PodReport {
+            name: "svc-memory-7d9f8b6c5-x2x9q".into(),
+            restarts: 4,
+            last_terminated: Some(("OOMKilled".into(), 137)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
     // Each fixing action brings its service's metric back; any other action does nothing.
     let metrics = world.metrics.clone();
     let fixes: BTreeMap<(String, String), String> =
