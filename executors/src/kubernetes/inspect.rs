@@ -138,7 +138,7 @@ impl Inspector {
                 })
             })
             .collect();
-        rollouts.sort_by(|a, b| b.revision.cmp(&a.revision));
+        rollouts.sort_by_key(|r| std::cmp::Reverse(r.revision));
 
         let pods = Api::<Pod>::namespaced(self.client.clone(), ns)
             .list(&by_labels)
@@ -188,7 +188,7 @@ impl Inspector {
                     .or_else(|| e.event_time.as_ref().map(|t| t.0.timestamp_millis())),
             })
             .collect();
-        events.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        events.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
 
         let mut node_names: Vec<String> = pods.iter().filter_map(|p| p.node.clone()).collect();
         node_names.sort();
