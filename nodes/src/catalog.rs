@@ -212,9 +212,9 @@ impl Catalog {
     /// the alert's `namespace` and `deployment` (or the `pod` it owns) is
     /// preferred, then one named by `service`, `job` or `app`. `None` when no
     /// listed service matches.
-    pub fn identify(&self, d: &Detection) -> Option<&str> {
+    pub fn identify(&self, d: &Detection) -> Option<String> {
         if self.services.contains_key(&d.service) {
-            return Some(self.services.get_key_value(&d.service)?.0);
+            return Some(d.service.clone());
         }
         let label = |k: &str| d.labels.get(k).map(String::as_str);
         if let Some(ns) = label("namespace") {
@@ -227,14 +227,22 @@ impl Catalog {
                 let owns_pod = label("pod").is_some_and(|p| owned_pod(p, deployment));
                 let named = ["deployment", "horizontalpodautoscaler"].iter().any(|l| label(l) == Some(deployment));
                 if owns_pod || named {
-                    return Some(&s.name);
+                    return Some(s.name.clone());
                 }
             }
         }
-        ["service", "job", "app"]
-            .iter()
-            .filter_map(|l| label(l))
-            .find_map(|name| self.services.get_key_value(name).map(|(k, _)| k.as_str()))
+        let named =
+            ["service", "job", "app"].iter().filter_map(|l| label(l)).find(|name| self.services.contains_key(*name));
+        if let Some(name) = named {
+            return Some(name.to_owned());
+        }
+        // Not listed: in the namespace unlisted services run in, the
+        // Deployment the alert names or owns its pod is the service.
+        let unlisted = self.unlisted.as_ref()?.kubernetes.as_ref()?;
+        if label("namespace") != Some(unlisted.namespace.as_str()) {
+            return None;
+        }
+        label("deployment").or_else(|| label("pod").and_then(deployment_of_pod)).map(str::to_owned)
     }
 
     /// Where `service` runs: its listed placement with names filled in, or the
@@ -313,9 +321,16 @@ impl Catalog {
 
 /// A pod named after its Deployment: `DEPLOYMENT-<replicaset hash>-<pod suffix>`.
 fn owned_pod(pod: &str, deployment: &str) -> bool {
-    pod.strip_prefix(deployment)
-        .and_then(|r| r.strip_prefix('-'))
-        .is_some_and(|r| r.split('-').count() == 2 && r.split('-').all(|p| !p.is_empty()))
+    deployment_of_pod(pod) == Some(deployment)
+}
+
+/// The Deployment a ReplicaSet pod belongs to, from its name:
+/// `checkout-7d9f8b6c5-x2x9q` → `checkout`.
+pub fn deployment_of_pod(pod: &str) -> Option<&str> {
+    let (rest, suffix) = pod.rsplit_once('-')?;
+    let (deployment, hash) = rest.rsplit_once('-')?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+    (ok(suffix) && ok(hash) && hash.len() >= 5 && !deployment.is_empty()).then_some(deployment)
 }
 
 fn check_placement(p: &Placement, at: &str) -> Result<(), Invalid> {
@@ -420,12 +435,17 @@ mod tests {
     fn an_alert_is_matched_to_the_service_owning_its_pod() {
         let catalog = Catalog::new(vec![service("checkout", &[]), service("cart", &[])], None).unwrap();
         let alert = |labels: &[(&str, &str)]| catalog.identify(&detection("kube-state-metrics", labels));
-        assert_eq!(alert(&[("namespace", "shop"), ("pod", "checkout-7d9f8b6c5-x2x9q")]), Some("checkout"));
-        assert_eq!(alert(&[("namespace", "shop"), ("deployment", "cart")]), Some("cart"));
+        assert_eq!(alert(&[("namespace", "shop"), ("pod", "checkout-7d9f8b6c5-x2x9q")]), Some("checkout".into()));
+        assert_eq!(alert(&[("namespace", "shop"), ("deployment", "cart")]), Some("cart".into()));
         assert_eq!(alert(&[("namespace", "other"), ("pod", "checkout-7d9f8b6c5-x2x9q")]), None);
         assert_eq!(alert(&[("namespace", "shop"), ("pod", "checkout-canary")]), None);
-        assert_eq!(alert(&[("job", "cart")]), Some("cart"));
-        assert_eq!(catalog.identify(&detection("checkout", &[])), Some("checkout"));
+        assert_eq!(alert(&[("job", "cart")]), Some("cart".into()));
+        assert_eq!(catalog.identify(&detection("checkout", &[])), Some("checkout".into()));
+        // Unlisted services in the namespace they run in: the pod's Deployment.
+        let defaults = Catalog::every_service_in("prod");
+        let unlisted = |labels: &[(&str, &str)]| defaults.identify(&detection("kube-state-metrics", labels));
+        assert_eq!(unlisted(&[("namespace", "prod"), ("pod", "search-9a8b7c6d5-x2x9q")]), Some("search".into()));
+        assert_eq!(unlisted(&[("namespace", "kube-system"), ("pod", "coredns-5d78c6b4f-4kx9z")]), None);
     }
 
     #[test]

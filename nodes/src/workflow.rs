@@ -282,8 +282,8 @@ async fn detect(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     // An alert's subject label may name a pod or a scrape job: the incident
     // is about the catalogued service it belongs to.
     if let Some(service) = w.services.identify(&d).filter(|name| *name != d.service) {
-        s.note(ctx.now(), "detect", format!("{} belongs to catalogued service {service}", d.service));
-        d.service = service.to_owned();
+        s.note(ctx.now(), "detect", format!("{} belongs to service {service}", d.service));
+        d.service = service;
         s.detection = Some(d.clone());
     }
     let impact = incident::impact(&d);

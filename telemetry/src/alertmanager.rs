@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use engine::Timestamp;
+use nodes::catalog::deployment_of_pod;
 use nodes::incident::{Detection, Source};
 use serde::Deserialize;
 
@@ -64,15 +65,6 @@ pub enum Change {
 /// `deployment`, and the Deployment a `pod` label's name shows). The workflow
 /// then maps the subject to a catalogued service.
 const SUBJECT_LABELS: [&str; 5] = ["node", "service", "app", "job", "instance"];
-
-/// The Deployment a ReplicaSet pod belongs to, from its name:
-/// `checkout-7d9f8b6c5-x2x9q` → `checkout`.
-fn deployment_of_pod(pod: &str) -> Option<&str> {
-    let (rest, suffix) = pod.rsplit_once('-')?;
-    let (deployment, hash) = rest.rsplit_once('-')?;
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
-    (ok(suffix) && ok(hash) && hash.len() >= 5 && !deployment.is_empty()).then_some(deployment)
-}
 
 /// The rule expression Prometheus puts in an alert's `generatorURL`
 /// (`…/graph?g0.expr=…&g0.tab=1`).

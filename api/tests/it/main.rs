@@ -4,6 +4,7 @@
 mod api;
 mod api_fuzz;
 mod cli;
+mod cluster;
 mod config;
 mod crash;
 mod demo;

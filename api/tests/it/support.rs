@@ -131,6 +131,17 @@ pub async fn incidents_reading(
     dry_run: bool,
     metrics_port: Option<Arc<dyn nodes::ports::MetricStore>>,
 ) -> Incidents {
+    incidents_with(store, config, dry_run, metrics_port, Arc::new(nodes::ports::NoCluster)).await
+}
+
+/// [`incidents_reading`] with the cluster's word from `cluster`.
+pub async fn incidents_with(
+    store: &engine::Store,
+    config: nodes::workflow::WorkflowConfig,
+    dry_run: bool,
+    metrics_port: Option<Arc<dyn nodes::ports::MetricStore>>,
+    cluster: Arc<dyn nodes::ports::Cluster>,
+) -> Incidents {
     use executors::{Allowlist, Executors, ExecutorsConfig, Guardrails};
     let access = Access::new(store, Arc::new(SystemClock)).await.expect("API migrations");
     let mock = executors::mock::MockExecutor::default();
@@ -154,7 +165,7 @@ pub async fn incidents_reading(
         deployments: Arc::new(deployments.clone()),
         index: Arc::new(nodes::ports::NoIndex),
         alerts: Arc::new(nodes::ports::NoAlertRules),
-        cluster: Arc::new(nodes::ports::NoCluster),
+        cluster,
         executor: Arc::new(executors),
         safety: Arc::new(sentinel::facts::LedgerFacts {
             engine: Engine::new(store.clone(), engine::Registry::new(), Arc::new(SystemClock)),
