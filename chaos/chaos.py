@@ -235,9 +235,21 @@ def approver(replicas, key, stats):
         time.sleep(0.3)
 
 
+def acted_on():
+    """Services an action was applied to at the backend (the recorder's log)."""
+    path = f"{OUT}/actions.jsonl"
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {json.loads(line)["target"].rsplit("/", 1)[1] for line in f if line.strip()}
+
+
 def recoverer(replicas, key, opened):
-    """Once an incident is open, its service's metric is back to normal."""
+    """Once an incident is open, its service's metric is back to normal; once
+    an action reached an alert's service, its alert clears and Alertmanager
+    says so (a resolved notification, sent again now and then as it would)."""
     auth = {"Authorization": f"Bearer {key}"}
+    resolved = {}
     while not stop.is_set():
         ts = now_ms()
         services = [s for s, at in list(opened.items()) if time.time() - at > 3]
@@ -249,6 +261,13 @@ def recoverer(replicas, key, opened):
                 post_anywhere(replicas, "/v1/events", events, auth)
             except RuntimeError:
                 pass
+        for s in acted_on():
+            if int(s[4:]) % 2 == 1 and time.time() - resolved.get(s, 0) > 10:
+                try:
+                    post_anywhere(replicas, "/v1/alertmanager", alert(s, "resolved"), auth)
+                    resolved[s] = time.time()
+                except RuntimeError:
+                    pass
         time.sleep(1.0)
 
 

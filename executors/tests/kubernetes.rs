@@ -36,6 +36,8 @@ const OLD_RS: &str = "/apis/apps/v1/namespaces/shop/replicasets/checkout-5c6b4";
 const NODE_A: &str = "/api/v1/nodes/node-a";
 const NODE_C: &str = "/api/v1/nodes/node-c";
 const PAYMENTS: &str = "/api/v1/namespaces/pay/pods/payments-6f7c9-q8w2d";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/checkout-hpa";
+const CLAIM: &str = "/api/v1/namespaces/shop/persistentvolumeclaims/checkout-data";
 
 fn owner(kind: &str, api: &str, name: &str) -> Value {
     json!([{ "apiVersion": api, "kind": kind, "name": name, "uid": format!("uid-{name}"), "controller": true, "blockOwnerDeletion": true }])
@@ -100,6 +102,22 @@ fn seed(fake: &Fake) {
     done["status"]["phase"] = json!("Succeeded");
     o.insert("/api/v1/namespaces/batch/pods/report-28731-tz6vq".into(), done);
     o.insert(BARE.into(), pod("shop", "debug-shell", None, "node-b"));
+    o.insert(
+        HPA.into(),
+        json!({ "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": "checkout-hpa", "namespace": "shop" },
+            "spec": { "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout" },
+                "minReplicas": 2, "maxReplicas": 4,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 70 } } }] },
+            "status": { "currentReplicas": 4, "desiredReplicas": 4 } }),
+    );
+    o.insert(
+        CLAIM.into(),
+        json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": { "name": "checkout-data", "namespace": "shop" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "gp3", "resources": { "requests": { "storage": "10Gi" } } },
+            "status": { "phase": "Bound", "capacity": { "storage": "10Gi" } } }),
+    );
 }
 
 fn template(image: &str) -> Value {
@@ -158,6 +176,7 @@ fn list(objects: &BTreeMap<String, Value>, path: &str, query: &str) -> Option<Va
         "nodes" => "Node",
         "replicasets" => "ReplicaSet",
         "events" => "Event",
+        "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
         _ => return None,
     };
     let namespace = path.split("/namespaces/").nth(1).and_then(|r| r.split('/').next());
@@ -233,6 +252,11 @@ async fn api(
             }
             roll_out(d);
             axum::Json(d.clone()).into_response()
+        }
+        ("PATCH", p) if ctype == "application/merge-patch+json" && (p == HPA || p == CLAIM) => {
+            let o = objects.get_mut(p).unwrap();
+            merge(o, &parsed);
+            axum::Json(o.clone()).into_response()
         }
         ("PATCH", p) if p == DEPLOY || p.starts_with("/api/v1/nodes/") => match objects.get_mut(p) {
             Some(o) => {
@@ -746,5 +770,79 @@ async fn the_inspector_reads_pods_events_rollouts_and_nodes_and_changes_nothing(
             ("GET".into(), "/api/v1/namespaces/shop/events".into()),
             ("GET".into(), NODE_A.into()),
         ]
+    );
+}
+
+/// KubeHpaMaxedOut's action: the autoscaler that scales the Deployment gets a
+/// higher ceiling, once; the rollback puts the old one back.
+#[tokio::test]
+async fn an_autoscalers_ceiling_is_raised_once_and_restored() {
+    let (fake, exec) = setup().await;
+    let a = action("raise_hpa_max", "kubernetes:shop/checkout", json!({ "factor": 1.5 }));
+    let pre = exec.describe(&a).await.unwrap();
+    assert_eq!((pre["hpa"].as_str(), pre["max_replicas"].as_i64()), (Some("checkout-hpa"), Some(4)));
+    let plan = exec.dry_run(&a, &pre).await.unwrap();
+    assert_eq!(plan.summary, "raise autoscaler checkout-hpa's maxReplicas from 4 to 6");
+    assert_eq!(plan.blast.replicas, Some((4, 6)), "the scale-factor guardrail sees it");
+    let out = exec.execute(&a, &pre, "run:apply-0").await.unwrap();
+    assert!(out.changed);
+    assert_eq!(fake.objects.lock().unwrap()[HPA]["spec"]["maxReplicas"], 6);
+    let again = exec.execute(&a, &pre, "run:apply-0").await.unwrap();
+    assert!(!again.changed, "a repeat finds it done");
+    let back = exec.rollback(&a, &pre, "run:restore-0").await.unwrap();
+    assert!(back.changed);
+    assert_eq!(fake.objects.lock().unwrap()[HPA]["spec"]["maxReplicas"], 4);
+    let patches: Vec<Request> = fake.requests.lock().unwrap().iter().filter(|r| r.0 == "PATCH").cloned().collect();
+    assert_eq!(
+        patches,
+        [
+            (
+                "PATCH".into(),
+                HPA.into(),
+                "application/merge-patch+json".into(),
+                json!({ "spec": { "maxReplicas": 6 } })
+            ),
+            (
+                "PATCH".into(),
+                HPA.into(),
+                "application/merge-patch+json".into(),
+                json!({ "spec": { "maxReplicas": 4 } })
+            ),
+        ]
+    );
+    // At the cap already: refused, not a no-op presented as a fix.
+    let capped = action("raise_hpa_max", "kubernetes:shop/checkout", json!({ "cap": 4 }));
+    assert!(matches!(exec.dry_run(&capped, &pre).await, Err(ExecError::Refused { guard: "hpa_cap", .. })));
+    let none = action("raise_hpa_max", "kubernetes:shop/payments", json!({}));
+    assert!(matches!(exec.describe(&none).await, Err(ExecError::NotFound(_))));
+}
+
+/// KubePersistentVolumeFillingUp's action: the claim's request grows, once;
+/// a volume cannot shrink, so the rollback changes nothing.
+#[tokio::test]
+async fn a_claim_is_expanded_once_and_never_shrunk() {
+    let (fake, exec) = setup().await;
+    let a = action("expand_volume", "kubernetes:shop/checkout-data", json!({ "factor": 1.5 }));
+    let pre = exec.describe(&a).await.unwrap();
+    assert_eq!(
+        pre,
+        json!({ "claim": "checkout-data", "requested": "10Gi", "capacity": "10Gi", "storage_class": "gp3" })
+    );
+    let out = exec.execute(&a, &pre, "run:apply-0").await.unwrap();
+    assert_eq!((out.changed, out.summary.as_str()), (true, "expand claim checkout-data from 10Gi to 15Gi"));
+    assert_eq!(fake.objects.lock().unwrap()[CLAIM]["spec"]["resources"]["requests"]["storage"], "15Gi");
+    assert!(!exec.execute(&a, &pre, "run:apply-0").await.unwrap().changed, "a repeat finds it done");
+    let back = exec.rollback(&a, &pre, "run:restore-0").await.unwrap();
+    assert!(!back.changed);
+    assert_eq!(fake.objects.lock().unwrap()[CLAIM]["spec"]["resources"]["requests"]["storage"], "15Gi");
+    let patches: Vec<Request> = fake.requests.lock().unwrap().iter().filter(|r| r.0 == "PATCH").cloned().collect();
+    assert_eq!(
+        patches,
+        [(
+            "PATCH".into(),
+            CLAIM.into(),
+            "application/merge-patch+json".into(),
+            json!({ "spec": { "resources": { "requests": { "storage": "15Gi" } } } })
+        )]
     );
 }

@@ -73,7 +73,7 @@ impl Placement {
     /// The Kubernetes Deployment named after the service, in `namespace`.
     pub fn kubernetes_namespace(namespace: &str) -> Placement {
         Placement {
-            kubernetes: Some(KubeWorkload { namespace: namespace.to_owned(), deployment: None }),
+            kubernetes: Some(KubeWorkload { namespace: namespace.to_owned(), ..KubeWorkload::default() }),
             ..Placement::default()
         }
     }
@@ -85,6 +85,9 @@ pub struct KubeWorkload {
     pub namespace: String,
     /// The Deployment; the service's name when absent.
     pub deployment: Option<String>,
+    /// PersistentVolumeClaims the service's data lives on (`{claim}`).
+    #[serde(default)]
+    pub claims: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -122,8 +125,8 @@ pub struct Catalog {
 }
 
 /// The template placeholders a runbook target may use.
-pub const PLACEHOLDERS: [&str; 8] =
-    ["service", "namespace", "deployment", "cluster", "ecs_service", "region", "instance", "node"];
+pub const PLACEHOLDERS: [&str; 9] =
+    ["service", "namespace", "deployment", "claim", "cluster", "ecs_service", "region", "instance", "node"];
 
 impl Catalog {
     /// Checks `services` and builds the catalogue. `unlisted` may not name EC2
@@ -226,7 +229,8 @@ impl Catalog {
                 }
                 let owns_pod = label("pod").is_some_and(|p| owned_pod(p, deployment));
                 let named = ["deployment", "horizontalpodautoscaler"].iter().any(|l| label(l) == Some(deployment));
-                if owns_pod || named {
+                let claim = label("persistentvolumeclaim").is_some_and(|c| k.claims.iter().any(|x| x == c));
+                if owns_pod || named || claim {
                     return Some(s.name.clone());
                 }
             }
@@ -242,7 +246,10 @@ impl Catalog {
         if label("namespace") != Some(unlisted.namespace.as_str()) {
             return None;
         }
-        label("deployment").or_else(|| label("pod").and_then(deployment_of_pod)).map(str::to_owned)
+        label("deployment")
+            .or_else(|| label("horizontalpodautoscaler"))
+            .or_else(|| label("pod").and_then(deployment_of_pod))
+            .map(str::to_owned)
     }
 
     /// Where `service` runs: its listed placement with names filled in, or the
@@ -269,6 +276,7 @@ impl Catalog {
     /// |---|---|
     /// | `{service}` | the service's name |
     /// | `{namespace}`, `{deployment}` | `runs_on.kubernetes` |
+    /// | `{claim}` | `runs_on.kubernetes.claims`: the one listed, or the listed one the alert's `persistentvolumeclaim` label names |
     /// | `{cluster}`, `{ecs_service}` | `runs_on.ecs` |
     /// | `{region}`, `{instance}` | `runs_on.ec2`: the one instance listed, or the listed one the alert's `instance` label names |
     /// | `{node}` | the alert's `node` label (a node is not a service; the executor checks it exists and the guardrails bound how many are cordoned) |
@@ -299,6 +307,20 @@ impl Catalog {
                         _ => {
                             return Err(format!(
                                 "`{}` lists {} instances and the detection names none of them",
+                                d.service,
+                                listed.len()
+                            ))
+                        }
+                    }
+                }
+                "claim" => {
+                    let listed = &kube()?.claims;
+                    match d.labels.get("persistentvolumeclaim") {
+                        Some(named) if listed.contains(named) => named.clone(),
+                        _ if listed.len() == 1 => listed[0].clone(),
+                        _ => {
+                            return Err(format!(
+                                "`{}` lists {} claims and the detection names none of them",
                                 d.service,
                                 listed.len()
                             ))
@@ -377,7 +399,7 @@ mod tests {
             name: name.into(),
             depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
             runs_on: Placement {
-                kubernetes: Some(KubeWorkload { namespace: "shop".into(), deployment: None }),
+                kubernetes: Some(KubeWorkload { namespace: "shop".into(), ..KubeWorkload::default() }),
                 ..Placement::default()
             },
             ..Service::default()
@@ -420,6 +442,20 @@ mod tests {
         assert!(catalog.target("kubernetes:{namespace}/{deployment}", &detection("ghost", &[])).is_err());
         assert!(catalog.target("kubernetes:{nope}/x", &d).unwrap_err().contains("unknown placeholder"));
         assert_eq!(catalog.graph().upstream("checkout"), ["payments"]);
+    }
+
+    #[test]
+    fn a_claim_comes_from_the_catalogue_and_an_alert_may_pick_among_the_listed() {
+        let mut db = service("orders-db", &[]);
+        db.runs_on.kubernetes.as_mut().unwrap().claims = vec!["data-0".into(), "data-1".into()];
+        let catalog = Catalog::new(vec![db, service("cart", &[])], None).unwrap();
+        let t =
+            |labels: &[(&str, &str)]| catalog.target("kubernetes:{namespace}/{claim}", &detection("orders-db", labels));
+        assert_eq!(t(&[("persistentvolumeclaim", "data-1")]).unwrap(), "kubernetes:shop/data-1");
+        assert!(t(&[("persistentvolumeclaim", "other")]).is_err(), "a label adds no claim");
+        assert!(t(&[]).unwrap_err().contains("2 claims"));
+        let pv = detection("kubelet", &[("namespace", "shop"), ("persistentvolumeclaim", "data-0")]);
+        assert_eq!(catalog.identify(&pv), Some("orders-db".into()), "the claim's owner is the service");
     }
 
     #[test]

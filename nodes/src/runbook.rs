@@ -561,14 +561,16 @@ pub const SHIPPED: [(&str, &str); NUM_SHIPPED] = [
     ("crash-loop-backoff.yaml", include_str!("../runbooks/crash-loop-backoff.yaml")),
     ("db-connection-exhaustion.yaml", include_str!("../runbooks/db-connection-exhaustion.yaml")),
     ("error-rate-spike.yaml", include_str!("../runbooks/error-rate-spike.yaml")),
+    ("hpa-maxed-out.yaml", include_str!("../runbooks/hpa-maxed-out.yaml")),
     ("image-pull-backoff.yaml", include_str!("../runbooks/image-pull-backoff.yaml")),
     ("latency-spike.yaml", include_str!("../runbooks/latency-spike.yaml")),
     ("memory-leak.yaml", include_str!("../runbooks/memory-leak.yaml")),
     ("node-not-ready.yaml", include_str!("../runbooks/node-not-ready.yaml")),
     ("pod-not-ready.yaml", include_str!("../runbooks/pod-not-ready.yaml")),
     ("target-down.yaml", include_str!("../runbooks/target-down.yaml")),
+    ("volume-filling-up.yaml", include_str!("../runbooks/volume-filling-up.yaml")),
 ];
-const NUM_SHIPPED: usize = 12;
+const NUM_SHIPPED: usize = 14;
 
 /// Parses the shipped runbooks.
 pub fn shipped() -> Result<Vec<Runbook>, Error> {

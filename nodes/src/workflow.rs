@@ -791,7 +791,11 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
     let acted_at = s.actions.last().map_or(now, |a| a.at);
     let deadline = *s.verify_deadline.get_or_insert(acted_at.saturating_add(w.config.verify_window));
     if let incident::Source::Alertmanager { alertname, expr, group_labels, .. } = &d.source {
-        return verify_alert(&w, s, &ctx, alertname, expr.as_deref(), group_labels, deadline).await;
+        match verify_alert(&w, s, &ctx, alertname, expr.as_deref(), group_labels, deadline).await {
+            AlertVerdict::Decided(out) => return out,
+            // No rule to evaluate, but the alert's metric has a baseline: verify by it.
+            AlertVerdict::ByMetric(back) => s = *back,
+        }
     }
     let read = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await;
     let readings = match read {
@@ -864,12 +868,20 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
     }
 }
 
+/// How an alert's incident is verified this time round.
+enum AlertVerdict {
+    Decided(Out),
+    /// By the alert's metric against its baseline, as a detector's anomaly is.
+    ByMetric(Box<Incident>),
+}
+
 /// Verifies an alert's incident by the alert's own condition: its rule's
 /// expression, re-evaluated where the rule lives, returning no series
-/// `consecutive` times in a row, or the group's resolved notification. An
-/// alert has no baseline to compare against; without a rule source the
-/// incident waits for the resolved notification and, failing it, goes to a
-/// human rather than rolling back a fix that may have worked.
+/// `consecutive` times in a row, or the group's resolved notification.
+/// Without a rule to evaluate, an alert whose metric has a baseline (events
+/// for it reached the metric store) is verified by that metric; one without
+/// waits for the resolved notification and, failing it, goes to a human
+/// rather than rolling back a fix that may have worked.
 async fn verify_alert(
     w: &Workflow,
     mut s: Incident,
@@ -878,7 +890,7 @@ async fn verify_alert(
     expr: Option<&str>,
     group_labels: &std::collections::BTreeMap<String, String>,
     deadline: Timestamp,
-) -> Out {
+) -> AlertVerdict {
     let now = ctx.now();
     let recovered = |mut s: Incident, why: String| -> Out {
         s.note(now, "verify", why);
@@ -895,7 +907,10 @@ async fn verify_alert(
         Ok((s, Transition::route("recovered")))
     };
     if ctx.take_signal(&["cleared"]).is_some() {
-        return recovered(s, format!("alert {alertname} resolved (Alertmanager's resolved notification)"));
+        return AlertVerdict::Decided(recovered(
+            s,
+            format!("alert {alertname} resolved (Alertmanager's resolved notification)"),
+        ));
     }
     let expr = match expr {
         Some(e) => Some(e.to_owned()),
@@ -907,6 +922,9 @@ async fn verify_alert(
             }
         },
     };
+    if expr.is_none() && s.analysis.baseline_stddev > 0.0 {
+        return AlertVerdict::ByMetric(Box::new(s));
+    }
     let evaluated = match &expr {
         Some(expr) => Some(w.alerts.series(expr, group_labels, now).await),
         None => None,
@@ -919,7 +937,7 @@ async fn verify_alert(
                     "alert {alertname}'s condition returned no series {} evaluations in a row",
                     s.alert_clear_streak
                 );
-                return recovered(s, why);
+                return AlertVerdict::Decided(recovered(s, why));
             }
         }
         Some(Ok(n)) => {
@@ -941,7 +959,7 @@ async fn verify_alert(
     }
     if now >= deadline {
         s.verdict = Some(Verdict::NotRecovered);
-        return match evaluated {
+        return AlertVerdict::Decided(match evaluated {
             Some(Ok(_)) => {
                 s.note(now, "verify", format!("alert {alertname} still fires at the end of the verification window"));
                 Ok((s, Transition::route("not_recovered")))
@@ -956,10 +974,10 @@ async fn verify_alert(
                 s.outcome = Some(format!("escalated: could not verify alert {alertname} ({why})"));
                 Ok((s, Transition::route("unverifiable")))
             }
-        };
+        });
     }
     let next = now.saturating_add(w.config.verify_interval).min(deadline);
-    Ok((s, Transition::wait_for(["cleared"], Some(next))))
+    AlertVerdict::Decided(Ok((s, Transition::wait_for(["cleared"], Some(next)))))
 }
 
 async fn rollback(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {

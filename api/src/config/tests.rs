@@ -102,6 +102,11 @@ fn every_field_of_the_example_file_lands_where_it_belongs() {
     assert_eq!(t("kubernetes:{namespace}/{deployment}", &d("checkout", &[])).unwrap(), "kubernetes:shop/checkout-web");
     assert_eq!(t("ecs:{cluster}/{ecs_service}", &d("payments", &[])).unwrap(), "ecs:prod/payments-api");
     assert_eq!(t("kubernetes:{namespace}/{deployment}", &d("inventory", &[])).unwrap(), "kubernetes:shop/inventory");
+    assert_eq!(t("kubernetes:{namespace}/{claim}", &d("inventory", &[])).unwrap(), "kubernetes:shop/inventory-data");
+    assert!(
+        t("kubernetes:{namespace}/{claim}", &d("checkout", &[("persistentvolumeclaim", "x")])).is_err(),
+        "a label adds no claim"
+    );
     assert_eq!(t("ec2:{region}/{instance}", &d("ledger", &[])).unwrap(), "ec2:eu-west-1/i-0abc1234def567890");
     assert_eq!(
         t("kubernetes:{namespace}/{deployment}", &d("search", &[("namespace", "prod")])).unwrap(),

@@ -52,7 +52,7 @@ fn config_check_passes_the_example_and_names_the_place_of_an_error() {
     let shown = text(&out.stdout);
     assert!(shown.starts_with("sentinel.example.yaml: ok\n"), "{shown}");
     assert!(shown.contains("services: 4 (checkout, inventory, ledger, payments)"), "{shown}");
-    assert!(shown.contains("runbooks: 13 (1 from the team's directories)"), "{shown}");
+    assert!(shown.contains("runbooks: 15 (1 from the team's directories)"), "{shown}");
     assert!(shown.contains("executors: aws, kubernetes, webhook (dry run)"), "{shown}");
 
     let dir = Scratch::new();
@@ -78,7 +78,7 @@ fn runbooks_lint_checks_each_directory() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("examples/runbooks: 1 runbooks ok (checkout-high-latency)"), "{shown}");
-    assert!(shown.contains("nodes/runbooks: 12 runbooks ok"), "{shown}");
+    assert!(shown.contains("nodes/runbooks: 14 runbooks ok"), "{shown}");
 
     let dir = Scratch::new();
     std::fs::write(

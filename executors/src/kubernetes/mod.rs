@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::{wait_until, Action, Blast, ExecError, Executor, Outcome};
 
+mod capacity;
 pub mod inspect;
 pub mod node;
 pub mod quantity;
@@ -400,6 +401,9 @@ impl Executor for KubeExecutor {
         if node::is_node_action(&action.action) {
             return self.describe_node(action, &t.name).await;
         }
+        if capacity::is_capacity_action(&action.action) {
+            return self.describe_capacity(action, &t.scope, &t.name).await;
+        }
         if action.action == "delete_pod" {
             let pod = Api::<Pod>::namespaced(self.client.clone(), &t.scope)
                 .get(&t.name)
@@ -423,6 +427,10 @@ impl Executor for KubeExecutor {
         let t = action.target()?;
         if node::is_node_action(&action.action) {
             return node::plan(action, pre);
+        }
+        if capacity::is_capacity_action(&action.action) {
+            let (summary, _, blast) = KubeExecutor::plan_capacity(action, pre)?;
+            return Ok(Outcome { dry_run: false, changed: true, summary, after: pre.clone(), blast });
         }
         let mut after = pre.clone();
         let mut blast = Blast::default();
@@ -470,6 +478,9 @@ impl Executor for KubeExecutor {
         let t = action.target()?;
         if node::is_node_action(&action.action) {
             return self.execute_node(action, &t.name).await;
+        }
+        if capacity::is_capacity_action(&action.action) {
+            return self.execute_capacity(action, pre, &t.scope, &t.name).await;
         }
         if action.action == "delete_pod" {
             self.dry_run(action, pre).await?;
@@ -522,6 +533,9 @@ impl Executor for KubeExecutor {
         let t = action.target()?;
         if node::is_node_action(&action.action) {
             return self.restore_node(action, pre, &t.name).await;
+        }
+        if capacity::is_capacity_action(&action.action) {
+            return self.restore_capacity(action, pre, &t.scope, &t.name).await;
         }
         if matches!(action.action.as_str(), "delete_pod" | "restart_deployment") {
             // The controller already replaced what was deleted or restarted: nothing to restore.

@@ -76,6 +76,11 @@ fn the_common_kube_prometheus_alerts_each_have_a_runbook() {
     assert_eq!(chosen("CPUThrottlingHigh", &pod), Some("cpu-saturation"));
     assert_eq!(chosen("KubeNodeNotReady", &[("node", "ip-10-0-1-7")]), Some("node-not-ready"));
     assert_eq!(chosen("TargetDown", &[("job", "checkout")]), Some("target-down"));
+    assert_eq!(chosen("KubeHpaMaxedOut", &[("horizontalpodautoscaler", "checkout")]), Some("hpa-maxed-out"));
+    assert_eq!(
+        chosen("KubePersistentVolumeFillingUp", &[("persistentvolumeclaim", "data-0")]),
+        Some("volume-filling-up")
+    );
     assert_eq!(chosen("SomethingNobodyWroteARunbookFor", &pod), None);
 }
 

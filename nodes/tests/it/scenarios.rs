@@ -145,6 +145,7 @@ on_both_stores!(
     a_risky_drain_waits_for_a_human_and_is_approved_through_a_signal,
     an_action_that_makes_things_worse_is_rolled_back_and_escalated,
     nobody_deciding_in_time_escalates_and_rejects,
+    an_alert_without_a_rule_source_resolves_by_its_notification_and_is_never_rolled_back_blind,
 );
 
 async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Backend) {
@@ -431,4 +432,53 @@ async fn a_dry_run_records_the_action_and_performs_nothing(backend: Backend) {
         .any(|t| t.what.starts_with("dry run: would restart_deployment kubernetes:prod/checkout")));
     let detail = engine.detail(run).await.unwrap();
     assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "execute", "closed"]);
+}
+
+/// An alert's incident with no rule source and no baseline (its metric never
+/// reached Sentinel): the resolved notification resolves it; without one, a
+/// person is asked at the end of the window, and nothing is rolled back.
+async fn an_alert_without_a_rule_source_resolves_by_its_notification_and_is_never_rolled_back_blind(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = config();
+    cfg.verify_window = Duration::from_secs(2);
+    let (engine, world) = engine_for(&db, cfg).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("w"));
+    let alert = |service: &str| {
+        let mut d = detection(service, "error_rate_spike", "HighErrorRate", 1.0, &[("namespace", "prod")]);
+        d.baseline_mean = 0.0;
+        d.baseline_stddev = 0.0;
+        d.source = Source::Alertmanager {
+            group_key: format!("{{}}:{{service=\"{service}\"}}"),
+            alertname: "HighErrorRate".into(),
+            fingerprints: vec![format!("fp-{service}")],
+            expr: None,
+            group_labels: Default::default(),
+        };
+        d
+    };
+    let cleared = alert("svc-cleared");
+    // Opened as the Alertmanager route opens it: correlated by its group.
+    let nodes::intake::Intake::Opened(run) = nodes::intake::open_or_attach(&engine, &cleared).await.unwrap() else {
+        panic!("a new incident")
+    };
+    wait_until(&engine, run, Duration::from_secs(20), |r| r.node == "verify").await;
+    assert!(nodes::intake::clear(&engine, &cleared).await.unwrap().is_some(), "the resolved notification reaches it");
+    let done = finished(&engine, run).await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    assert_eq!(s.outcome.as_deref(), Some("resolved"), "{:?}", s.timeline);
+    assert!(s.timeline.iter().any(|t| t.what == "alert HighErrorRate resolved (Alertmanager's resolved notification)"));
+
+    let silent = engine.start(workflow::GRAPH, &Incident::new(alert("svc-silent"))).await.unwrap();
+    let done = finished(&engine, silent).await;
+    worker.stop().await;
+    let s: Incident = serde_json::from_value(done.state).unwrap();
+    let detail = engine.detail(silent).await.unwrap();
+    assert_eq!(path(&detail.history), ["detect", "analyze", "plan", "await_approval", "execute", "verify", "escalate"]);
+    assert!(
+        s.outcome.as_deref().is_some_and(|o| o.starts_with("escalated: could not verify alert HighErrorRate")),
+        "{:?}",
+        s.outcome
+    );
+    let verbs: Vec<String> = mutations(&world.mock).into_iter().map(|m| m.0).collect();
+    assert_eq!(verbs, ["execute", "execute"], "two restarts, no rollback");
 }
