@@ -794,7 +794,7 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
         match verify_alert(&w, s, &ctx, alertname, expr.as_deref(), group_labels, deadline).await {
             AlertVerdict::Decided(out) => return out,
             // No rule to evaluate, but the alert's metric has a baseline: verify by it.
-            AlertVerdict::ByMetric(back) => s = *back,
+            AlertVerdict::ByMetric(back) => s = back,
         }
     }
     let read = w.metrics.window(&d.service, &d.metric, acted_at, now.saturating_add(Duration::from_millis(1))).await;
@@ -872,7 +872,7 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
 enum AlertVerdict {
     Decided(Out),
     /// By the alert's metric against its baseline, as a detector's anomaly is.
-    ByMetric(Box<Incident>),
+    ByMetric(Incident),
 }
 
 /// Verifies an alert's incident by the alert's own condition: its rule's
@@ -923,7 +923,7 @@ async fn verify_alert(
         },
     };
     if expr.is_none() && s.analysis.baseline_stddev > 0.0 {
-        return AlertVerdict::ByMetric(Box::new(s));
+        return AlertVerdict::ByMetric(s);
     }
     let evaluated = match &expr {
         Some(expr) => Some(w.alerts.series(expr, group_labels, now).await),
