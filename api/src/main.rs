@@ -241,13 +241,26 @@ struct EngineBenchArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Before the runtime: the trace exporter runs on threads of its own and
     // must be flushed after the runtime has stopped.
-    let _logging = sentinel::logging::init()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli))
+    let result = sentinel::logging::init().and_then(|logging| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let result = runtime.block_on(run(cli));
+        drop(runtime);
+        drop(logging);
+        result
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The error and its causes, one line, without a backtrace: a bad
+        // configuration reads `sentinel.yaml:14:9: …`.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// The configuration from `--config`/`SENTINEL_CONFIG` and the environment.

@@ -235,21 +235,13 @@ impl Catalog {
                 }
             }
         }
-        let named =
-            ["service", "job", "app"].iter().filter_map(|l| label(l)).find(|name| self.services.contains_key(*name));
-        if let Some(name) = named {
-            return Some(name.to_owned());
-        }
-        // Not listed: in the namespace unlisted services run in, the
-        // Deployment the alert names or owns its pod is the service.
-        let unlisted = self.unlisted.as_ref()?.kubernetes.as_ref()?;
-        if label("namespace") != Some(unlisted.namespace.as_str()) {
-            return None;
-        }
-        label("deployment")
-            .or_else(|| label("horizontalpodautoscaler"))
-            .or_else(|| label("pod").and_then(deployment_of_pod))
-            .map(str::to_owned)
+        // Never an unlisted name taken from a label: that would let a label
+        // choose what an unlisted placement acts on.
+        ["service", "job", "app"]
+            .iter()
+            .filter_map(|l| label(l))
+            .find(|name| self.services.contains_key(*name))
+            .map(|name| (*name).to_owned())
     }
 
     /// Where `service` runs: its listed placement with names filled in, or the
@@ -477,11 +469,10 @@ mod tests {
         assert_eq!(alert(&[("namespace", "shop"), ("pod", "checkout-canary")]), None);
         assert_eq!(alert(&[("job", "cart")]), Some("cart".into()));
         assert_eq!(catalog.identify(&detection("checkout", &[])), Some("checkout".into()));
-        // Unlisted services in the namespace they run in: the pod's Deployment.
+        // Labels never name an unlisted service: they would choose its target.
         let defaults = Catalog::every_service_in("prod");
-        let unlisted = |labels: &[(&str, &str)]| defaults.identify(&detection("kube-state-metrics", labels));
-        assert_eq!(unlisted(&[("namespace", "prod"), ("pod", "search-9a8b7c6d5-x2x9q")]), Some("search".into()));
-        assert_eq!(unlisted(&[("namespace", "kube-system"), ("pod", "coredns-5d78c6b4f-4kx9z")]), None);
+        let unlisted = defaults.identify(&detection("search", &[("namespace", "prod"), ("deployment", "payments")]));
+        assert_eq!(unlisted, None);
     }
 
     #[test]

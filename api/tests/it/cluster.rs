@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use engine::testing::{wait_until, Backend, BackgroundWorker, TestDb};
-use engine::{Clock, RunStatus, SystemClock};
+use engine::RunStatus;
 use executors::kubernetes::inspect::Inspector;
-use nodes::incident::{Detection, Source};
+use nodes::incident::Detection;
 use nodes::workflow::{self, Incident, WorkflowConfig};
 use serde_json::{json, Value};
 
@@ -114,30 +114,32 @@ async fn api(State(objects): State<Objects>, uri: Uri) -> axum::response::Respon
     axum::Json(json!({ "apiVersion": "v1", "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items })).into_response()
 }
 
+/// What Alertmanager posts for a kube-state-metrics alert on `pod`, read as
+/// `/v1/alertmanager` reads it.
 fn alert(name: &str, pod: &str, labels: &[(&str, &str)]) -> Detection {
-    let mut all: BTreeMap<String, String> = [("alertname", name), ("namespace", "prod"), ("pod", pod)]
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect();
-    all.extend(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Detection {
-        service: "kube-state-metrics".into(),
-        anomaly_type: "alert".into(),
-        metric: name.into(),
-        observed: 1.0,
-        baseline_mean: 0.0,
-        baseline_stddev: 0.0,
-        started_at: SystemClock.now(),
-        source: Source::Alertmanager {
-            group_key: format!("{{}}:{{alertname=\"{name}\", pod=\"{pod}\"}}"),
-            alertname: name.into(),
-            fingerprints: vec![format!("fp-{pod}")],
-            expr: None,
-            group_labels: Default::default(),
-        },
-        labels: all,
-        annotations: Default::default(),
-    }
+    let mut all: serde_json::Map<String, Value> = [
+        ("alertname", name),
+        ("namespace", "prod"),
+        ("pod", pod),
+        ("container", "app"),
+        ("job", "kube-state-metrics"),
+        ("service", "kube-state-metrics"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+    .collect();
+    all.extend(labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))));
+    let starts = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let body = json!({
+        "version": "4", "groupKey": format!("{{}}:{{alertname=\"{name}\", pod=\"{pod}\"}}"), "status": "firing",
+        "receiver": "sentinel", "groupLabels": { "alertname": name, "pod": pod }, "commonLabels": all,
+        "commonAnnotations": { "summary": format!("{pod} is not well") }, "externalURL": "http://alertmanager:9093",
+        "alerts": [{ "status": "firing", "labels": all, "annotations": {}, "startsAt": starts,
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("fp-{pod}") }]
+    });
+    let notification = telemetry::alertmanager::parse(body.to_string().as_bytes()).unwrap();
+    let telemetry::alertmanager::Change::Firing(d) = notification.change() else { panic!("firing") };
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
