@@ -210,9 +210,9 @@ fn not_running() -> Response {
     request_body(content = String, description = "JSON array or NDJSON of events", content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: `{\"accepted\": N}`"),
-        (status = 400, description = "An event is malformed; `error.index` says which (0-based)"),
-        (status = 413, description = "The body or the batch is too large"),
-        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`"),
+        (status = 400, description = "An event is malformed; `error.index` says which (0-based)", body = crate::server::ErrorBody),
+        (status = 413, description = "The body or the batch is too large", body = crate::server::ErrorBody),
+        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`", body = crate::server::ErrorBody),
     )
 )]
 pub async fn post_events(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -282,9 +282,9 @@ async fn publish(t: &Telemetry, events: Vec<telemetry::event::Event>) -> Result<
     request_body(content = Vec<u8>, description = "snappy-compressed protobuf prometheus.WriteRequest", content_type = "application/x-protobuf"),
     responses(
         (status = 204, description = "Accepted"),
-        (status = 400, description = "Not a remote-write body, or a series without a name or service"),
-        (status = 413, description = "The body or the batch is too large"),
-        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`"),
+        (status = 400, description = "Not a remote-write body, or a series without a name or service", body = crate::server::ErrorBody),
+        (status = 413, description = "The body or the batch is too large", body = crate::server::ErrorBody),
+        (status = 503, description = "The pipeline is saturated or unavailable; retry after `Retry-After`", body = crate::server::ErrorBody),
     )
 )]
 pub async fn post_remote_write(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -323,8 +323,8 @@ pub async fn post_remote_write(State(state): State<AppState>, body: Result<Bytes
     request_body(content = String, description = "Alertmanager webhook payload, version 4", content_type = "application/json"),
     responses(
         (status = 202, description = "`{\"incident\": RUN_ID|null, \"status\": \"opened\"|\"attached\"|\"duplicate\"|\"cleared\"|\"no_open_incident\"}`"),
-        (status = 400, description = "Not an Alertmanager v4 payload"),
-        (status = 503, description = "The database is unavailable; Alertmanager retries"),
+        (status = 400, description = "Not an Alertmanager v4 payload", body = crate::server::ErrorBody),
+        (status = 503, description = "The database is unavailable; Alertmanager retries", body = crate::server::ErrorBody),
     )
 )]
 pub async fn post_alertmanager(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, State};
+use axum::extract::{FromRequest, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
-    let (api, doc) = api_routes(state.clone()).split_for_parts();
+    let (api, mut doc) = api_routes(state.clone()).split_for_parts();
+    // After the routes are in: the shared error statuses go on each of them.
+    utoipa::Modify::modify(&ErrorResponses, &mut doc);
     let doc = Arc::new(doc);
     let slack = state.slack.clone().map(crate::slack::router).unwrap_or_default();
     Router::new()
@@ -93,6 +95,55 @@ impl utoipa::Modify for BearerAuth {
             .components
             .get_or_insert_with(Default::default)
             .add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every status a route can answer besides its own, documented with the
+/// error body: 401 without a valid key, 403 for a role that may not, 429 over
+/// the key's rate (not on the telemetry routes, which push back with 503),
+/// 503 when the database is away; and for a route with a body, 400 for a
+/// malformed one, 413 for one too large, 415 for the wrong content type.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !(path.starts_with("/v1/") || path.starts_with("/api/v1/")) {
+                continue;
+            }
+            let telemetry = ["/v1/events", "/v1/alertmanager", "/api/v1/write"].contains(&path.as_str());
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten();
+            for op in operations {
+                let mut add = vec![
+                    ("400", "A parameter or the body is malformed"),
+                    ("401", "No API key, or one that is unknown or revoked"),
+                    ("403", "The key's role may not do this"),
+                    ("503", "The database (or the telemetry pipeline) is unavailable; retry"),
+                ];
+                if !telemetry {
+                    add.push(("429", "Over the key's rate limit; retry after `Retry-After`"));
+                }
+                if op.request_body.is_some() {
+                    add.push(("413", "The body is too large"));
+                    add.push(("415", "The body's content type is not the one documented"));
+                    add.push(("422", "The body is JSON of the wrong shape"));
+                }
+                for (status, description) in add {
+                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 
@@ -189,6 +240,42 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// `Query` whose rejections use our error format.
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `Path` whose rejections use our error format.
+pub struct Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// `Json` whose rejections use our error format.
 pub struct Json<T>(pub T);
 
@@ -259,9 +346,11 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// runnable, running, waiting, completed, failed or cancelled.
+    #[param(pattern = "^(runnable|running|waiting|completed|failed|cancelled)$")]
     status: Option<String>,
     graph: Option<String>,
     /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -433,7 +522,7 @@ pub struct RunDetailBody {
 }
 
 /// One run: state, checkpoint history, signals and side-effect records.
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")),
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 200, body = RunDetailBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunDetailBody>, ApiError> {
     let detail = state.engine.detail(run_id(&id)?).await?;
@@ -567,7 +656,7 @@ async fn decide(
 
 /// Approve the action a run waits on (operator).
 #[utoipa::path(post, path = "/v1/runs/{id}/approve", tag = "runs", request_body = DecisionBody,
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 202, body = SignalAccepted), (status = 200, description = "The same decision again", body = SignalAccepted),
         (status = 400, description = "No gate named", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The gate was decided by someone else, or is not the one the run waits on", body = ErrorBody)))]
@@ -582,7 +671,7 @@ async fn approve(
 
 /// Reject the action a run waits on (operator).
 #[utoipa::path(post, path = "/v1/runs/{id}/reject", tag = "runs", request_body = DecisionBody,
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 202, body = SignalAccepted), (status = 200, description = "The same decision again", body = SignalAccepted),
         (status = 400, description = "No gate named", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The gate was decided by someone else, or is not the one the run waits on", body = ErrorBody)))]
@@ -597,7 +686,7 @@ async fn reject(
 
 /// Cancel a run (operator): it stops at its next step.
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", request_body = DecisionBody,
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 202, body = SignalAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
@@ -619,7 +708,7 @@ pub struct RetryAccepted {
 }
 
 /// Retry a failed run from the step that failed (operator).
-#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "Run id (UUID)")),
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 202, body = RetryAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry(
     State(state): State<AppState>,
@@ -691,7 +780,7 @@ async fn list_incidents(State(state): State<AppState>) -> Result<Json<IncidentLi
 }
 
 /// An incident's blameless postmortem, in Markdown.
-#[utoipa::path(get, path = "/v1/incidents/{id}/postmortem", tag = "incidents", params(("id" = String, Path, description = "Run id (UUID)")),
+#[utoipa::path(get, path = "/v1/incidents/{id}/postmortem", tag = "incidents", params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 200, content_type = "text/markdown", body = String), (status = 404, body = ErrorBody)))]
 async fn postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = state.engine.run(run_id(&id)?).await?;
@@ -719,6 +808,8 @@ async fn list_keys(State(state): State<AppState>) -> Result<Json<KeyList>, ApiEr
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// 1 to 100 characters, not all blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     pub role: Role,
 }
@@ -781,6 +872,7 @@ async fn set_kill_switch(
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -803,8 +895,10 @@ async fn audit_log(State(state): State<AppState>, Query(q): Query<AuditQuery>) -
 #[into_params(parameter_in = Query)]
 struct OutboxQuery {
     /// pending, delivered, dead or undeliverable.
+    #[param(pattern = "^(pending|delivered|dead|undeliverable)$")]
     status: Option<String>,
     /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -230,6 +230,14 @@ async fn cors_is_off_and_openapi_matches_the_routes() {
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
             assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+            // The statuses every route can answer are documented on each, with the error body.
+            for status in ["400", "401", "403", "503"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} documents {status}"
+                );
+            }
             let uri = path.replace("{id}", "01a2054b-87bb-7445-bf0f-830483e586af").replace("{name}", "gate");
             let body = (method != "get" && method != "delete").then_some("{}");
             let (status, v) = call_as(&app, Some(&keys.admin), &method.to_uppercase(), &uri, body).await;
@@ -238,4 +246,10 @@ async fn cors_is_off_and_openapi_matches_the_routes() {
         }
     }
     assert_eq!(operations, 20, "every operation is documented");
+    assert_eq!(doc["paths"]["/v1/runs/{id}"]["get"]["parameters"][0]["schema"]["format"], "uuid");
+    // A malformed parameter is answered in the API's own format, not as text.
+    let (status, body) = call_as(&app, Some(&keys.admin), "GET", "/v1/runs?limit=many", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = call_as(&app, Some(&keys.admin), "POST", "/v1/outbox/not-a-number/requeue", Some("{}")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
 }
