@@ -343,8 +343,12 @@ impl Config {
             }
             None => (File::default(), String::new()),
         };
+        // Without a file, only the environment can be wrong.
         let at = |field: &str, message: String| -> Error {
-            Error::At(yaml::error_at(path.unwrap_or(Path::new("<defaults>")), &text, field, message))
+            match path {
+                Some(p) => Error::At(yaml::error_at(p, &text, field, message)),
+                None => Error::Env(message),
+            }
         };
         let base = path.and_then(Path::parent).map(Path::to_owned).unwrap_or_default();
 

@@ -227,6 +227,8 @@ fn without_a_file_the_embedded_defaults_hold() {
     d.service = "search".into();
     assert_eq!(c.catalog.target("kubernetes:{namespace}/{deployment}", &d).unwrap(), "kubernetes:default/search");
     assert_eq!(c.workflow.approval_timeout, WorkflowConfig::default().approval_timeout);
+    let err = Config::load(None, &env_of(&[("DATABASE_URL", "x"), ("SLACK_BOT_TOKEN", "xoxb")])).err().unwrap();
+    assert_eq!(err.to_string(), "SLACK_BOT_TOKEN is set but `slack.channel` is not: where would messages go?");
 }
 
 #[test]
