@@ -577,14 +577,17 @@ async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    /// The gate decided (`GET /v1/runs/{id}` shows it as `proposal.gate`).
-    /// Required for approve and reject: a decision applies to exactly the
-    /// proposal it names, or to nothing.
+    /// The gate decided (`GET /v1/runs/{id}` shows it as `proposal.gate`):
+    /// a decision applies to exactly the proposal it names, or to nothing.
+    /// (Read as optional only so that its absence gets a 400 naming the gate
+    /// the run waits on.)
     #[serde(default)]
+    #[schema(required = true, pattern = r"\S")]
     pub gate: Option<String>,
     /// Who the key acts for, kept as a note. The decision is recorded as made
-    /// by the authenticated key, whatever this says.
+    /// by the authenticated key, whatever this says. Not blank.
     #[serde(default)]
+    #[schema(pattern = r"\S")]
     pub actor: Option<String>,
     #[serde(default)]
     pub reason: String,
@@ -602,8 +605,22 @@ pub struct SignalAccepted {
     pub delivery: Delivery,
 }
 
-fn note(body: &DecisionBody) -> Result<Option<String>, ApiError> {
-    match body.actor.as_deref().map(str::trim) {
+/// Cancelling a run: no gate, it stops the run whatever it waits on.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Who the key acts for, kept as a note. Not blank.
+    #[serde(default)]
+    #[schema(pattern = r"\S")]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    /// Lets a retried request be recognised as the same one.
+    pub request_id: Option<String>,
+}
+
+fn note(actor: Option<&str>) -> Result<Option<String>, ApiError> {
+    match actor.map(str::trim) {
         None => Ok(None),
         Some("") => Err(ApiError::BadRequest("actor must not be empty".into())),
         Some(a) => Ok(Some(a.to_owned())),
@@ -618,7 +635,7 @@ async fn decide(
     body: DecisionBody,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(id)?;
-    let note = note(&body)?;
+    let note = note(body.actor.as_deref())?;
     let detail = state.engine.detail(id).await?;
     let run = &detail.run;
     let current = Proposal::of(run).filter(|p| p.waiting && run.wait_signals.iter().any(|s| s == kind));
@@ -685,17 +702,17 @@ async fn reject(
 }
 
 /// Cancel a run (operator): it stops at its next step.
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", request_body = DecisionBody,
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", request_body = CancelBody,
     params(("id" = uuid::Uuid, Path, description = "Run id")),
     responses((status = 202, body = SignalAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Json(body): Json<DecisionBody>,
+    Json(body): Json<CancelBody>,
 ) -> Result<(StatusCode, Json<SignalAccepted>), ApiError> {
     let id = run_id(&id)?;
-    note(&body)?;
+    note(body.actor.as_deref())?;
     let signal = body.request_id.unwrap_or_else(|| format!("api-cancel:{}", caller.name));
     let delivery = state.engine.cancel(id, &signal, &body.reason).await?;
     Ok((StatusCode::ACCEPTED, Json(SignalAccepted { run: id.to_string(), signal, delivery })))

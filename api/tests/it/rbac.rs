@@ -247,6 +247,14 @@ async fn cors_is_off_and_openapi_matches_the_routes() {
     }
     assert_eq!(operations, 20, "every operation is documented");
     assert_eq!(doc["paths"]["/v1/runs/{id}"]["get"]["parameters"][0]["schema"]["format"], "uuid");
+    // A decision names its gate; a cancellation has none to name.
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["DecisionBody"]["required"].as_array().unwrap().contains(&json!("gate")),
+        "{}",
+        schemas["DecisionBody"]
+    );
+    assert!(schemas["CancelBody"]["properties"].get("gate").is_none());
     // A malformed parameter is answered in the API's own format, not as text.
     let (status, body) = call_as(&app, Some(&keys.admin), "GET", "/v1/runs?limit=many", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
