@@ -837,14 +837,7 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
                 ),
             );
             s.verdict = Some(verdict);
-            if let Some(last) = s.actions.last() {
-                let a = &last.action.action;
-                ctx.record(
-                    facts::OUTCOME,
-                    &d.service,
-                    json!({ "succeeded": true, "action": a.action, "target": a.target }),
-                );
-            }
+            record_success(&ctx, &s, &d.service);
             Ok((s, Transition::route("recovered")))
         }
         Verdict::Worse { reading, .. } => {
@@ -865,6 +858,14 @@ async fn verify_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out
             let next = now.saturating_add(w.config.verify_interval).min(deadline);
             Ok((s, Transition::sleep_until(next)))
         }
+    }
+}
+
+/// The last action worked: an outcome fact for the policy's breaker.
+fn record_success(ctx: &NodeContext, s: &Incident, service: &str) {
+    if let Some(last) = s.actions.last() {
+        let a = &last.action.action;
+        ctx.record(facts::OUTCOME, service, json!({ "succeeded": true, "action": a.action, "target": a.target }));
     }
 }
 
@@ -895,15 +896,8 @@ async fn verify_alert(
     let recovered = |mut s: Incident, why: String| -> Out {
         s.note(now, "verify", why);
         s.verdict = Some(Verdict::Recovered { at: s.alert_clear_streak as usize });
-        let d = s.detection()?.clone();
-        if let Some(last) = s.actions.last() {
-            let a = &last.action.action;
-            ctx.record(
-                facts::OUTCOME,
-                &d.service,
-                json!({ "succeeded": true, "action": a.action, "target": a.target }),
-            );
-        }
+        let service = s.detection()?.service.clone();
+        record_success(ctx, &s, &service);
         Ok((s, Transition::route("recovered")))
     };
     if ctx.take_signal(&["cleared"]).is_some() {

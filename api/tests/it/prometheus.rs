@@ -21,7 +21,7 @@ use engine::{RunFilter, RunStatus, SystemClock};
 use nodes::workflow::{self, Incident};
 use serde_json::{json, Value};
 
-use crate::support::eventually;
+use crate::support::{eventually, reached};
 
 /// What the exporter serves and what the automation was asked to do.
 #[derive(Clone, Default)]
@@ -236,25 +236,8 @@ receivers:
     .unwrap();
 
     let mut procs = Vec::new();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_sentinel"));
-    serve
-        .args(["serve", "--listen", &format!("127.0.0.1:{sentinel_port}"), "--config"])
-        .arg(dir.join("sentinel.yaml"))
-        .env("DATABASE_URL", &db.url)
-        .env("SENTINEL_LOG", "info,sqlx=warn")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
-    for var in [
-        "KAFKA_BROKERS",
-        "CLICKHOUSE_URL",
-        "SLACK_BOT_TOKEN",
-        "SLACK_SIGNING_SECRET",
-        "PAGERDUTY_ROUTING_KEY",
-        "SENTINEL_CONFIG",
-        "PROMETHEUS_URL",
-    ] {
-        serve.env_remove(var);
-    }
+    let mut serve = crate::support::serve_command(sentinel_port, &dir.join("sentinel.yaml"), &db.url);
+    serve.env("SENTINEL_LOG", "info,sqlx=warn").stderr(std::fs::File::create(dir.join("serve.log")).unwrap());
     procs.push(Proc(serve.spawn().expect("spawn sentinel serve")));
     let http = reqwest::Client::new();
     eventually("serve answers", Duration::from_secs(30), || {
@@ -288,22 +271,6 @@ receivers:
     .await;
     let engine = crate::support::incidents(&store, workflow::WorkflowConfig::default(), true).await.engine;
     Stack { dir, world, sentinel, prometheus, _procs: procs, _db: db, engine }
-}
-
-/// Whether `check` holds within `within` (the caller fails with the logs).
-async fn reached<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
 }
 
 async fn incidents(engine: &engine::Engine) -> Vec<(engine::Run, Incident)> {

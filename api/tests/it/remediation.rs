@@ -196,25 +196,8 @@ async fn an_executors_file_in_dry_run_ends_the_incident_as_a_dry_run_and_counts_
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_sentinel"));
-    serve
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&file)
-        .env("DATABASE_URL", &db.url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("SENTINEL_LOG", "warn")
-        .stdin(std::process::Stdio::null());
-    for var in [
-        "KAFKA_BROKERS",
-        "CLICKHOUSE_URL",
-        "SLACK_BOT_TOKEN",
-        "SLACK_SIGNING_SECRET",
-        "PAGERDUTY_ROUTING_KEY",
-        "SENTINEL_CONFIG",
-    ] {
-        serve.env_remove(var);
-    }
+    let mut serve = crate::support::serve_command(port, &file, &db.url);
+    serve.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").env("SENTINEL_LOG", "warn");
     let mut serve = serve.spawn().expect("spawn sentinel serve");
     // This engine only starts the run and reads it: `serve` runs it.
     let engine = crate::support::incidents(&store, WorkflowConfig::default(), true).await.engine;

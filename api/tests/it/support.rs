@@ -62,16 +62,52 @@ pub fn witness_counts(path: &Path) -> HashMap<String, usize> {
     counts
 }
 
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, within: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(reached(within, check).await, "timed out after {within:?} waiting for {what}");
+}
+
+/// Whether `check` holds within `within` (for a caller that fails with more to say).
+pub async fn reached<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    true
+}
+
+/// `sentinel serve` on `port` with configuration `config` and database
+/// `database_url`, and none of the outside world's services from the
+/// environment: what a test does not give it, it does not have.
+pub fn serve_command(port: u16, config: &Path, database_url: &str) -> Command {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_sentinel"));
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .env("DATABASE_URL", database_url)
+        .stdin(Stdio::null());
+    for var in [
+        "KAFKA_BROKERS",
+        "CLICKHOUSE_URL",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "PAGERDUTY_ROUTING_KEY",
+        "SENTINEL_CONFIG",
+        "PROMETHEUS_URL",
+    ] {
+        serve.env_remove(var);
+    }
+    serve
 }
 
 /// Asserts the run's history is steps 0..n with no gap and no duplicate.
