@@ -37,6 +37,13 @@ else
     echo "test result: FAILED. 0 passed; 1 failed; (chaos suite, reduced)" | tee -a "$log"
     status=1
 fi
+# The live API against its own OpenAPI document, a key of each role.
+if SENTINEL_BIN="${CARGO_TARGET_DIR:-target}/debug/sentinel" scripts/schemathesis.sh; then
+    echo "test result: ok. 1 passed; 0 failed; (schemathesis, every role)" | tee -a "$log"
+else
+    echo "test result: FAILED. 0 passed; 1 failed; (schemathesis, every role)" | tee -a "$log"
+    status=1
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -205,9 +205,28 @@ fn not_running() -> Response {
 /// A JSON array of events, or NDJSON (one per line); see the event model in
 /// the README. Answered 202 once the batch is durably handed to the pipeline
 /// (acknowledged by Kafka, or queued in the embedded pipeline).
+/// The telemetry bodies in the OpenAPI document, exactly: their schemas come
+/// from the parsers' own crate, in JSON Schema terms utoipa's types do not
+/// hold (patterns per `oneOf` branch, `propertyNames`, closed objects).
+pub fn document_bodies(doc: &mut serde_json::Value) {
+    let bodies = [
+        ("/v1/events", telemetry::event::batch_schema()),
+        ("/v1/alertmanager", telemetry::alertmanager::notification_schema()),
+    ];
+    for (path, schema) in bodies {
+        let body = &mut doc["paths"][path]["post"]["requestBody"];
+        assert!(body.is_object(), "{path} has a request body in the document");
+        body["content"]["application/json"]["schema"] = schema;
+        body["required"] = true.into();
+    }
+    // Protobuf, which JSON Schema cannot describe: bytes of that media type.
+    doc["paths"]["/api/v1/write"]["post"]["requestBody"]["content"]["application/x-protobuf"]["schema"] =
+        serde_json::json!({ "type": "string", "format": "binary" });
+}
+
 #[utoipa::path(
     post, path = "/v1/events", tag = "telemetry",
-    request_body(content = String, description = "JSON array or NDJSON of events", content_type = "application/json"),
+    request_body(content = String, description = "One event, a JSON array of events, or events one after another (NDJSON)", content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: `{\"accepted\": N}`"),
         (status = 400, description = "An event is malformed; `error.index` says which (0-based)", body = crate::server::ErrorBody),

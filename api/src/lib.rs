@@ -1,22 +1,14 @@
-//! The `sentinel` binary's library half: configuration, the built-in
-//! benchmark graphs and the benchmarks, so integration tests can drive the
-//! same code the binary runs.
+//! Sentinel's HTTP edge: the REST API, Slack interactivity, the telemetry
+//! routes, and what guards them (API keys, roles, rate limits, the audit
+//! log). The only crate that knows HTTP and JSON wire formats.
 
 pub mod access;
-pub mod bench;
-pub mod cli;
-pub mod config;
-pub mod demo;
 pub mod detector_state;
-pub mod facts;
 pub mod gate;
 pub mod ingest;
-pub mod logging;
 pub mod observe;
 pub mod partitions;
-pub mod relay;
 pub mod remediate;
 pub mod security;
 pub mod server;
 pub mod slack;
-pub mod wiring;

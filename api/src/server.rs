@@ -51,6 +51,8 @@ pub fn router(state: AppState) -> Router {
     let (api, mut doc) = api_routes(state.clone()).split_for_parts();
     // After the routes are in: the shared error statuses go on each of them.
     utoipa::Modify::modify(&ErrorResponses, &mut doc);
+    let mut doc = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    crate::ingest::document_bodies(&mut doc);
     let doc = Arc::new(doc);
     let slack = state.slack.clone().map(crate::slack::router).unwrap_or_default();
     Router::new()
@@ -582,7 +584,7 @@ pub struct DecisionBody {
     /// (Read as optional only so that its absence gets a 400 naming the gate
     /// the run waits on.)
     #[serde(default)]
-    #[schema(required = true, pattern = r"\S")]
+    #[schema(required = true, value_type = String, pattern = r"\S")]
     pub gate: Option<String>,
     /// Who the key acts for, kept as a note. The decision is recorded as made
     /// by the authenticated key, whatever this says. Not blank.

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::access::{Access, Role};
+use api::security::{RateLimit, Security};
+use api::server::{router, AppState};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
 use engine::{Graph, NodeContext, Registry, RunStatus, SystemClock, Transition};
 use http_body_util::BodyExt;
-use sentinel::access::{Access, Role};
-use sentinel::security::{RateLimit, Security};
-use sentinel::server::{router, AppState};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -59,7 +59,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_dead_letters() {
-    sentinel::observe::prometheus();
+    api::observe::prometheus();
     let db = TestDb::new(Backend::Postgres).await;
     let mut registry = Registry::new();
     registry.register(gate_graph());

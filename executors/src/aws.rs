@@ -71,7 +71,12 @@ fn unsupported(executor: &str, action: &Action) -> ExecError {
 
 // ---- EC2 ------------------------------------------------------------------------
 
-/// `reboot_instance`, `stop_instance`, `start_instance` on `ec2:REGION/INSTANCE_ID`.
+/// The parameter naming tags the instance must carry before anything is
+/// done to it (the service catalogue's, for services placed by tags).
+pub const REQUIRE_TAGS: &str = "require_tags";
+
+/// `reboot_instance`, `stop_instance`, `start_instance` on `ec2:REGION/INSTANCE_ID`;
+/// with [`REQUIRE_TAGS`], only on an instance that carries those tags.
 pub struct Ec2Executor {
     client: aws_sdk_ec2::Client,
     config: AwsConfig,
@@ -89,6 +94,12 @@ impl Ec2Executor {
 
     /// (state name, value of the key tag).
     async fn state(&self, id: &str) -> Result<(String, Option<String>), ExecError> {
+        let (state, tags) = self.instance(id).await?;
+        Ok((state, tags.get(KEY_TAG).cloned()))
+    }
+
+    /// (state name, tags).
+    async fn instance(&self, id: &str) -> Result<(String, std::collections::BTreeMap<String, String>), ExecError> {
         let out = self
             .client
             .describe_instances()
@@ -103,8 +114,30 @@ impl Ec2Executor {
             .find(|i| i.instance_id() == Some(id))
             .ok_or_else(|| ExecError::NotFound(format!("instance {id}")))?;
         let state = instance.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str()).to_owned();
-        let tag = instance.tags().iter().find(|t| t.key() == Some(KEY_TAG)).and_then(|t| t.value()).map(str::to_owned);
-        Ok((state, tag))
+        let tags = instance
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect();
+        Ok((state, tags))
+    }
+
+    /// Refuses an instance without the tags the action requires.
+    async fn check_tags(&self, id: &str, action: &Action) -> Result<(), ExecError> {
+        let Some(required) = action.params.get(REQUIRE_TAGS) else { return Ok(()) };
+        let required: std::collections::BTreeMap<String, String> = serde_json::from_value(required.clone())
+            .map_err(|e| ExecError::BadAction(format!("`{REQUIRE_TAGS}` must map tag keys to values: {e}")))?;
+        let (_, tags) = self.instance(id).await?;
+        let missing: Vec<String> =
+            required.iter().filter(|(k, v)| tags.get(*k) != Some(*v)).map(|(k, v)| format!("{k}={v}")).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ExecError::Refused {
+                guard: "catalogue",
+                reason: format!("instance {id} does not carry {}: it is not the service's", missing.join(", ")),
+            })
+        }
     }
 
     async fn wait_for(&self, id: &str, want: &str) -> Result<(), ExecError> {
@@ -155,6 +188,7 @@ impl Executor for Ec2Executor {
 
     async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
         let id = action.target()?.name;
+        self.check_tags(&id, action).await?;
         let (state, _) = self.state(&id).await?;
         Ok(json!({ "instance_id": id, "state": state }))
     }
@@ -178,6 +212,7 @@ impl Executor for Ec2Executor {
 
     async fn execute(&self, action: &Action, _pre: &Value, key: &str) -> Result<Outcome, ExecError> {
         let id = action.target()?.name;
+        self.check_tags(&id, action).await?;
         let changed = match action.action.as_str() {
             "reboot_instance" => {
                 let (_, tag) = self.state(&id).await?;

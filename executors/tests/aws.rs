@@ -179,3 +179,49 @@ async fn ec2_stop_start_reboot_and_rollback() {
     let err = exec.describe(&missing).await.unwrap_err();
     assert!(matches!(err, ExecError::NotFound(_)), "{err}");
 }
+
+/// A service placed by tags: the executor acts on the instance an alert
+/// names only once AWS shows it carries the catalogue's tags.
+#[tokio::test]
+async fn ec2_acts_only_on_an_instance_carrying_the_required_tags() {
+    let sdk = sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let tagged = |service: &str| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+            .tags(aws_sdk_ec2::types::Tag::builder().key("Service").value(service).build())
+            .build()
+    };
+    let run = |service: &'static str| {
+        let ec2 = ec2.clone();
+        let spec = tagged(service);
+        async move {
+            let out = ec2.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).tag_specifications(spec);
+            out.send().await.unwrap().instances()[0].instance_id().unwrap().to_owned()
+        }
+    };
+    let ours = run("checkout").await;
+    let theirs = run("payments").await;
+    let exec = Ec2Executor::from_sdk(&sdk, config());
+    let require = json!({ "require_tags": { "Service": "checkout" } });
+
+    let stop = action("ec2", "stop_instance", &format!("ec2:us-east-1/{ours}"), require.clone());
+    let pre = exec.describe(&stop).await.unwrap();
+    assert_eq!(pre["state"], "running");
+    assert!(exec.execute(&stop, &pre, "run-6:apply-0").await.unwrap().changed);
+
+    let wrong = action("ec2", "stop_instance", &format!("ec2:us-east-1/{theirs}"), require);
+    let err = exec.describe(&wrong).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Refused { guard: "catalogue", reason } if reason.contains("Service=checkout")),
+        "{err}"
+    );
+    let err = exec.execute(&wrong, &pre, "run-7:apply-0").await.unwrap_err();
+    assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+    let out = ec2.describe_instances().instance_ids(&theirs).send().await.unwrap();
+    let state = out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_owned();
+    assert_eq!(state, "running", "another service's instance is left alone");
+
+    let malformed = action("ec2", "stop_instance", &format!("ec2:us-east-1/{ours}"), json!({ "require_tags": ["x"] }));
+    assert!(matches!(exec.describe(&malformed).await.unwrap_err(), ExecError::BadAction(_)));
+}

@@ -102,8 +102,19 @@ pub struct EcsService {
 #[serde(deny_unknown_fields)]
 pub struct Ec2Instances {
     pub region: String,
+    /// The service's instances, when they are fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
+    /// Tags every instance of the service carries (an autoscaling group's
+    /// instances come and go): an alert's `instance_id` label (or an
+    /// `instance` label holding an instance id) names the instance, and the
+    /// executor acts only after AWS shows it carries these tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
+
+/// The action parameter that carries a service's EC2 tags to the executor.
+pub use executors::aws::REQUIRE_TAGS;
 
 /// A catalogue that failed its checks; `at` is the path of the offending value
 /// (`services[2].depends_on[0]`), for the caller to turn into a file position.
@@ -246,6 +257,13 @@ impl Catalog {
 
     /// Where `service` runs: its listed placement with names filled in, or the
     /// unlisted services' placement; `None` when it may not be acted on.
+    /// The tags a service's EC2 instances carry, when the catalogue gives
+    /// them: an action on one of its instances carries them as
+    /// [`REQUIRE_TAGS`] for the executor to check against AWS.
+    pub fn ec2_tags(&self, service: &str) -> Option<BTreeMap<String, String>> {
+        self.placement(service)?.ec2.map(|e| e.tags).filter(|t| !t.is_empty())
+    }
+
     pub fn placement(&self, service: &str) -> Option<Placement> {
         let (placement, name) = match self.services.get(service) {
             Some(s) => (s.runs_on.clone(), s.name.as_str()),
@@ -270,7 +288,7 @@ impl Catalog {
     /// | `{namespace}`, `{deployment}` | `runs_on.kubernetes` |
     /// | `{claim}` | `runs_on.kubernetes.claims`: the one listed, or the listed one the alert's `persistentvolumeclaim` label names |
     /// | `{cluster}`, `{ecs_service}` | `runs_on.ecs` |
-    /// | `{region}`, `{instance}` | `runs_on.ec2`: the one instance listed, or the listed one the alert's `instance` label names |
+    /// | `{region}`, `{instance}` | `runs_on.ec2`: the one instance listed, or the listed one the alert's `instance` label names; for a service placed by `tags`, the instance id its `instance_id` (or `instance`) label names, which the executor acts on only if AWS shows it carries the tags |
     /// | `{node}` | the alert's `node` label (a node is not a service; the executor checks it exists and the guardrails bound how many are cordoned) |
     pub fn target(&self, template: &str, d: &Detection) -> Result<String, String> {
         let placement = self.placement(&d.service);
@@ -292,10 +310,20 @@ impl Catalog {
                 "ecs_service" => ecs()?.service.clone().unwrap_or_else(|| d.service.clone()),
                 "region" => ec2()?.region.clone(),
                 "instance" => {
-                    let listed = &ec2()?.instance_ids;
+                    let ec2 = ec2()?;
+                    let listed = &ec2.instance_ids;
+                    let named_id = || {
+                        d.labels.get("instance_id").or(d.labels.get("instance")).filter(|id| looks_like_instance(id))
+                    };
                     match d.labels.get("instance") {
                         Some(named) if listed.contains(named) => named.clone(),
                         _ if listed.len() == 1 => listed[0].clone(),
+                        _ if listed.is_empty() => named_id().cloned().ok_or_else(|| {
+                            format!(
+                                "`{}` runs on instances tagged {:?} and the detection names no instance id                                  (an `instance_id` label)",
+                                d.service, ec2.tags
+                            )
+                        })?,
                         _ => {
                             return Err(format!(
                                 "`{}` lists {} instances and the detection names none of them",
@@ -370,14 +398,21 @@ fn check_placement(p: &Placement, at: &str) -> Result<(), Invalid> {
         if !name_ok(&e.region) {
             return bad("ec2.region", "a region is a non-empty name without `/`");
         }
-        if e.instance_ids.is_empty() {
-            return bad("ec2.instance_ids", "list at least one instance id");
+        if e.instance_ids.is_empty() && e.tags.is_empty() {
+            return bad("ec2", "list the service's instance_ids, or the tags its instances carry");
         }
-        if let Some(i) = e.instance_ids.iter().position(|id| !id.starts_with("i-") || !name_ok(id)) {
+        if let Some(i) = e.instance_ids.iter().position(|id| !looks_like_instance(id)) {
             return bad(&format!("ec2.instance_ids[{i}]"), "an instance id looks like `i-0123456789abcdef0`");
+        }
+        if let Some((k, _)) = e.tags.iter().find(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256) {
+            return bad(&format!("ec2.tags.{k}"), "a tag key is 1 to 128 characters, its value at most 256");
         }
     }
     Ok(())
+}
+
+fn looks_like_instance(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -414,12 +449,33 @@ mod tests {
     }
 
     #[test]
+    fn instances_placed_by_tags_are_named_by_the_alert_and_carry_the_tags() {
+        let mut web = service("web", &[]);
+        let tags = BTreeMap::from([("Service".to_owned(), "web".to_owned())]);
+        web.runs_on.ec2 = Some(Ec2Instances { region: "eu-west-1".into(), tags: tags.clone(), ..Default::default() });
+        let catalog = Catalog::new(vec![web], None).unwrap();
+        let t = |labels: &[(&str, &str)]| catalog.target("ec2:{region}/{instance}", &detection("web", labels));
+        assert_eq!(t(&[("instance_id", "i-0abc")]).unwrap(), "ec2:eu-west-1/i-0abc");
+        assert_eq!(t(&[("instance", "i-0def")]).unwrap(), "ec2:eu-west-1/i-0def");
+        assert!(t(&[("instance", "10.0.0.7:9100")]).unwrap_err().contains("no instance id"), "an address is no id");
+        assert!(t(&[("instance_id", "i-0abc/../x")]).is_err());
+        assert_eq!(catalog.ec2_tags("web"), Some(tags));
+        assert_eq!(catalog.ec2_tags("ghost"), None);
+        let mut neither = service("web", &[]);
+        neither.runs_on.ec2 = Some(Ec2Instances { region: "eu-west-1".into(), ..Default::default() });
+        assert_eq!(Catalog::new(vec![neither], None).unwrap_err().at, "services[0].runs_on.ec2");
+    }
+
+    #[test]
     fn targets_come_from_the_catalogue_not_from_labels() {
         let mut checkout = service("checkout", &["payments"]);
         checkout.runs_on.kubernetes.as_mut().unwrap().deployment = Some("checkout-web".into());
         checkout.runs_on.ecs = Some(EcsService { cluster: "prod".into(), service: None });
-        checkout.runs_on.ec2 =
-            Some(Ec2Instances { region: "eu-west-1".into(), instance_ids: vec!["i-1".into(), "i-2".into()] });
+        checkout.runs_on.ec2 = Some(Ec2Instances {
+            region: "eu-west-1".into(),
+            instance_ids: vec!["i-1".into(), "i-2".into()],
+            ..Default::default()
+        });
         let catalog = Catalog::new(vec![checkout, service("payments", &[])], None).unwrap();
         let d = detection("checkout", &[("namespace", "attacker"), ("deployment", "other")]);
         assert_eq!(catalog.target("kubernetes:{namespace}/{deployment}", &d).unwrap(), "kubernetes:shop/checkout-web");
@@ -483,7 +539,8 @@ mod tests {
         let err = Catalog::new(vec![service("a", &[]), service("a", &[])], None).unwrap_err();
         assert_eq!(err.at, "services[1].name");
         let mut bad = service("a", &[]);
-        bad.runs_on.ec2 = Some(Ec2Instances { region: "r".into(), instance_ids: vec!["web-1".into()] });
+        bad.runs_on.ec2 =
+            Some(Ec2Instances { region: "r".into(), instance_ids: vec!["web-1".into()], ..Default::default() });
         assert_eq!(Catalog::new(vec![bad], None).unwrap_err().at, "services[0].runs_on.ec2.instance_ids[0]");
     }
 }

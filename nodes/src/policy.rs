@@ -337,6 +337,8 @@ pub fn decide(config: &PolicyConfig, action: &ProposedAction, facts: &Facts, now
     }
 }
 
+pub mod ledger;
+
 #[cfg(test)]
 #[path = "policy/tests.rs"]
 mod tests;

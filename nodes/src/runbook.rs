@@ -385,7 +385,15 @@ impl Runbook {
                         executor: s.action.executor.clone(),
                         action: s.action.action.clone(),
                         target,
-                        params: s.action.params.clone(),
+                        params: {
+                            let mut params = s.action.params.clone();
+                            if let Some(tags) =
+                                catalog.ec2_tags(&d.service).filter(|_| s.action.target.contains("{instance}"))
+                            {
+                                params.insert(crate::catalog::REQUIRE_TAGS.to_owned(), serde_json::json!(tags));
+                            }
+                            params
+                        },
                     },
                     estimated_downtime: Duration::from_secs(s.action.estimated_downtime_secs),
                     blast_radius: s.action.blast_radius,

@@ -32,8 +32,16 @@ pub struct Notification {
     #[serde(default, rename = "externalURL")]
     pub external_url: String,
     pub alerts: Vec<Alert>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub truncated_alerts: u64,
+}
+
+/// A count, written `3` or `3.0` (the same number in JSON).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64))
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count")))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -90,12 +98,53 @@ pub fn parse(body: &[u8]) -> Result<Notification, String> {
         return Err("the group has no alerts".into());
     }
     for (i, a) in n.alerts.iter().enumerate() {
+        if !matches!(a.status.as_str(), "firing" | "resolved") {
+            return Err(format!("alerts[{i}].status {:?} is neither firing nor resolved", a.status));
+        }
         if a.fingerprint.is_empty() {
             return Err(format!("alerts[{i}] has no fingerprint"));
         }
         parse_time(&a.starts_at).map_err(|e| format!("alerts[{i}].startsAt: {e}"))?;
     }
     Ok(n)
+}
+
+/// The JSON Schema (2020-12) of a notification exactly as [`parse`] accepts
+/// it: Alertmanager's webhook payload, version 4. Fields Sentinel does not
+/// read are allowed, as Alertmanager adds some between releases.
+pub fn notification_schema() -> serde_json::Value {
+    use serde_json::json;
+    let labels = json!({ "type": "object", "additionalProperties": { "type": "string" } });
+    let status = json!({ "type": "string", "enum": ["firing", "resolved"] });
+    let alert = json!({
+        "type": "object",
+        "properties": {
+            "status": status.clone(),
+            "labels": labels.clone(),
+            "annotations": labels.clone(),
+            "startsAt": { "type": "string", "pattern": crate::event::ts_pattern() },
+            "endsAt": { "type": "string" },
+            "generatorURL": { "type": "string" },
+            "fingerprint": { "type": "string", "minLength": 1 },
+        },
+        "required": ["status", "startsAt", "fingerprint"],
+    });
+    json!({
+        "type": "object",
+        "properties": {
+            "version": { "type": "string", "enum": ["4"] },
+            "groupKey": { "type": "string", "minLength": 1 },
+            "status": status,
+            "receiver": { "type": "string" },
+            "groupLabels": labels.clone(),
+            "commonLabels": labels.clone(),
+            "commonAnnotations": labels,
+            "externalURL": { "type": "string" },
+            "alerts": { "type": "array", "items": alert, "minItems": 1 },
+            "truncatedAlerts": { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+        },
+        "required": ["version", "groupKey", "status", "alerts"],
+    })
 }
 
 fn parse_time(t: &str) -> Result<Timestamp, String> {

@@ -75,13 +75,18 @@ pub fn decode(body: &[u8]) -> Result<Decoded, String> {
                 out.skipped += 1;
                 continue;
             }
-            out.events.push(Event::Metric(MetricSample {
+            let event = Event::Metric(MetricSample {
                 ts: s.timestamp,
                 service: service.clone(),
                 metric: metric.clone(),
                 value: s.value,
                 labels: labels.clone(),
-            }));
+            });
+            // The same rules as an event posted to `/v1/events`.
+            crate::event::check_millis(s.timestamp)
+                .and_then(|()| event.validate())
+                .map_err(|e| format!("timeseries[{i}] ({metric}): {e}"))?;
+            out.events.push(event);
         }
     }
     Ok(out)
@@ -97,6 +102,9 @@ pub fn encode(request: &WriteRequest) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// 2026-11-23T07:00:00Z.
+    const T: i64 = 1_795_417_200_000;
+
     fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         TimeSeries {
             labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
@@ -111,15 +119,15 @@ mod tests {
             timeseries: vec![
                 series(
                     &[("__name__", "http_p99_ms"), ("job", "checkout"), ("instance", "10.0.0.1:9100"), ("env", "")],
-                    &[(1_000, 120.5), (2_000, stale)],
+                    &[(T, 120.5), (T + 1_000, stale)],
                 ),
-                series(&[("__name__", "up"), ("job", "node"), ("service", "payments")], &[(1_000, 1.0)]),
+                series(&[("__name__", "up"), ("job", "node"), ("service", "payments")], &[(T, 1.0)]),
             ],
         };
         let d = decode(&encode(&request)).unwrap();
         assert_eq!(d.skipped, 1, "the stale marker");
         let Event::Metric(m) = &d.events[0] else { panic!("a metric") };
-        assert_eq!((m.ts, m.service.as_str(), m.metric.as_str(), m.value), (1_000, "checkout", "http_p99_ms", 120.5));
+        assert_eq!((m.ts, m.service.as_str(), m.metric.as_str(), m.value), (T, "checkout", "http_p99_ms", 120.5));
         assert_eq!(m.labels.get("instance").map(String::as_str), Some("10.0.0.1:9100"));
         assert!(!m.labels.contains_key("env"), "an empty label is no label");
         let Event::Metric(m) = &d.events[1] else { panic!("a metric") };
@@ -131,9 +139,14 @@ mod tests {
         assert!(decode(b"\xff\xff\xff\xff\xff\xff").unwrap_err().contains("snappy"));
         let not_proto = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff").unwrap();
         assert!(decode(&not_proto).unwrap_err().contains("WriteRequest"));
-        let nameless = WriteRequest { timeseries: vec![series(&[("job", "x")], &[(1, 1.0)])] };
+        let nameless = WriteRequest { timeseries: vec![series(&[("job", "x")], &[(T, 1.0)])] };
         assert_eq!(decode(&encode(&nameless)).unwrap_err(), "timeseries[0] has no __name__ label");
-        let orphan = WriteRequest { timeseries: vec![series(&[("__name__", "x")], &[(1, 1.0)])] };
+        let orphan = WriteRequest { timeseries: vec![series(&[("__name__", "x")], &[(T, 1.0)])] };
         assert!(decode(&encode(&orphan)).unwrap_err().contains("no service, app or job"));
+        let ancient = WriteRequest { timeseries: vec![series(&[("__name__", "x"), ("job", "j")], &[(1, 1.0)])] };
+        assert!(decode(&encode(&ancient)).unwrap_err().contains("outside"), "the same time range as /v1/events");
+        let long = "n".repeat(300);
+        let named = WriteRequest { timeseries: vec![series(&[("__name__", &long), ("job", "j")], &[(T, 1.0)])] };
+        assert!(decode(&encode(&named)).unwrap_err().contains("longer than 256"), "the same name rules");
     }
 }

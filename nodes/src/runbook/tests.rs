@@ -141,6 +141,31 @@ fn plans_follow_the_conditions_in_order_with_targets_from_the_catalogue() {
 }
 
 #[test]
+fn an_instance_placed_by_tags_is_acted_on_with_the_tags_it_must_carry() {
+    let runbooks = load_dir(&shipped_dir()).unwrap();
+    let node = runbooks.iter().find(|r| r.id == "node-not-ready").unwrap();
+    let tags = BTreeMap::from([("Service".to_owned(), "web".to_owned())]);
+    let web = crate::catalog::Service {
+        name: "web".into(),
+        runs_on: crate::catalog::Placement {
+            ec2: Some(crate::catalog::Ec2Instances { region: "eu-west-1".into(), tags, ..Default::default() }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let catalog = Catalog::new(vec![web], None).unwrap();
+    let mut d = alert("KubeNodeNotReady", &[("node", "ip-10-0-0-7"), ("instance_id", "i-0abc")]);
+    d.service = "web".into();
+    let ec2 = evidence(&[("platform", Evidence::Text("ec2".into()))]);
+    let plan = node.plan(&ec2, &d, &catalog);
+    let reboot = plan.actions.iter().find(|a| a.action.executor == "ec2").expect("the reboot is planned");
+    assert_eq!(reboot.action.target, "ec2:eu-west-1/i-0abc");
+    assert_eq!(reboot.action.params[crate::catalog::REQUIRE_TAGS], serde_json::json!({ "Service": "web" }));
+    let drain = plan.actions.iter().find(|a| a.action.executor == "kubernetes").unwrap();
+    assert!(!drain.action.params.contains_key(crate::catalog::REQUIRE_TAGS), "only steps on the instance carry them");
+}
+
+#[test]
 fn alertmanager_matchers() {
     let m = |s: &str| Matcher::try_from(s.to_owned());
     let labels: BTreeMap<String, String> = [("service", "checkout"), ("severity", "critical"), ("path", "/a \"b\"")]
