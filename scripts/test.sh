@@ -20,6 +20,12 @@ ch="${CLICKHOUSE_URL:-http://127.0.0.1:8123}"
 curl -fsS "$ch/?query=SHOW+DATABASES" | { grep -E '^(sentinel_t_|chaos_)' || true; } |
     while read -r db; do curl -fsS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null; done
 
+# The detection corpus is exactly what its generator writes.
+corpus="$(mktemp -d)"
+python3 scripts/make-corpus.py "$corpus" >/dev/null
+diff -r "$corpus" lab/corpus || { echo "lab/corpus differs from scripts/make-corpus.py's output" >&2; exit 1; }
+rm -rf "$corpus"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 # Run every test binary; then one closing line that totals them all, so the

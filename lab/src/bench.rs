@@ -10,6 +10,7 @@
 //! * `bench.wait`: parks until a `go` signal arrives.
 
 pub mod api;
+pub mod detect;
 pub mod incident;
 pub mod ingest;
 

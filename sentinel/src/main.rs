@@ -39,6 +39,11 @@ enum Command {
     /// Score a CSV time series (`timestamp,value`) with the streaming
     /// detectors; writes `timestamp,value,anomaly_score` (score in [0, 1]).
     Detect(DetectArgs),
+    /// Score the detectors on a labelled corpus in the Numenta Anomaly
+    /// Benchmark's layout (`data/**.csv`, `labels/combined_windows.json`),
+    /// by its scoring method; also precision and recall of the anomalies the
+    /// persistence rule raises.
+    Eval(EvalArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -125,6 +130,35 @@ struct DetectArgs {
 }
 
 #[derive(Args)]
+struct DetectBenchArgs {
+    /// Series scored side by side.
+    #[arg(long, default_value_t = 100)]
+    series: usize,
+    /// Points per series, one a minute (20,160 = two weeks).
+    #[arg(long, default_value_t = 20_160)]
+    points: usize,
+    /// Detector parameters as JSON, as for `detect`.
+    #[arg(long)]
+    params: Option<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The corpus directory.
+    #[arg(long)]
+    corpus: std::path::PathBuf,
+    /// Detector parameters as JSON, as for `detect`.
+    #[arg(long)]
+    params: Option<String>,
+    /// Print the whole report as JSON (every file's tally under each profile).
+    #[arg(long)]
+    json: bool,
+    /// List each file's tally under the standard profile.
+    #[arg(long)]
+    per_file: bool,
+}
+
+#[derive(Args)]
 struct WorkerArgs {
     /// Runs executed at once.
     #[arg(long, default_value_t = 4)]
@@ -160,6 +194,9 @@ enum BenchCommand {
     /// verification reading recovers. PostgreSQL runs in a scratch database on
     /// the DATABASE_URL server; SQLite in a temporary file.
     Incident(IncidentBenchArgs),
+    /// The streaming detectors on one core: points/s and bytes of state per
+    /// series (seasonal baselines full after two weeks of points).
+    Detect(DetectBenchArgs),
     /// A worker that runs the benchmark graphs (`bench.*`) besides the
     /// incident workflow: for the crash and restart tests, never production.
     Worker(WorkerArgs),
@@ -285,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker(args, &load_config(path)?, false).await?,
         Command::Demo(args) => demo(args).await?,
         Command::Detect(args) => detect(args)?,
+        Command::Eval(args) => eval(args)?,
         Command::Serve(args) => serve(args, load_config(path)?).await?,
         Command::Config(ConfigCommand::Check { file }) => {
             let file = file.as_deref().or(path).context("name a file: `sentinel config check FILE` or --config")?;
@@ -306,6 +344,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Api(args)) => bench_api(args).await?,
         Command::Bench(BenchCommand::Ingest(args)) => bench_ingest(args).await?,
         Command::Bench(BenchCommand::Incident(args)) => bench_incident(args).await?,
+        Command::Bench(BenchCommand::Detect(args)) => {
+            let config = detector_params(args.params.as_deref())?;
+            let f = lab::bench::detect::run(args.series, args.points, &config);
+            println!(
+                "{} series x {} points on one core: {:.0} points/s ({:.0} ns/point); {} bytes of state per series; {} anomalies raised",
+                f.series, f.points_per_series, f.points_per_sec, f.ns_per_point, f.state_bytes_per_series, f.anomalies
+            );
+        }
         Command::Bench(BenchCommand::Worker(args)) => worker(args, &load_config(path)?, true).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
@@ -341,12 +387,49 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn detect(args: DetectArgs) -> anyhow::Result<()> {
-    let config: telemetry::detect::DetectorConfig = match &args.params {
+fn detector_params(params: Option<&str>) -> anyhow::Result<telemetry::detect::DetectorConfig> {
+    let config: telemetry::detect::DetectorConfig = match params {
         Some(json) => serde_json::from_str(json).context("--params")?,
         None => Default::default(),
     };
     config.validate().map_err(|e| anyhow::anyhow!("--params: {e}"))?;
+    Ok(config)
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let config = detector_params(args.params.as_deref())?;
+    let report = lab::eval::evaluate(&args.corpus, &config)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} files, {} anomaly windows; detector {}",
+        report.files,
+        report.windows,
+        serde_json::to_string(&config)?
+    );
+    if args.per_file {
+        for (name, t) in &report.profiles[0].per_file {
+            println!("  {name:<44} raw {:>7.3}  tp {} fp {} fn {}", t.raw, t.tp, t.fp, t.fn_);
+        }
+    }
+    for p in &report.profiles {
+        println!(
+            "{:<14} score {:>6.1}  (threshold {:.3}; raw {:.2}, null {:.2}, perfect {:.2})",
+            p.profile, p.score, p.threshold, p.raw, p.null, p.perfect
+        );
+    }
+    let r = &report.raised;
+    println!(
+        "raised anomalies (persistence rule, fixed threshold): score {:.1} (standard); {} raised, {} inside a window: precision {:.2}; {} of {} windows found: recall {:.2}",
+        r.score, r.anomalies, r.in_window, r.precision, r.windows_found, r.windows, r.recall
+    );
+    Ok(())
+}
+
+fn detect(args: DetectArgs) -> anyhow::Result<()> {
+    let config = detector_params(args.params.as_deref())?;
     let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let input = std::io::BufReader::new(input);
     let summary = match &args.output {

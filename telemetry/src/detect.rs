@@ -26,6 +26,14 @@
 //! 0.5, once per episode; the episode ends after `persist_m` points in a row
 //! below 0.5. The anomaly carries the highest score of those points and a
 //! reason naming each detector's deviation.
+//!
+//! **Any input** gives a finite score in [0, 1]: sums and squares are taken in
+//! units of the window's largest magnitude, a baseline that a jump too large
+//! to square would overflow starts again from the new value, and a value that
+//! is not finite scores 0 and is not learnt (the telemetry path refuses such
+//! events, and `sentinel detect` refuses such a row with its line number). A
+//! point at or before the series' newest timestamp is a replay: not scored,
+//! not learnt (`sentinel detect` writes 0 for it and counts it).
 
 use std::collections::VecDeque;
 
@@ -95,13 +103,15 @@ impl DetectorConfig {
     }
 }
 
-/// A score against its threshold: 0.5 at the threshold.
+/// A score against its threshold: 0.5 at the threshold. Written as
+/// `1 / (1 + (T/d)²)` so that a deviation too large to square (a flat series
+/// that moves: the scale is the tiny floor) scores 1, not `∞/∞`.
 fn score(d: f64, threshold: f64) -> f64 {
-    if !d.is_finite() {
-        return if d.is_nan() { 0.0 } else { 1.0 };
+    if d.is_nan() {
+        return 0.0;
     }
-    let d2 = d * d;
-    d2 / (d2 + threshold * threshold)
+    let r = threshold / d.abs();
+    1.0 / (1.0 + r * r)
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -217,6 +227,10 @@ impl Bucket {
         let delta = x - self.mean;
         self.mean += delta / self.n as f64;
         self.m2 += delta * (x - self.mean);
+        if !(self.mean.is_finite() && self.m2.is_finite()) {
+            // A jump too large to square: this period starts again from `x`.
+            (self.n, self.mean, self.m2) = (1, x, 0.0);
+        }
     }
 
     /// Moves the period being filled into the history.
@@ -320,15 +334,24 @@ impl Series {
     }
 
     /// Scores `x` at `ts` (ms) against what came before, then learns it.
+    /// A value that is not finite scores 0 and is not learnt.
     pub fn score(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> PointScore {
         let n = self.window.len();
         let mut out =
             PointScore { score: 0.0, zscore: None, robust: None, ewma: None, seasonal: None, mean: x, stddev: 0.0 };
+        if !x.is_finite() {
+            out.mean = 0.0;
+            return out;
+        }
         if n > 0 {
-            let mean = self.window.iter().sum::<f64>() / n as f64;
-            let var = self.window.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n.max(2) - 1) as f64;
-            out.mean = mean;
-            out.stddev = var.sqrt();
+            // In units of the window's largest magnitude, so that neither the
+            // sum nor the squares overflow, whatever the values.
+            let unit = self.window.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+            let mean = self.window.iter().map(|v| v / unit).sum::<f64>() / n as f64;
+            let var =
+                self.window.iter().map(|v| (v / unit - mean) * (v / unit - mean)).sum::<f64>() / (n.max(2) - 1) as f64;
+            out.mean = mean * unit;
+            out.stddev = (var.sqrt() * unit).min(f64::MAX);
         }
         let floor = |level: f64| (cfg.min_relative_scale * level.abs()).max(f64::MIN_POSITIVE);
         if n >= cfg.warmup {
@@ -384,10 +407,26 @@ impl Series {
             let delta = x - e.mean;
             e.mean += cfg.ewma_alpha * delta;
             e.var = (1.0 - cfg.ewma_alpha) * (e.var + cfg.ewma_alpha * delta * delta);
+            if !(e.mean.is_finite() && e.var.is_finite()) {
+                // A jump too large to square: start again from this value.
+                *e = Ewma { mean: x, var: 0.0, n: 0 };
+            }
         }
         e.n += 1;
         self.seasonal.add(ts, x);
         self.seen += 1;
+    }
+
+    /// Bytes this series holds: the struct and what its collections own.
+    pub fn state_bytes(&self) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let buckets = self.seasonal.week.iter().chain(&self.seasonal.day);
+        std::mem::size_of::<Series>()
+            + self.window.capacity() * f
+            + self.recent.capacity() * std::mem::size_of::<(bool, f64)>()
+            + self.scratch.capacity() * f
+            + (self.seasonal.week.capacity() + self.seasonal.day.capacity()) * std::mem::size_of::<Bucket>()
+            + buckets.map(|b| b.means.capacity() * f).sum::<usize>()
     }
 
     /// The newest timestamp this series has observed.
@@ -568,5 +607,82 @@ mod tests {
         let bad = DetectorConfig { ewma_alpha: 1.5, ..DetectorConfig::default() };
         assert!(bad.validate().is_err());
         assert!(DetectorConfig::default().validate().is_ok());
+    }
+
+    /// Values from the pathological families a real series can hold, mixed.
+    fn value() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1.0),
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            -1e3..1e3f64,
+            -1e300..1e300f64,
+            any::<f64>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Whatever the series (constant stretches, zeros, negatives, huge and
+        /// tiny magnitudes, NaN and infinities, repeated, backwards and
+        /// far-apart timestamps, a single point), every score is a finite
+        /// number in [0, 1], and every anomaly reports finite figures.
+        #[test]
+        fn every_score_is_finite_and_within_0_and_1(
+            runs in proptest::collection::vec((value(), 1usize..80, -2i64..4, 0u8..4), 1..12),
+            start in -1_000_000_000_000i64..4_000_000_000_000,
+        ) {
+            let cfg = DetectorConfig::default();
+            let mut s = Series::new();
+            let mut ts = start;
+            for (x, len, step, kind) in runs {
+                for i in 0..len {
+                    // A run of one value, of a ramp around it, or alternating with zero.
+                    let x = match kind {
+                        0 => x,
+                        1 => x + i as f64,
+                        2 => if i % 2 == 0 { x } else { 0.0 },
+                        _ => x * (i as f64).sin(),
+                    };
+                    let direct = s.clone().score(&cfg, ts, x);
+                    proptest::prop_assert!(direct.score.is_finite() && (0.0..=1.0).contains(&direct.score), "{x} → {direct:?}");
+                    if let Some((p, anomaly)) = s.observe(&cfg, ts, x) {
+                        proptest::prop_assert!(p.score.is_finite() && (0.0..=1.0).contains(&p.score), "{x} → {p:?}");
+                        for r in [p.zscore, p.robust, p.ewma, p.seasonal].into_iter().flatten() {
+                            proptest::prop_assert!((0.0..=1.0).contains(&r.score), "{r:?}");
+                        }
+                        if let Some(a) = anomaly {
+                            proptest::prop_assert!(
+                                [a.value, a.score, a.mean, a.stddev].iter().all(|v| v.is_finite()),
+                                "{a:?}"
+                            );
+                        }
+                    }
+                    // Steps of -2 to +3 minutes: repeats and backwards moves included.
+                    ts = ts.saturating_add(step * MIN);
+                }
+                ts = ts.saturating_add(3_600_000 * i64::from(kind)); // and gaps of hours
+            }
+        }
+    }
+
+    #[test]
+    fn a_flat_zero_series_that_moves_scores_one_not_nan() {
+        let mut s = Series::new();
+        let cfg = DetectorConfig::default();
+        for i in 0..600 {
+            s.observe(&cfg, i * MIN, 0.0);
+        }
+        let (p, _) = s.observe(&cfg, 600 * MIN, 1.0).unwrap();
+        assert_eq!(p.score, 1.0, "{p:?}");
     }
 }

@@ -42,6 +42,9 @@ pub struct Summary {
 pub fn parse_timestamp(t: &str) -> Result<i64, String> {
     let t = t.trim();
     if let Ok(n) = t.parse::<f64>() {
+        if !n.is_finite() || n.abs() > 1e17 {
+            return Err(format!("timestamp {t:?} is not seconds or milliseconds since 1970"));
+        }
         // Seconds until the year 5138; milliseconds beyond.
         let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
         return Ok(ms.round() as i64);
@@ -127,6 +130,9 @@ mod tests {
         let err =
             replay("timestamp,value\nyesterday,2\n".as_bytes(), Vec::new(), &DetectorConfig::default()).unwrap_err();
         assert!(err.to_string().starts_with("line 2: timestamp"), "{err}");
+        for bad in ["NaN", "inf", "-infinity", "1e300"] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_timestamp("1396310400").unwrap(), 1_396_310_400_000);
         assert_eq!(parse_timestamp("1396310400000").unwrap(), 1_396_310_400_000);
         assert_eq!(parse_timestamp("2014-04-01T00:00:00Z").unwrap(), 1_396_310_400_000);
