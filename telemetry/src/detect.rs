@@ -4,10 +4,10 @@
 //!
 //! | detector | deviation `d` of a value `x` | parameters (default) |
 //! |---|---|---|
-//! | rolling z-score | `(x − mean) / stddev` of the last `window` points | `window` 60, `z_threshold` 4 |
-//! | robust | `0.6745 · (x − median) / MAD` of the same window | `mad_threshold` 5 |
-//! | EWMA | `(x − m) / s`, `m` and `s²` exponentially weighted mean and variance | `ewma_alpha` 0.1, `ewma_threshold` 4 |
-//! | seasonal | `(x − c) / s` against the same hour of the week (or, until two weeks are seen, of the day) on earlier weeks (days): `c` the median of those periods' means, `s` from the spread within and between them | `seasonal_threshold` 4, `seasonal_min_periods` 2 |
+//! | rolling z-score | `(x − mean) / stddev` of the last `window` points | `window` 60, `z_threshold` 3 |
+//! | robust | `0.6745 · (x − median) / MAD` of the same window | `mad_threshold` 3 |
+//! | EWMA | `(x − m) / s`, `m` and `s²` exponentially weighted mean and variance | `ewma_alpha` 0.1, `ewma_threshold` 3 |
+//! | seasonal | `(x − c) / s` against the same hour of the week (or, until two weeks are seen, of the day) on earlier weeks (days): `c` the median of those periods' means, `s` from the spread within and between them | `seasonal_threshold` 3, `seasonal_min_periods` 2 |
 //!
 //! Every scale is floored at `min_relative_scale` (1 %) of the level, so a flat
 //! series does not alert on a rounding change. A deviation `d` against its
@@ -25,7 +25,10 @@
 //! when `persist_n` of the last `persist_m` points (3 of 5) scored at least
 //! 0.5, once per episode; the episode ends after `persist_m` points in a row
 //! below 0.5. The anomaly carries the highest score of those points and a
-//! reason naming each detector's deviation.
+//! reason naming each detector's deviation. The score a series reports for
+//! each point ([`Series::observe`], `sentinel detect`) is the rule's own: the
+//! `persist_n`-th highest of the last `persist_m` point scores, so it reaches
+//! 0.5 exactly when the rule holds, and a lone blip never scores high.
 //!
 //! **Any input** gives a finite score in [0, 1]: sums and squares are taken in
 //! units of the window's largest magnitude, a baseline that a jump too large
@@ -61,11 +64,11 @@ impl Default for DetectorConfig {
         DetectorConfig {
             window: 60,
             warmup: 20,
-            z_threshold: 4.0,
-            mad_threshold: 5.0,
+            z_threshold: 3.0,
+            mad_threshold: 3.0,
             ewma_alpha: 0.1,
-            ewma_threshold: 4.0,
-            seasonal_threshold: 4.0,
+            ewma_threshold: 3.0,
+            seasonal_threshold: 3.0,
             seasonal_min_periods: 2,
             min_relative_scale: 0.01,
             persist_n: 3,
@@ -134,7 +137,12 @@ pub struct Reading {
 /// Every detector's view of one point, and the point score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointScore {
+    /// What [`Series::observe`] reports: the persistence rule's score (see
+    /// the module documentation); [`Series::score`] reports the point's own.
     pub score: f64,
+    /// The point's own score, before the persistence rule.
+    #[serde(default)]
+    pub point: f64,
     pub zscore: Option<Reading>,
     pub robust: Option<Reading>,
     pub ewma: Option<Reading>,
@@ -337,8 +345,16 @@ impl Series {
     /// A value that is not finite scores 0 and is not learnt.
     pub fn score(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> PointScore {
         let n = self.window.len();
-        let mut out =
-            PointScore { score: 0.0, zscore: None, robust: None, ewma: None, seasonal: None, mean: x, stddev: 0.0 };
+        let mut out = PointScore {
+            score: 0.0,
+            point: 0.0,
+            zscore: None,
+            robust: None,
+            ewma: None,
+            seasonal: None,
+            mean: x,
+            stddev: 0.0,
+        };
         if !x.is_finite() {
             out.mean = 0.0;
             return out;
@@ -388,6 +404,7 @@ impl Series {
                 out.score = out.score.min(r.score);
             }
         }
+        out.point = out.score;
         self.learn(cfg, ts, x);
         out
     }
@@ -446,12 +463,21 @@ impl Series {
     }
 
     fn observe_new(&mut self, cfg: &DetectorConfig, ts: i64, x: f64) -> (PointScore, Option<Anomaly>) {
-        let p = self.score(cfg, ts, x);
+        let mut p = self.score(cfg, ts, x);
         let high = p.score >= 0.5;
         self.recent.push_back((high, p.score));
         if self.recent.len() > cfg.persist_m {
             self.recent.pop_front();
         }
+        // The persistence rule as a score: the `persist_n`-th highest of the
+        // last `persist_m` points' scores, at least 0.5 exactly when the rule
+        // holds. A lone blip never scores high.
+        p.point = p.score;
+        p.score = {
+            let mut last: Vec<f64> = self.recent.iter().map(|(_, s)| *s).collect();
+            last.sort_by(|a, b| b.total_cmp(a));
+            last.get(cfg.persist_n - 1).copied().unwrap_or(0.0)
+        };
         if self.in_episode {
             self.calm = if high { 0 } else { self.calm + 1 };
             if self.calm >= cfg.persist_m {
@@ -683,6 +709,10 @@ mod tests {
             s.observe(&cfg, i * MIN, 0.0);
         }
         let (p, _) = s.observe(&cfg, 600 * MIN, 1.0).unwrap();
-        assert_eq!(p.score, 1.0, "{p:?}");
+        assert_eq!(p.point, 1.0, "{p:?}");
+        assert_eq!(p.score, 0.0, "one point is not yet three of five: {p:?}");
+        s.observe(&cfg, 601 * MIN, 1.0).unwrap();
+        let (p, anomaly) = s.observe(&cfg, 602 * MIN, 1.0).unwrap();
+        assert!(p.score >= 0.5 && anomaly.is_some(), "{p:?}");
     }
 }
