@@ -7,7 +7,7 @@
 //! | rolling z-score | `(x − mean) / stddev` of the last `window` points | `window` 60, `z_threshold` 3 |
 //! | robust | `0.6745 · (x − median) / MAD` of the same window | `mad_threshold` 3 |
 //! | EWMA | `(x − m) / s`, `m` and `s²` exponentially weighted mean and variance | `ewma_alpha` 0.1, `ewma_threshold` 3 |
-//! | seasonal | `(x − c) / s` against the same hour of the week (or, until two weeks are seen, of the day) on earlier weeks (days): `c` the median of those periods' means, `s` from the spread within and between them | `seasonal_threshold` 3, `seasonal_min_periods` 2 |
+//! | seasonal | `(x − c) / s` against the same hour of the week (or, until two weeks are seen, of the day) on earlier weeks (days): `c` the median of the last eight periods' means, `s` from the spread within and between them | `seasonal_threshold` 3, `seasonal_min_periods` 2 |
 //!
 //! Every scale is floored at `min_relative_scale` (1 %) of the level, so a flat
 //! series does not alert on a rounding change. A deviation `d` against its
@@ -117,6 +117,39 @@ fn score(d: f64, threshold: f64) -> f64 {
     1.0 / (1.0 + r * r)
 }
 
+/// The median of `|v − med|` over sorted values, without sorting the
+/// deviations: they grow outward from `med` on both sides, so the two sides
+/// are merged up to the middle one.
+fn median_deviation(sorted: &[f64], med: f64) -> f64 {
+    let n = sorted.len();
+    let split = sorted.partition_point(|v| *v < med);
+    let (mut left, mut right) = (split, split); // next: sorted[left - 1], sorted[right]
+    let mut next = || match (left.checked_sub(1).map(|i| med - sorted[i]), sorted.get(right).map(|v| v - med)) {
+        (Some(l), Some(r)) if l <= r => {
+            left -= 1;
+            l
+        }
+        (_, Some(r)) => {
+            right += 1;
+            r
+        }
+        (Some(l), None) => {
+            left -= 1;
+            l
+        }
+        (None, None) => 0.0,
+    };
+    let mut lower = 0.0;
+    for _ in 0..n.div_ceil(2) {
+        lower = next();
+    }
+    if n % 2 == 1 {
+        lower
+    } else {
+        (lower + next()) / 2.0
+    }
+}
+
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 {
@@ -190,21 +223,75 @@ struct Ewma {
     n: u64,
 }
 
+/// The last `PERIODS` values, oldest first, held inline in single precision
+/// (a series has 192 of these: this keeps a series' state under 16 KiB); on
+/// the wire a plain list, of which the newest `PERIODS` are kept when read.
+/// A mean beyond single precision's range is held as infinite, and its
+/// bucket gives no baseline.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ring {
+    values: [f32; PERIODS],
+    len: u8,
+    /// Index of the oldest value.
+    head: u8,
+}
+
+impl Ring {
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn push(&mut self, v: f64) {
+        let (len, head) = (usize::from(self.len), usize::from(self.head));
+        let v = v as f32;
+        if len < PERIODS {
+            self.values[(head + len) % PERIODS] = v;
+            self.len += 1;
+        } else {
+            self.values[head] = v;
+            self.head = ((head + 1) % PERIODS) as u8;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        (0..self.len()).map(|i| f64::from(self.values[(usize::from(self.head) + i) % PERIODS]))
+    }
+}
+
+impl Serialize for Ring {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ring {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut ring = Ring::default();
+        for v in Vec::<f64>::deserialize(d)? {
+            ring.push(v);
+        }
+        Ok(ring)
+    }
+}
+
 /// Per-bucket statistics of earlier periods (days or weeks).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Bucket {
     /// Means of the last periods seen, oldest first (at most `PERIODS`).
-    means: VecDeque<f64>,
+    means: Ring,
     /// Pooled within-period variance of those periods.
     within: f64,
-    within_n: u64,
-    /// The period being filled.
-    period: i64,
-    n: u64,
+    within_n: u32,
+    /// The period being filled (its index, wrapped to 32 bits: only
+    /// whether it changed matters).
+    period: i32,
+    n: u32,
     mean: f64,
     m2: f64,
 }
 
+/// Periods a seasonal baseline remembers: eight weeks for the hour of the
+/// week, eight days for the hour of the day.
 const PERIODS: usize = 8;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -216,24 +303,29 @@ impl Bucket {
         if self.means.len() < min_periods {
             return None;
         }
-        let mut sorted: Vec<f64> = self.means.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let center = median(&sorted);
-        let mut dev: Vec<f64> = sorted.iter().map(|m| (m - center).abs()).collect();
-        dev.sort_by(f64::total_cmp);
-        let between = 1.4826 * median(&dev);
+        let mut sorted = [0.0; PERIODS];
+        let sorted = &mut sorted[..self.means.len()];
+        for (slot, m) in sorted.iter_mut().zip(self.means.iter()) {
+            *slot = m;
+        }
+        if sorted.iter().any(|m| !m.is_finite()) {
+            return None;
+        }
+        sorted.sort_unstable_by(f64::total_cmp);
+        let center = median(sorted);
+        let between = 1.4826 * median_deviation(sorted, center);
         let within = if self.within_n > 0 { self.within } else { 0.0 };
         Some((center, (within + between * between).sqrt()))
     }
 
-    fn add(&mut self, period: i64, x: f64) {
+    fn add(&mut self, period: i32, x: f64) {
         if self.n > 0 && period != self.period {
             self.close();
         }
         self.period = period;
-        self.n += 1;
+        self.n = self.n.saturating_add(1);
         let delta = x - self.mean;
-        self.mean += delta / self.n as f64;
+        self.mean += delta / f64::from(self.n);
         self.m2 += delta * (x - self.mean);
         if !(self.mean.is_finite() && self.m2.is_finite()) {
             // A jump too large to square: this period starts again from `x`.
@@ -243,14 +335,11 @@ impl Bucket {
 
     /// Moves the period being filled into the history.
     fn close(&mut self) {
-        if self.means.len() == PERIODS {
-            self.means.pop_front();
-        }
-        self.means.push_back(self.mean);
+        self.means.push(self.mean);
         if self.n > 1 {
-            let var = self.m2 / (self.n - 1) as f64;
-            self.within_n += 1;
-            let k = self.within_n.min(PERIODS as u64) as f64;
+            let var = self.m2 / f64::from(self.n - 1);
+            self.within_n = self.within_n.saturating_add(1);
+            let k = f64::from(self.within_n.min(PERIODS as u32));
             self.within += (var - self.within) / k;
         }
         self.n = 0;
@@ -272,12 +361,14 @@ impl Seasonal {
         Seasonal { week: vec![Bucket::default(); 168], day: vec![Bucket::default(); 24] }
     }
 
-    fn slots(ts: i64) -> (usize, i64, usize, i64) {
+    /// (hour of the week, week, hour of the day, day); the periods' indices
+    /// wrapped to 32 bits.
+    fn slots(ts: i64) -> (usize, i32, usize, i32) {
         // The Unix epoch was a Thursday; shift so buckets start on Monday 00:00 UTC.
-        let t = ts + 3 * DAY_MS;
+        let t = ts.saturating_add(3 * DAY_MS);
         let week_slot = (t.rem_euclid(WEEK_MS) / HOUR_MS) as usize;
         let day_slot = (t.rem_euclid(DAY_MS) / HOUR_MS) as usize;
-        (week_slot, t.div_euclid(WEEK_MS), day_slot, t.div_euclid(DAY_MS))
+        (week_slot, t.div_euclid(WEEK_MS) as i32, day_slot, t.div_euclid(DAY_MS) as i32)
     }
 
     /// (center, scale, which) for `ts`, from earlier periods only.
@@ -316,8 +407,10 @@ pub struct Series {
     /// (a Kafka rewind, a retried batch) and are ignored.
     #[serde(default)]
     last_ts: Option<i64>,
+    /// The window's values in order, kept as points come and go (rebuilt
+    /// from the window after a restore).
     #[serde(skip)]
-    scratch: Vec<f64>,
+    sorted: Vec<f64>,
 }
 
 impl Default for Series {
@@ -337,7 +430,7 @@ impl Series {
             calm: 0,
             seen: 0,
             last_ts: None,
-            scratch: Vec::new(),
+            sorted: Vec::new(),
         }
     }
 
@@ -374,18 +467,13 @@ impl Series {
             let d = (x - out.mean) / out.stddev.max(floor(out.mean));
             out.zscore = Some(Reading { deviation: d, score: score(d, cfg.z_threshold) });
 
-            // One scratch buffer, reused point after point: sorted window, then deviations.
-            let scratch = &mut self.scratch;
-            scratch.clear();
-            scratch.extend(self.window.iter().copied());
-            scratch.sort_unstable_by(f64::total_cmp);
-            let med = median(scratch);
-            for v in scratch.iter_mut() {
-                *v = (*v - med).abs();
+            if self.sorted.len() != n {
+                self.sorted = self.window.iter().copied().collect();
+                self.sorted.sort_unstable_by(f64::total_cmp);
             }
-            scratch.sort_unstable_by(f64::total_cmp);
+            let med = median(&self.sorted);
             // 1.4826 · MAD estimates σ for normal data; 0.6745 = 1 / 1.4826.
-            let mad = median(scratch);
+            let mad = median_deviation(&self.sorted, med);
             let d = 0.6745 * (x - med) / mad.max(floor(med) * 0.6745);
             out.robust = Some(Reading { deviation: d, score: score(d, cfg.mad_threshold) });
 
@@ -414,8 +502,13 @@ impl Series {
             return;
         }
         self.window.push_back(x);
+        let at = self.sorted.partition_point(|v| v.total_cmp(&x).is_lt());
+        self.sorted.insert(at, x);
         if self.window.len() > cfg.window {
-            self.window.pop_front();
+            if let Some(old) = self.window.pop_front() {
+                let at = self.sorted.partition_point(|v| v.total_cmp(&old).is_lt());
+                self.sorted.remove(at);
+            }
         }
         let e = &mut self.ewma;
         if e.n == 0 {
@@ -435,15 +528,14 @@ impl Series {
     }
 
     /// Bytes this series holds: the struct and what its collections own.
+    /// (The seasonal buckets hold their periods inline.)
     pub fn state_bytes(&self) -> usize {
         let f = std::mem::size_of::<f64>();
-        let buckets = self.seasonal.week.iter().chain(&self.seasonal.day);
         std::mem::size_of::<Series>()
             + self.window.capacity() * f
             + self.recent.capacity() * std::mem::size_of::<(bool, f64)>()
-            + self.scratch.capacity() * f
+            + self.sorted.capacity() * f
             + (self.seasonal.week.capacity() + self.seasonal.day.capacity()) * std::mem::size_of::<Bucket>()
-            + buckets.map(|b| b.means.capacity() * f).sum::<usize>()
     }
 
     /// The newest timestamp this series has observed.
@@ -698,6 +790,59 @@ mod tests {
                 }
                 ts = ts.saturating_add(3_600_000 * i64::from(kind)); // and gaps of hours
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The merged median deviation is the sorted one, exactly.
+        #[test]
+        fn the_median_deviation_without_sorting_is_the_sorted_one(
+            mut values in proptest::collection::vec(-1e6..1e6f64, 1..80),
+            repeats in 0usize..20,
+        ) {
+            values.extend(values.clone().into_iter().take(repeats)); // ties
+            values.sort_unstable_by(f64::total_cmp);
+            let med = median(&values);
+            let mut dev: Vec<f64> = values.iter().map(|v| (v - med).abs()).collect();
+            dev.sort_unstable_by(f64::total_cmp);
+            proptest::prop_assert_eq!(median_deviation(&values, med), median(&dev));
+        }
+    }
+
+    #[test]
+    fn a_ring_keeps_the_newest_periods_and_reads_longer_lists() {
+        let mut r = Ring::default();
+        for v in 1..=6 {
+            r.push(f64::from(v));
+        }
+        assert_eq!(r.iter().collect::<Vec<_>>(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        for v in 7..=10 {
+            r.push(f64::from(v));
+        }
+        assert_eq!(r.iter().collect::<Vec<_>>(), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert_eq!(serde_json::to_string(&r).unwrap(), "[3.0,4.0,5.0,6.0,7.0,8.0,9.0,10.0]");
+        // A longer list keeps its newest values.
+        let long: Ring = serde_json::from_str("[1,2,3,4,5,6,7,8,9,10]").unwrap();
+        assert_eq!(long.iter().collect::<Vec<_>>(), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+    }
+
+    #[test]
+    fn a_restored_series_scores_as_the_uninterrupted_one() {
+        let cfg = DetectorConfig::default();
+        let mut noise = Noise(13);
+        let mut a = Series::new();
+        for i in 0..200 {
+            a.observe(&cfg, i * MIN, 50.0 + noise.next());
+        }
+        let mut b: Series = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        for i in 200..260 {
+            let x = 50.0 + noise.next() + if i > 230 { 9.0 } else { 0.0 };
+            // serde_json may read a float back one unit in the last place off.
+            let (pa, aa) = a.observe(&cfg, i * MIN, x).unwrap();
+            let (pb, ab) = b.observe(&cfg, i * MIN, x).unwrap();
+            assert!((pa.score - pb.score).abs() < 1e-9 && aa.is_some() == ab.is_some(), "point {i}: {pa:?} {pb:?}");
+            let robust = |p: &PointScore| p.robust.unwrap().deviation;
+            assert!((robust(&pa) - robust(&pb)).abs() < 1e-9, "the median and MAD of the rebuilt order, point {i}");
         }
     }
 

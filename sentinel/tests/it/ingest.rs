@@ -275,8 +275,9 @@ async fn http_to_kafka_to_clickhouse_exactly_as_sent() {
         let (status, body, _) = post(&h.app, "/v1/events", op, Value::Array(chunk.to_vec()).to_string()).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
-    eventually("600 samples in ClickHouse", Duration::from_secs(60), || async {
-        h.store.counts().await.map(|c| c["metric"] == 600).unwrap_or(false)
+    // The deploy came in the last request, and may be stored in a batch of its own.
+    eventually("600 samples and the deploy in ClickHouse", Duration::from_secs(60), || async {
+        h.store.counts().await.map(|c| c["metric"] == 600 && c["deploy"] == 1).unwrap_or(false)
     })
     .await;
     // Exactly as sent, read back through a client of its own.
