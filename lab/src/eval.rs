@@ -260,30 +260,16 @@ fn csv_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// One file: every row scored, the windows turned into row ranges.
 pub fn score_file(name: &str, text: &str, windows: &[[String; 2]], config: &DetectorConfig) -> anyhow::Result<Scored> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-    let header: Vec<String> = reader.headers()?.iter().map(str::to_ascii_lowercase).collect();
-    let column = |n: &str| header.iter().position(|h| h == n);
-    let (Some(ts_col), Some(value_col)) = (column("timestamp"), column("value")) else {
-        bail!("the header must name `timestamp` and `value`, not {header:?}");
-    };
     let mut series = Series::new();
     let (mut times, mut scores, mut raised) = (Vec::new(), Vec::new(), Vec::new());
-    for record in reader.records() {
-        let record = record?;
-        let line = record.position().map_or(0, |p| p.line());
-        let ts =
-            parse_timestamp(record.get(ts_col).unwrap_or_default()).map_err(|e| anyhow::anyhow!("line {line}: {e}"))?;
-        let raw = record.get(value_col).unwrap_or_default();
-        let value: f64 = raw
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| anyhow::anyhow!("line {line}: value {raw:?} is not a finite number"))?;
-        let (score, anomaly) = series.observe(config, ts, value).map_or((0.0, false), |(p, a)| (p.score, a.is_some()));
-        times.push(ts);
+    telemetry::replay::for_each_row(text.as_bytes(), |row| {
+        let (score, anomaly) =
+            series.observe(config, row.ts, row.value).map_or((0.0, false), |(p, a)| (p.score, a.is_some()));
+        times.push(row.ts);
         scores.push(score);
         raised.push(anomaly);
-    }
+        Ok(())
+    })?;
     let windows = windows
         .iter()
         .map(|[from, to]| {

@@ -6,9 +6,8 @@
 //! ignored); timestamps as RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC), or Unix
 //! seconds or milliseconds; any interval, regular or not. Output:
 //! `timestamp,value,anomaly_score`, the timestamp written as it was read, the
-//! score the point score of [`crate::detect`] in [0, 1] (0.5 at a detector's
-//! threshold), before the persistence rule: the rule decides when an
-//! incident opens, the score says how unusual each point is.
+//! score the one [`crate::detect::Series::observe`] reports, in [0, 1]: the
+//! persistence rule's own, 0.5 or more exactly when the rule holds.
 
 use std::io::{Read, Write};
 
@@ -52,18 +51,26 @@ pub fn parse_timestamp(t: &str) -> Result<i64, String> {
     crate::event::rfc3339_millis(t).map_err(|e| format!("timestamp {e}"))
 }
 
-/// Scores every row of `input` and writes `timestamp,value,anomaly_score` to `output`.
-pub fn replay(input: impl Read, output: impl Write, config: &DetectorConfig) -> Result<Summary, ReplayError> {
+/// One row of a series file, as read.
+pub struct Row<'a> {
+    pub raw_ts: &'a str,
+    pub ts: i64,
+    pub raw_value: &'a str,
+    pub value: f64,
+}
+
+/// Reads a `timestamp,value` file row by row, handing each to `f`; the first
+/// bad row is refused with its line number.
+pub fn for_each_row(
+    input: impl Read,
+    mut f: impl FnMut(Row<'_>) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let header: Vec<String> = reader.headers()?.iter().map(|h| h.to_ascii_lowercase()).collect();
     let column = |name: &str| header.iter().position(|h| h == name);
     let (Some(ts_col), Some(value_col)) = (column("timestamp"), column("value")) else {
         return Err(ReplayError::Header(header));
     };
-    let mut writer = csv::Writer::from_writer(output);
-    writer.write_record(["timestamp", "value", "anomaly_score"])?;
-    let mut series = Series::new();
-    let mut summary = Summary::default();
     for record in reader.records() {
         let record = record?;
         let line = record.position().map_or(0, |p| p.line());
@@ -76,8 +83,20 @@ pub fn replay(input: impl Read, output: impl Write, config: &DetectorConfig) -> 
             .ok()
             .filter(|v: &f64| v.is_finite())
             .ok_or_else(|| ReplayError::Line { line, reason: format!("value {raw_value:?} is not a finite number") })?;
+        f(Row { raw_ts, ts, raw_value, value })?;
+    }
+    Ok(())
+}
+
+/// Scores every row of `input` and writes `timestamp,value,anomaly_score` to `output`.
+pub fn replay(input: impl Read, output: impl Write, config: &DetectorConfig) -> Result<Summary, ReplayError> {
+    let mut writer = csv::Writer::from_writer(output);
+    writer.write_record(["timestamp", "value", "anomaly_score"])?;
+    let mut series = Series::new();
+    let mut summary = Summary::default();
+    for_each_row(input, |row| {
         summary.points += 1;
-        let score = match series.observe(config, ts, value) {
+        let score = match series.observe(config, row.ts, row.value) {
             Some((point, anomaly)) => {
                 summary.above_half += u64::from(point.score >= 0.5);
                 summary.anomalies += u64::from(anomaly.is_some());
@@ -88,8 +107,9 @@ pub fn replay(input: impl Read, output: impl Write, config: &DetectorConfig) -> 
                 0.0
             }
         };
-        writer.write_record([raw_ts, raw_value, &format!("{score:.6}")])?;
-    }
+        writer.write_record([row.raw_ts, row.raw_value, &format!("{score:.6}")])?;
+        Ok(())
+    })?;
     writer.flush()?;
     Ok(summary)
 }
