@@ -50,6 +50,13 @@ else
     echo "test result: FAILED. 0 passed; 1 failed; (schemathesis, every role)" | tee -a "$log"
     status=1
 fi
+# The deployment files, offline: Dockerfile, Terraform, the rendered manifests.
+if scripts/check-deploy.sh; then
+    echo "test result: ok. 1 passed; 0 failed; (deployment checks)" | tee -a "$log"
+else
+    echo "test result: FAILED. 0 passed; 1 failed; (deployment checks)" | tee -a "$log"
+    status=1
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,7 @@
+variable "bucket" {
+  type = string
+}
+
+variable "kms_key_arn" {
+  type = string
+}

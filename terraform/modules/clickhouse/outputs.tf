@@ -1,0 +1,3 @@
+output "url" {
+  value = "http://${aws_route53_record.clickhouse.fqdn}:8123"
+}

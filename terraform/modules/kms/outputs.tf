@@ -1,0 +1,3 @@
+output "key_arn" {
+  value = aws_kms_key.this.arn
+}
