@@ -7,7 +7,7 @@
 # Kills the local clickhouse-server: do not run it against a shared one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RATE="${RATE:-3000}" DURATION="${DURATION:-40s}"
+export RATE="${RATE:-3000}" DURATION="${DURATION:-40s}" SCENARIOS=ingest
 outage_at="${OUTAGE_AT:-10}"
 outage_for="${OUTAGE_FOR:-10}"
 

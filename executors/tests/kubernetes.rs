@@ -846,3 +846,131 @@ async fn a_claim_is_expanded_once_and_never_shrunk() {
         )]
     );
 }
+
+/// (API group, resource or resource/subresource, verb) of a request, as RBAC
+/// names it: `GET /apis/apps/v1/namespaces/shop/deployments/checkout/scale`
+/// is ("apps", "deployments/scale", "get"); a GET without a name is a list.
+fn rbac_request(method: &str, path_and_query: &str) -> (String, String, String) {
+    let path = path_and_query.split('?').next().unwrap();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not a Kubernetes API path: {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        _ => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected path shape: {path}"),
+    };
+    let watch = path_and_query.contains("watch=true");
+    let verb = match (method, named) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => panic!("unexpected method {method}"),
+    };
+    (group.to_owned(), resource, verb.to_owned())
+}
+
+/// What the ClusterRole in k8s/base/rbac.yaml grants, one triple per
+/// (group, resource, verb).
+fn cluster_role_grants() -> std::collections::BTreeSet<(String, String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/base/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let mut grants = std::collections::BTreeSet::new();
+    let mut roles = 0;
+    for doc in text.split("\n---\n") {
+        let doc: Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
+        if doc["kind"] != "ClusterRole" {
+            continue;
+        }
+        roles += 1;
+        for rule in doc["rules"].as_array().unwrap() {
+            let strings = |key: &str| -> Vec<String> {
+                rule[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+            };
+            for g in strings("apiGroups") {
+                for r in strings("resources") {
+                    for v in strings("verbs") {
+                        assert!(!g.contains('*') && !r.contains('*') && !v.contains('*'), "a wildcard in {rule}");
+                        grants.insert((g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(roles, 1, "{path} holds one ClusterRole");
+    grants
+}
+
+/// Every action of [`executors::kubernetes::ACTIONS`] (capture, act, roll
+/// back) and the inspector, each against a fresh recording API server: the
+/// requests they make, as RBAC names them, are exactly what the executor's
+/// ClusterRole grants. A new request without a rule, or a rule no request
+/// needs, fails here.
+#[tokio::test]
+async fn the_cluster_role_grants_exactly_what_the_executor_uses() {
+    use executors::kubernetes::inspect::Inspector;
+    use executors::kubernetes::ACTIONS;
+    let mut used = std::collections::BTreeSet::new();
+    let mut record = |fake: &Fake| {
+        for (method, path, _, _) in fake.requests.lock().unwrap().iter() {
+            used.insert(rbac_request(method, path));
+        }
+    };
+    for name in ACTIONS {
+        // The actions each needs to act on the seeded objects (as in the tests above).
+        let steps: Vec<Action> = match name {
+            "scale_deployment" => {
+                vec![action(name, "kubernetes:shop/checkout-7d9f8-x2x7q", json!({ "factor": 2 }))]
+            }
+            "restart_deployment" | "rollback_deployment" => vec![action(name, "kubernetes:shop/checkout", json!({}))],
+            "patch_image" => vec![
+                action(name, "kubernetes:shop/checkout", json!({ "image": "registry.local/checkout:1.41.3" })),
+                action(name, "kubernetes:shop/checkout", json!({ "image": "last_known_good" })),
+            ],
+            "patch_memory_limit" => vec![action(name, "kubernetes:shop/checkout", json!({ "factor": 2 }))],
+            "delete_pod" => vec![action(name, "kubernetes:shop/checkout-7d9f8-x2x7q", json!({}))],
+            "cordon_node" | "uncordon_node" => vec![
+                action("cordon_node", "kubernetes:node/node-c", json!({})),
+                action("uncordon_node", "kubernetes:node/node-c", json!({})),
+            ],
+            "drain_node" => vec![action(name, "kubernetes:node/node-a", json!({}))],
+            "raise_hpa_max" => vec![action(name, "kubernetes:shop/checkout", json!({ "factor": 1.5 }))],
+            "expand_volume" => vec![action(name, "kubernetes:shop/checkout-data", json!({ "factor": 1.5 }))],
+            other => panic!("{other} is in ACTIONS but this test has no scenario for it: add one"),
+        };
+        let (fake, exec) = setup().await;
+        for (i, a) in steps.iter().enumerate() {
+            let pre = exec.describe(a).await.unwrap_or_else(|e| panic!("{}: describe: {e}", a.action));
+            let out = exec.execute(a, &pre, &format!("rbac:{i}")).await;
+            assert!(out.as_ref().is_ok_and(|o| o.changed), "{}: {out:?}", a.action);
+            exec.rollback(a, &pre, &format!("rbac:restore-{i}"))
+                .await
+                .unwrap_or_else(|e| panic!("{}: rollback: {e}", a.action));
+        }
+        record(&fake);
+    }
+    let (fake, client) = fake_cluster().await;
+    Inspector::from_client(client).workload("shop", "checkout").await.unwrap();
+    record(&fake);
+
+    let granted = cluster_role_grants();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "k8s/base/rbac.yaml and the executor disagree\n  used, not granted: {missing:?}\n  granted, never used: {unused:?}"
+    );
+}

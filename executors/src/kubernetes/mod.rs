@@ -87,6 +87,23 @@ pub(crate) fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerRef
     refs.and_then(|r| r.iter().find(|o| o.controller == Some(true)))
 }
 
+/// Every action this executor performs; anything else is refused as
+/// unsupported before a request is sent. (`k8s/base/rbac.yaml` grants what
+/// these need, and `executors/tests/kubernetes.rs` checks it grants no more.)
+pub const ACTIONS: [&str; 11] = [
+    "scale_deployment",
+    "restart_deployment",
+    "patch_image",
+    "patch_memory_limit",
+    "rollback_deployment",
+    "delete_pod",
+    "cordon_node",
+    "uncordon_node",
+    "drain_node",
+    "raise_hpa_max",
+    "expand_volume",
+];
+
 pub(crate) fn unsupported(action: &Action) -> ExecError {
     ExecError::Unsupported { executor: "kubernetes".into(), action: action.action.clone() }
 }
@@ -397,6 +414,9 @@ impl Executor for KubeExecutor {
     }
 
     async fn describe(&self, action: &Action) -> Result<Value, ExecError> {
+        if !ACTIONS.contains(&action.action.as_str()) {
+            return Err(unsupported(action));
+        }
         let t = action.target()?;
         if node::is_node_action(&action.action) {
             return self.describe_node(action, &t.name).await;
