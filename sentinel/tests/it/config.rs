@@ -45,6 +45,22 @@ impl Drop for Scratch {
     }
 }
 
+/// The files the Kubernetes manifests ship as the ConfigMap's `sentinel.yaml`
+/// are valid, and each overlay acts the way its comment says.
+#[test]
+fn the_kubernetes_configurations_pass_config_check() {
+    for (file, executors) in [
+        ("k8s/base/sentinel.yaml", "executors: none (every action is a dry run through the mock backend)"),
+        ("k8s/overlays/staging/sentinel.yaml", "executors: aws, kubernetes (dry run)"),
+        ("k8s/overlays/prod/sentinel.yaml", "executors: aws, kubernetes (live)"),
+    ] {
+        let out = sentinel(&["config", "check", file]);
+        assert!(out.status.success(), "{file}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(shown.starts_with(&format!("{file}: ok\n")) && shown.contains(executors), "{file}: {shown}");
+    }
+}
+
 #[test]
 fn config_check_passes_the_example_and_names_the_place_of_an_error() {
     let out = sentinel(&["config", "check", "sentinel.example.yaml"]);
