@@ -85,7 +85,8 @@ fn every_rendered_object_is_exactly_a_kubernetes_object() {
         let objects = objects(overlay);
         let mut kinds: Vec<String> = Vec::new();
         for o in &objects {
-            let name = format!("{} {}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"));
+            let name =
+                format!("{} {}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"));
             check(o).unwrap_or_else(|e| panic!("{overlay}: {name}: {e}"));
             kinds.push(name);
         }
@@ -121,21 +122,37 @@ fn every_pod_runs_restricted() {
             let name = o["metadata"]["name"].as_str().unwrap();
             assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{overlay} {name}");
             assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{overlay} {name}");
-            let containers =
-                spec["containers"].as_array().unwrap().iter().chain(spec["initContainers"].as_array().into_iter().flatten());
+            let containers = spec["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(spec["initContainers"].as_array().into_iter().flatten());
             for c in containers {
                 let sc = &c["securityContext"];
                 assert_eq!(sc["readOnlyRootFilesystem"], true, "{overlay} {name} {}", c["name"]);
                 assert_eq!(sc["allowPrivilegeEscalation"], false, "{overlay} {name} {}", c["name"]);
                 assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{overlay} {name} {}", c["name"]);
-                assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay} {name} {}: no memory limit", c["name"]);
+                assert!(
+                    c["resources"]["limits"]["memory"].is_string(),
+                    "{overlay} {name} {}: no memory limit",
+                    c["name"]
+                );
                 // Secrets only by reference, never a value in a manifest.
                 for e in c["env"].as_array().into_iter().flatten() {
                     let n = e["name"].as_str().unwrap();
-                    if ["DATABASE_URL", "SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN", "PAGERDUTY_ROUTING_KEY", "CLICKHOUSE_PASSWORD"]
-                        .contains(&n)
+                    if [
+                        "DATABASE_URL",
+                        "SLACK_SIGNING_SECRET",
+                        "SLACK_BOT_TOKEN",
+                        "PAGERDUTY_ROUTING_KEY",
+                        "CLICKHOUSE_PASSWORD",
+                    ]
+                    .contains(&n)
                     {
-                        assert!(e.get("value").is_none() && e["valueFrom"]["secretKeyRef"].is_object(), "{overlay} {name}: {n}");
+                        assert!(
+                            e.get("value").is_none() && e["valueFrom"]["secretKeyRef"].is_object(),
+                            "{overlay} {name}: {n}"
+                        );
                     }
                 }
             }
