@@ -54,6 +54,11 @@ pub struct TelemetryConfig {
     /// a replica restarted under the same name takes its partitions back at
     /// once. Two live processes must never share one.
     pub instance_id: String,
+    /// Whether this process consumes the Kafka topic (`serve --no-consumer`
+    /// turns it off: the process then only accepts events and publishes
+    /// them, and other processes store and watch them). The embedded
+    /// pipeline is always consumed where it is.
+    pub consume: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -64,6 +69,7 @@ impl Default for TelemetryConfig {
             capacity: 200_000,
             max_batch: 10_000,
             detectors: DetectorConfig::default(),
+            consume: true,
             checkpoint_interval: Duration::from_secs(10),
             instance_id: format!("sentinel-{}", uuid::Uuid::new_v4().simple()),
         }
@@ -165,10 +171,19 @@ pub async fn start(
     let (publisher, consumer): (Arc<dyn Publisher>, JoinHandle<()>) = match &config.kafka {
         Some(k) => {
             ensure_topic(k).await.map_err(|e| anyhow::anyhow!("Kafka at {}: {e}", k.brokers))?;
-            let owner = SqlPartitionOwner::new(shared, &k.group, &config.instance_id);
-            let source = KafkaSource::new(k, Arc::new(owner)).map_err(|e| anyhow::anyhow!(e))?;
             let publisher = KafkaPublisher::new(k).map_err(|e| anyhow::anyhow!(e))?;
-            (Arc::new(publisher), tokio::spawn(source.run(processor, stop)))
+            let consumer = if config.consume {
+                let owner = SqlPartitionOwner::new(shared, &k.group, &config.instance_id);
+                let source = KafkaSource::new(k, Arc::new(owner)).map_err(|e| anyhow::anyhow!(e))?;
+                tokio::spawn(source.run(processor, stop))
+            } else {
+                tracing::info!("not consuming the topic here (--no-consumer)");
+                tokio::spawn(async {})
+            };
+            (Arc::new(publisher), consumer)
+        }
+        None if !config.consume => {
+            anyhow::bail!("--no-consumer needs Kafka (telemetry.kafka or KAFKA_BROKERS): the embedded pipeline is consumed by the process that accepts the events")
         }
         None => {
             let (pipe, source) = Embedded::new(config.capacity);

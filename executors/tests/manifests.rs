@@ -94,6 +94,7 @@ fn every_rendered_object_is_exactly_a_kubernetes_object() {
         for expected in [
             "Deployment sentinel-api",
             "Deployment sentinel-worker",
+            "Deployment sentinel-consumer",
             "Job sentinel-migrate",
             "Service sentinel-api",
             "Ingress sentinel-slack",

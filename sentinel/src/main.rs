@@ -99,6 +99,11 @@ struct ServeArgs {
     /// Serve the API only; runs are executed by `sentinel worker` processes.
     #[arg(long)]
     no_worker: bool,
+    /// Do not consume the Kafka topic here: accept and publish events only,
+    /// and leave storing and detection to the processes that consume it
+    /// (needs Kafka).
+    #[arg(long)]
+    no_consumer: bool,
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
 }
@@ -479,7 +484,8 @@ async fn open_database(url: &str) -> anyhow::Result<(Store, Access)> {
     Ok((store, access))
 }
 
-async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
+    config.telemetry.consume = !args.no_consumer;
     api::observe::prometheus();
     let (store, access) = open_database(&config.database_url).await?;
     let storage = api::ingest::open_store(&config.telemetry).await.context("telemetry store")?;

@@ -402,3 +402,61 @@ async fn an_alert_group_is_one_incident_and_its_resolution_clears_it() {
     let (_, late, _) = post(&h.app, "/v1/alertmanager", op, notification("resolved", &[("aa11", "resolved")])).await;
     assert_eq!(late["status"], "no_open_incident");
 }
+
+/// `serve --no-consumer`: the process accepts events and publishes them to
+/// Kafka, but never joins the consumers (no member row, no partition lease);
+/// a consuming process on the same database stores every one of them. The
+/// embedded pipeline cannot be split that way, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_does_not_consume_only_publishes() {
+    let brokers = crate::support::kafka_brokers().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let kafka = KafkaConfig {
+        topic: format!("t-noconsume-{id}"),
+        group: format!("g-noconsume-{id}"),
+        max_wait: Duration::from_millis(50),
+        ..KafkaConfig::new(&brokers)
+    };
+    let (ch, storage) = clickhouse(&clickhouse_url(), "noconsume").await;
+    let publishing = TelemetryConfig {
+        kafka: Some(kafka),
+        clickhouse: Some(ch.clone()),
+        consume: false,
+        instance_id: format!("publisher-{id}"),
+        ..TelemetryConfig::default()
+    };
+    let h = harness(publishing.clone(), storage.clone()).await;
+    let op = Some(h.keys.operator.as_str());
+    let series: Vec<Value> = (0..200).map(|i| metric("search", i, 40.0 + (i % 5) as f64 * 0.25)).collect();
+    for chunk in series.chunks(50) {
+        let (status, body, _) = post(&h.app, "/v1/events", op, Value::Array(chunk.to_vec()).to_string()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let consuming = TelemetryConfig { consume: true, instance_id: format!("consumer-{id}"), ..publishing.clone() };
+    let (_telemetry, _consumer) = ingest::start(h.engine.clone(), storage, &consuming, h.stop.clone()).await.unwrap();
+    eventually("the 200 samples in ClickHouse", Duration::from_secs(60), || async {
+        h.store.counts().await.map(|c| c["metric"] == 200).unwrap_or(false)
+    })
+    .await;
+    let pool = h.engine.store().pool();
+    let group = format!("g-noconsume-{id}");
+    let members: Vec<String> = sqlx::query_scalar("SELECT member FROM consumer_members WHERE consumer_group = $1")
+        .bind(&group)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(members, [format!("consumer-{id}")], "only the consuming process joined");
+    let owners: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT owner FROM partition_owners WHERE consumer_group = $1")
+            .bind(&group)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(owners, [Some(format!("consumer-{id}"))], "every partition leased to the consuming process");
+    ClickHouseStore::new(&ch).drop_database().await.unwrap();
+
+    let embedded = TelemetryConfig { consume: false, ..TelemetryConfig::default() };
+    let memory = Storage { store: Arc::new(telemetry::store::MemoryStore::new()), kind: "memory" };
+    let err = ingest::start(h.engine.clone(), memory, &embedded, h.stop.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("--no-consumer needs Kafka"), "{err}");
+}
