@@ -111,41 +111,37 @@ resource "aws_launch_template" "node" {
   }
 }
 
-resource "aws_eks_node_group" "system" {
-  cluster_name    = aws_eks_cluster.this.name
-  node_group_name = "system"
-  node_role_arn   = aws_iam_role.node.arn
-  subnet_ids      = var.subnet_ids
-  capacity_type   = "ON_DEMAND"
-  instance_types  = [var.system_instance_type]
-  scaling_config {
-    min_size     = var.system_nodes.min
-    desired_size = var.system_nodes.desired
-    max_size     = var.system_nodes.max
+locals {
+  # The two pools differ only in these. Spot takes several types of one size,
+  # so one type's shortage does not empty the pool.
+  node_groups = {
+    system = {
+      name     = "system"
+      capacity = "ON_DEMAND"
+      types    = [var.system_instance_type]
+      size     = var.system_nodes
+    }
+    workers = {
+      name     = "workers-spot"
+      capacity = "SPOT"
+      types    = var.worker_instance_types
+      size     = var.worker_nodes
+    }
   }
-  update_config {
-    max_unavailable = 1
-  }
-  launch_template {
-    id      = aws_launch_template.node.id
-    version = aws_launch_template.node.latest_version
-  }
-  labels     = { "sentinel.dev/pool" = "system" }
-  depends_on = [aws_iam_role_policy_attachment.node]
 }
 
-resource "aws_eks_node_group" "workers" {
+resource "aws_eks_node_group" "this" {
+  for_each        = local.node_groups
   cluster_name    = aws_eks_cluster.this.name
-  node_group_name = "workers-spot"
+  node_group_name = each.value.name
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = var.subnet_ids
-  capacity_type   = "SPOT"
-  # Several types of one size, so one type's Spot shortage does not empty the pool.
-  instance_types = var.worker_instance_types
+  capacity_type   = each.value.capacity
+  instance_types  = each.value.types
   scaling_config {
-    min_size     = var.worker_nodes.min
-    desired_size = var.worker_nodes.desired
-    max_size     = var.worker_nodes.max
+    min_size     = each.value.size.min
+    desired_size = each.value.size.desired
+    max_size     = each.value.size.max
   }
   update_config {
     max_unavailable = 1
@@ -154,7 +150,7 @@ resource "aws_eks_node_group" "workers" {
     id      = aws_launch_template.node.id
     version = aws_launch_template.node.latest_version
   }
-  labels     = { "sentinel.dev/pool" = "workers" }
+  labels     = { "sentinel.dev/pool" = each.key }
   depends_on = [aws_iam_role_policy_attachment.node]
 }
 
@@ -162,5 +158,5 @@ resource "aws_eks_addon" "this" {
   for_each     = toset(["vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent"])
   cluster_name = aws_eks_cluster.this.name
   addon_name   = each.value
-  depends_on   = [aws_eks_node_group.system]
+  depends_on   = [aws_eks_node_group.this["system"]]
 }
