@@ -10,8 +10,12 @@
    is a wildcard, and every call that changes something is granted only on
    resources carrying the managed tag.
 
+3. `check-deploy.py checkov WHAT REPORT`: checkov's JSON report on WHAT has no
+   failed check, no parsing error, and no skip without a reason.
+
 Prints one line per check and exits 1 on the first failure.
 """
+import json
 import pathlib
 import re
 import sys
@@ -111,5 +115,39 @@ def main():
     print(f"ok: the executor policy grants exactly the {len(code)} calls in executors/src/aws.rs: {', '.join(sorted(code))}")
 
 
+def checkov(what, path):
+    try:
+        reports = json.load(open(path))
+    except ValueError:
+        fail(f"checkov printed no JSON report for {what}: {open(path).read()[:2000]}")
+    reports = reports if isinstance(reports, list) else [reports]
+    passed = failed = skipped = 0
+    for r in reports:
+        results = r.get("results", {})
+        passed += r.get("summary", {}).get("passed", 0)
+        if r.get("summary", {}).get("parsing_errors"):
+            failed += 1
+            print(f"check-deploy: {what}: checkov could not parse {results.get('parsing_errors')}", file=sys.stderr)
+        for c in results.get("failed_checks", []):
+            failed += 1
+            print(f"check-deploy: {what}: {c['check_id']} {c['check_name']}: {c['resource']} "
+                  f"({c.get('file_path')}:{c.get('file_line_range')})", file=sys.stderr)
+        for c in results.get("skipped_checks", []):
+            skipped += 1
+            reason = (c.get("check_result", {}).get("suppress_comment") or "").strip()
+            if len(reason) < 15 or reason.lower().startswith("no comment"):
+                failed += 1
+                print(f"check-deploy: {what}: {c['check_id']} on {c['resource']} is skipped without a reason",
+                      file=sys.stderr)
+    if passed == 0:
+        fail(f"checkov ran no check on {what}")
+    print(f"{'ok' if failed == 0 else 'FAILED'}: checkov {what}: {passed} passed, {failed} failed, "
+          f"{skipped} skipped with a reason")
+    sys.exit(1 if failed else 0)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["checkov"]:
+        checkov(*sys.argv[2:4])
+    else:
+        main()

@@ -46,35 +46,7 @@ checkov() {
     local what="$1"; shift
     # --skip-download: offline, no guideline lookups.
     .venv-deploy/bin/checkov "$@" --skip-download --compact -o json > "$rendered/checkov.json" || true
-    .venv-deploy/bin/python - "$what" "$rendered/checkov.json" <<'PY'
-import json, sys
-what, path = sys.argv[1], sys.argv[2]
-try:
-    reports = json.load(open(path))
-except ValueError:
-    sys.exit(f"check-deploy: checkov printed no JSON report for {what}: {open(path).read()[:2000]}")
-reports = reports if isinstance(reports, list) else [reports]
-passed = failed = skipped = 0
-for r in reports:
-    results = r.get("results", {})
-    passed += len(results.get("passed_checks", []))
-    if r.get("summary", {}).get("parsing_errors"):
-        failed += 1
-        print(f"check-deploy: {what}: checkov could not parse {results.get('parsing_errors')}", file=sys.stderr)
-    for c in results.get("failed_checks", []):
-        failed += 1
-        print(f"check-deploy: {what}: {c['check_id']} {c['check_name']}: {c['resource']} ({c.get('file_path')}:{c.get('file_line_range')})", file=sys.stderr)
-    for c in results.get("skipped_checks", []):
-        skipped += 1
-        reason = (c.get("check_result", {}).get("suppress_comment") or "").strip()
-        if len(reason) < 15 or reason.lower().startswith("no comment"):
-            failed += 1
-            print(f"check-deploy: {what}: {c['check_id']} on {c['resource']} is skipped without a reason", file=sys.stderr)
-if passed == 0:
-    sys.exit(f"check-deploy: checkov ran no check on {what}")
-print(f"{'ok' if failed == 0 else 'FAILED'}: checkov {what}: {passed} passed, {failed} failed, {skipped} skipped with a reason")
-sys.exit(1 if failed else 0)
-PY
+    .venv-hcl2/bin/python scripts/check-deploy.py checkov "$what" "$rendered/checkov.json"
 }
 checkov terraform/ -d terraform --framework terraform
 checkov "the rendered overlays" -d "$rendered" --framework kubernetes
