@@ -565,11 +565,14 @@ impl Series {
         // last `persist_m` points' scores, at least 0.5 exactly when the rule
         // holds. A lone blip never scores high.
         p.point = p.score;
-        p.score = {
-            let mut last: Vec<f64> = self.recent.iter().map(|(_, s)| *s).collect();
-            last.sort_by(|a, b| b.total_cmp(a));
-            last.get(cfg.persist_n - 1).copied().unwrap_or(0.0)
-        };
+        // Without sorting a copy per point: the `persist_n`-th highest is the
+        // largest score that at least `persist_n` of them reach.
+        p.score = self
+            .recent
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| self.recent.iter().filter(|(_, t)| t >= s).count() >= cfg.persist_n)
+            .fold(0.0, f64::max);
         if self.in_episode {
             self.calm = if high { 0 } else { self.calm + 1 };
             if self.calm >= cfg.persist_m {
