@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing and starting what the
 # tests need (PostgreSQL, a moto server, clickhouse-server, the tansu broker,
-# Prometheus and Alertmanager).
+# Prometheus and Alertmanager) and the embedding model semantic memory's
+# tests run on.
 # Safe to run again: every step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ scripts/ensure-moto.sh
 scripts/ensure-clickhouse.sh
 scripts/ensure-tansu.sh
 scripts/ensure-prometheus.sh
+model_dir="$(scripts/ensure-model.sh)"
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 # Test databases left behind by an interrupted run.
@@ -25,6 +27,11 @@ corpus="$(mktemp -d)"
 python3 scripts/make-corpus.py "$corpus" >/dev/null
 diff -r "$corpus" lab/corpus || { echo "lab/corpus differs from scripts/make-corpus.py's output" >&2; exit 1; }
 rm -rf "$corpus"
+# So is semantic memory's labelled set.
+pairs="$(mktemp -d)"
+python3 scripts/make-memory-pairs.py "$pairs" 2>/dev/null
+diff -r "$pairs" lab/memory || { echo "lab/memory differs from scripts/make-memory-pairs.py's output" >&2; exit 1; }
+rm -rf "$pairs"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
@@ -33,7 +40,7 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+SENTINEL_MODEL_DIR="$model_dir" cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The chaos suite, reduced (100 incidents, fewer faults), on the debug binary.
 cargo build --locked --bin sentinel

@@ -13,8 +13,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use engine::Engine;
+use nodes::analyze::ServiceGraph;
 use nodes::incident::Detection;
-use nodes::intake::{self, Intake};
+use nodes::intake::{self, Intake, JoinConfig, Joiner};
+use nodes::memory::IncidentMemory;
 use serde_json::json;
 use telemetry::alertmanager::{self, Change};
 use telemetry::detect::DetectorConfig;
@@ -82,15 +84,40 @@ impl Default for TelemetryConfig {
 #[derive(Clone)]
 pub struct IntakeSink {
     engine: Engine,
+    semantic: Option<Arc<SemanticIntake>>,
+}
+
+/// What joining open incidents by meaning needs (semantic memory on).
+pub struct SemanticIntake {
+    pub memory: Arc<dyn IncidentMemory>,
+    /// The catalogue's dependencies.
+    pub services: ServiceGraph,
+    pub config: JoinConfig,
 }
 
 impl IntakeSink {
     pub fn new(engine: Engine) -> Self {
-        IntakeSink { engine }
+        IntakeSink { engine, semantic: None }
+    }
+
+    /// Detections join open incidents by meaning too ([`intake::open_or_join`]).
+    pub fn with_memory(mut self, semantic: SemanticIntake) -> Self {
+        self.semantic = Some(Arc::new(semantic));
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub async fn open(&self, d: &Detection) -> engine::Result<Intake> {
-        intake::open_or_attach(&self.engine, d).await
+        match &self.semantic {
+            Some(s) => {
+                let joiner = Joiner { memory: &*s.memory, services: &s.services, config: &s.config };
+                intake::open_or_join(&self.engine, Some(&joiner), d).await
+            }
+            None => intake::open_or_attach(&self.engine, d).await,
+        }
     }
 
     pub async fn clear(&self, d: &Detection) -> engine::Result<Option<engine::RunId>> {
@@ -152,20 +179,20 @@ pub async fn open_store(config: &TelemetryConfig) -> anyhow::Result<Storage> {
 
 /// Builds the pipeline over `storage` and starts its consumer (stopped by `stop`).
 pub async fn start(
-    engine: Engine,
+    intake: IntakeSink,
     storage: Storage,
     config: &TelemetryConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<(Telemetry, JoinHandle<()>)> {
     // Detector state is checkpointed beside the runs (the API's migrations
     // hold its table), so baselines survive restarts and partition moves.
+    let engine = intake.engine().clone();
     crate::access::Access::new(engine.store(), engine.clock().clone()).await?;
     let checkpointing = Checkpointing {
         states: Arc::new(SqlDetectorStates::new(engine.store().clone())),
         interval: config.checkpoint_interval,
     };
     let shared = engine.store().clone();
-    let intake = IntakeSink::new(engine);
     let processor = Processor::new(storage.store.clone(), Arc::new(intake.clone()), config.detectors.clone())
         .with_checkpointing(checkpointing);
     let (publisher, consumer): (Arc<dyn Publisher>, JoinHandle<()>) = match &config.kafka {
@@ -377,7 +404,10 @@ pub async fn post_alertmanager(State(state): State<AppState>, body: Result<Bytes
         Change::Firing(d) => t.intake.open(&d).await.map(|i| match i {
             Intake::Opened(run) => (Some(run), "opened"),
             Intake::Attached(run, engine::Delivery::Accepted) => (Some(run), "attached"),
-            Intake::Attached(run, engine::Delivery::Duplicate) | Intake::Repeated(run) => (Some(run), "duplicate"),
+            Intake::Joined(run, engine::Delivery::Accepted, _) => (Some(run), "joined"),
+            Intake::Attached(run, engine::Delivery::Duplicate)
+            | Intake::Joined(run, engine::Delivery::Duplicate, _)
+            | Intake::Repeated(run) => (Some(run), "duplicate"),
         }),
         Change::Resolved(d) => t.intake.clear(&d).await.map(|run| match run {
             Some(run) => (Some(run), "cleared"),

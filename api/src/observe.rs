@@ -169,9 +169,31 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
             (broker, clickhouse)
         }
     };
+    let vector_index = match state.memory.state() {
+        nodes::memory::MemoryState::Off { reason } => Component {
+            status: "off",
+            latency_ms: None,
+            detail: Some(json!(format!("semantic memory is off: {reason}"))),
+        },
+        nodes::memory::MemoryState::On { model, index } => {
+            let started = Instant::now();
+            match state.memory.size().await {
+                Ok(incidents) => Component {
+                    status: "ok",
+                    latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+                    detail: Some(json!({ "model": model, "index": index, "incidents": incidents })),
+                },
+                Err(e) => Component::down(&e),
+            }
+        }
+    };
     let overall = if ping.is_err() {
         "down"
-    } else if outbox.status != "ok" || broker.status == "down" || clickhouse.status == "down" {
+    } else if outbox.status != "ok"
+        || broker.status == "down"
+        || clickhouse.status == "down"
+        || vector_index.status == "down"
+    {
         "degraded"
     } else {
         "ok"
@@ -184,7 +206,7 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
             "outbox": outbox,
             "broker": broker,
             "clickhouse": clickhouse,
-            "vector_index": Component::not_configured("vector index"),
+            "vector_index": vector_index,
         }
     });
     let status = if ping.is_err() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };

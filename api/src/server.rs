@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use engine::{Delivery, Engine, Error as EngineError, OutboxEntry, RunFilter, RunId, RunStatus};
+use nodes::memory::{IncidentMemory, MemoryState, SIMILAR_PAST};
 use nodes::workflow::{self, Incident};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub slack: Option<SlackState>,
     /// The telemetry path behind `/v1/events` and `/v1/alertmanager` (503 without it).
     pub telemetry: Option<crate::ingest::Telemetry>,
+    /// Semantic memory (`NoMemory` when it is off): similar incidents, and its health.
+    pub memory: Arc<dyn IncidentMemory>,
 }
 
 /// Request bodies larger than this are refused with 413 before they are read.
@@ -159,6 +162,7 @@ fn api_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(mermaid))
         .routes(routes!(list_incidents))
         .routes(routes!(postmortem))
+        .routes(routes!(similar_incidents))
         .routes(routes!(get_kill_switch))
         .routes(routes!(list_outbox))
         .route_layer(from_fn_with_state((sec.clone(), Role::Viewer), security::require));
@@ -809,6 +813,96 @@ async fn postmortem(State(state): State<AppState>, Path(id): Path<String>) -> Re
         .postmortem
         .ok_or_else(|| ApiError::NotFound(format!("incident {id} has no postmortem yet (it is {})", run.status)))?;
     Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
+}
+
+/// A past incident found similar, as listed.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SimilarIncident {
+    pub incident: String,
+    /// Cosine similarity of the two incidents' texts, in [-1, 1].
+    pub similarity: f64,
+    pub service: String,
+    pub symptom: String,
+    /// The metric, or the alert's name.
+    pub signal: String,
+    /// `resolved`, `escalated` or `closed`.
+    pub status: String,
+    /// The top hypothesis it ended with.
+    pub cause: Option<String>,
+    /// The last action taken: `executor/action on target`.
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub mttr_secs: Option<f64>,
+    /// Milliseconds since the epoch.
+    pub opened_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SimilarList {
+    pub incident: String,
+    /// Most similar first: the same service's, then other services'.
+    pub similar: Vec<SimilarIncident>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SimilarParams {
+    /// How many (1 to 50; default 5).
+    #[param(minimum = 1, maximum = 50)]
+    pub limit: Option<usize>,
+}
+
+/// Past incidents like this one (semantic memory): ended ones on the same
+/// service first, then elsewhere, each with what was done and how it went.
+/// 503 when semantic memory is off.
+#[utoipa::path(get, path = "/v1/incidents/{id}/similar", tag = "incidents",
+    params(("id" = uuid::Uuid, Path, description = "Run id"), SimilarParams),
+    responses((status = 200, body = SimilarList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+async fn similar_incidents(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<SimilarParams>,
+) -> Result<Json<SimilarList>, ApiError> {
+    let limit = params.limit.unwrap_or(SIMILAR_PAST);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit {limit} is not from 1 to 50")));
+    }
+    if let MemoryState::Off { reason } = state.memory.state() {
+        return Err(ApiError::Unavailable(format!("semantic memory is off: {reason}")));
+    }
+    let run_id = run_id(&id)?;
+    let run = state.engine.run(run_id).await?;
+    let incident: Incident =
+        serde_json::from_value(run.state).map_err(|_| ApiError::NotFound(format!("run {id} is not an incident")))?;
+    let record = workflow::memory_record(&incident, run_id, nodes::memory::Status::Open, state.engine.clock().now())
+        .ok_or_else(|| ApiError::NotFound(format!("incident {id} has no detection")))?;
+    let found = nodes::memory::similar_past(&*state.memory, &record, limit).await.map_err(|e| match e {
+        nodes::ports::PortError::Unavailable(m) => ApiError::Unavailable(format!("semantic memory: {m}")),
+        nodes::ports::PortError::Refused(m) => ApiError::Internal(format!("semantic memory: {m}")),
+    })?;
+    let similar = found
+        .into_iter()
+        .map(|n| {
+            let r = n.incident;
+            SimilarIncident {
+                incident: r.incident,
+                similarity: n.similarity,
+                service: r.service,
+                symptom: r.symptom,
+                signal: r.signal,
+                status: r.status.as_str().to_owned(),
+                cause: r.cause,
+                action: r.remedy.map(|m| format!("{}/{} on {}", m.executor, m.action, m.target)),
+                outcome: r.outcome,
+                mttr_secs: r.mttr_secs,
+                opened_at: r.opened_at,
+                resolved_at: r.resolved_at,
+            }
+        })
+        .collect();
+    Ok(Json(SimilarList { incident: id, similar }))
 }
 
 // ---- admin ------------------------------------------------------------------

@@ -67,7 +67,13 @@ async fn metrics_health_and_dead_letters() {
     let access = Access::new(engine.store(), Arc::new(SystemClock)).await.unwrap();
     let operator = access.create_key("ops", Role::Operator, "test").await.unwrap().secret;
     let security = Security::new(access, RateLimit::default());
-    let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: None });
+    let app = router(AppState {
+        engine: engine.clone(),
+        security,
+        slack: None,
+        telemetry: None,
+        memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
+    });
 
     let (status, body) = get(&app, "/health/detailed", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -13,6 +13,7 @@ pub mod api;
 pub mod detect;
 pub mod incident;
 pub mod ingest;
+pub mod memory;
 
 use std::collections::HashMap;
 use std::io::Write as _;

@@ -6,3 +6,4 @@
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod memory_eval;

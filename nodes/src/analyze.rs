@@ -6,7 +6,12 @@
 //! * rule agreement: how well the cause explains this anomaly type (a table);
 //! * evidence strength: how strong the supporting signal is (deploy recency,
 //!   upstream deviation in σ, the anomaly's own deviation in σ);
-//! * retrieval: the best relevance among similar past incidents with the same cause.
+//! * retrieval: the best similarity among similar past incidents (semantic
+//!   memory, [`crate::memory::similar_past`]) that were *resolved* after
+//!   acting on the same cause (the same cause string, or the same kind:
+//!   `upstream:*`, `intrinsic:*`); 0 when memory is off or none was. An
+//!   escalated or closed past incident is shown, never counted: nothing
+//!   confirmed its cause.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,8 +20,10 @@ use engine::Timestamp;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
+use crate::incident::fingerprint;
 use crate::incident::Detection;
-use crate::ports::{Cluster, Deployments, IncidentIndex, MetricStore, NodeReport, PortError, WorkloadReport};
+use crate::memory::{similar_past, IncidentMemory, Neighbour, Remembered, Status, SIMILAR_PAST};
+use crate::ports::{Cluster, Deployments, MetricStore, NodeReport, PortError, WorkloadReport};
 use crate::runbook::Evidence;
 
 pub const WEIGHT_RULE: f64 = 0.5;
@@ -43,6 +50,12 @@ pub struct Analysis {
     pub baseline_stddev: f64,
     /// Services that call the affected one and show errors too.
     pub downstream_affected: Vec<String>,
+    /// Similar past incidents (semantic memory), most relevant first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub similar: Vec<Neighbour>,
+    /// Why `similar` is empty when memory could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_note: Option<String>,
 }
 
 /// Which service calls which: an edge `a → b` means `a` depends on `b`.
@@ -144,7 +157,7 @@ async fn deviation(
 pub struct Ports<'a> {
     pub metrics: &'a dyn MetricStore,
     pub deployments: &'a dyn Deployments,
-    pub index: &'a dyn IncidentIndex,
+    pub memory: &'a dyn IncidentMemory,
     pub services: &'a ServiceGraph,
     pub cluster: &'a dyn Cluster,
 }
@@ -372,24 +385,38 @@ pub async fn analyze(
         (sigmas / 10.0).min(1.0),
     ));
 
-    let similar = ports.index.similar(&format!("{} {} {}", d.service, d.anomaly_type, d.metric), 5).await?;
+    // Memory is an aid: when it cannot be asked, analysis goes on without it.
+    let me = Remembered::opened("", &fingerprint(d), d);
+    let (similar, memory_note) = match similar_past(ports.memory, &me, SIMILAR_PAST).await {
+        Ok(similar) => (similar, None),
+        Err(e) => (Vec::new(), Some(format!("similar past incidents unavailable: {e}"))),
+    };
     let mut hypotheses: Vec<Hypothesis> = candidates
         .into_iter()
         .map(|(cause, summary, mut ev, strength)| {
             let kind = cause.split(':').next().unwrap_or_default();
             let rule = rule_agreement(kind, &d.anomaly_type);
-            let retrieval = similar
+            let confirming: Vec<&Neighbour> = similar
                 .iter()
-                .filter(|s| s.root_cause == cause || s.root_cause == kind)
-                .map(|s| s.relevance)
-                .fold(0.0, f64::max);
-            if retrieval > 0.0 {
-                ev.push(format!("similar past incidents resolved as `{cause}` (relevance {retrieval:.2})"));
+                .filter(|n| n.incident.status == Status::Resolved)
+                .filter(|n| {
+                    n.incident.cause.as_deref().is_some_and(|c| c == cause || c.split(':').next() == Some(kind))
+                })
+                .collect();
+            let retrieval = confirming.iter().map(|n| n.similarity.clamp(0.0, 1.0)).fold(0.0, f64::max);
+            if let Some(best) = confirming.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)) {
+                ev.push(format!(
+                    "{} similar past incident(s) resolved with this cause; most similar {} ({:.2}){}",
+                    confirming.len(),
+                    best.incident.incident,
+                    best.similarity,
+                    best.incident.remedy.as_ref().map(|r| format!(", fixed by {}", r.action)).unwrap_or_default()
+                ));
             }
             let confidence = WEIGHT_RULE * rule + WEIGHT_EVIDENCE * strength + WEIGHT_RETRIEVAL * retrieval;
             Hypothesis { cause, summary, evidence: ev, rule, strength, retrieval, confidence }
         })
         .collect();
     hypotheses.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.cause.cmp(&b.cause)));
-    Ok(Analysis { hypotheses, evidence, baseline_mean, baseline_stddev, downstream_affected })
+    Ok(Analysis { hypotheses, evidence, baseline_mean, baseline_stddev, downstream_affected, similar, memory_note })
 }

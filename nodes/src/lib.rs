@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod catalog;
 pub mod incident;
 pub mod intake;
+pub mod memory;
 pub mod policy;
 pub mod ports;
 pub mod postmortem;

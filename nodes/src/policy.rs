@@ -174,6 +174,11 @@ pub struct Facts {
     /// When the service was last acted on, if ever.
     pub last_action_on_service: Option<Timestamp>,
     pub failed_attempts: Vec<FailedAttempt>,
+    /// The target was remediated again and again (semantic memory's
+    /// [`crate::memory::recurrence`]): how many times, and whether with the
+    /// same escalating fix. Set by the workflow, not read from the ledger.
+    #[serde(default)]
+    pub recurring: Option<(usize, bool)>,
 }
 
 /// Why an action was not auto-approved. Each is checked on its own.
@@ -181,13 +186,36 @@ pub struct Facts {
 #[serde(tag = "guard", rename_all = "snake_case")]
 pub enum Refusal {
     KillSwitch,
-    Downtime { estimated_secs: u64, limit_secs: u64 },
-    BreakerOpen { failure_rate: f64, until: Timestamp },
-    RateLimitMinute { count: u32, limit: u32 },
-    RateLimitHour { count: u32, limit: u32 },
-    NotAllowlisted { target: String },
-    Cooldown { until: Timestamp },
-    FailedBefore { at: Timestamp },
+    Downtime {
+        estimated_secs: u64,
+        limit_secs: u64,
+    },
+    BreakerOpen {
+        failure_rate: f64,
+        until: Timestamp,
+    },
+    RateLimitMinute {
+        count: u32,
+        limit: u32,
+    },
+    RateLimitHour {
+        count: u32,
+        limit: u32,
+    },
+    NotAllowlisted {
+        target: String,
+    },
+    Cooldown {
+        until: Timestamp,
+    },
+    FailedBefore {
+        at: Timestamp,
+    },
+    /// The fix is not holding: the target was remediated before, recently.
+    Recurring {
+        previous: usize,
+        escalating: bool,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -212,6 +240,13 @@ impl std::fmt::Display for Refusal {
             Refusal::NotAllowlisted { target } => write!(f, "target `{target}` is not on the allowlist"),
             Refusal::Cooldown { until } => write!(f, "service in cooldown until {}", until.0),
             Refusal::FailedBefore { at } => write!(f, "the same action already failed on this target at {}", at.0),
+            Refusal::Recurring { previous, escalating: true } => write!(
+                f,
+                "recurring: the same escalating fix was applied to this target before ({previous} fix(es) in 7 days)"
+            ),
+            Refusal::Recurring { previous, escalating: false } => {
+                write!(f, "recurring: this target was remediated {previous} time(s) in 7 days")
+            }
         }
     }
 }
@@ -329,6 +364,9 @@ pub fn decide(config: &PolicyConfig, action: &ProposedAction, facts: &Facts, now
         .max_by_key(|f| f.at)
     {
         refusals.push(Refusal::FailedBefore { at: f.at });
+    }
+    if let Some((previous, escalating)) = facts.recurring {
+        refusals.push(Refusal::Recurring { previous, escalating });
     }
     if refusals.is_empty() {
         Decision::AutoApprove

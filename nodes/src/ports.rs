@@ -1,5 +1,5 @@
 //! The ports the incident workflow reads through. Other crates fill them with
-//! real adapters (ClickHouse, Qdrant); the in-memory ones here serve the
+//! real adapters (ClickHouse, Prometheus, Kubernetes); the in-memory ones here serve the
 //! embedded demo and the tests. The workflow acts through the executors
 //! crate's `Executor` trait, not a port of its own.
 
@@ -123,21 +123,6 @@ impl Cluster for MemoryCluster {
     }
 }
 
-/// A past incident found similar to the current one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SimilarIncident {
-    pub incident: String,
-    /// Retrieval relevance in [0, 1].
-    pub relevance: f64,
-    /// The root cause that incident was resolved with, e.g. `bad_deployment`.
-    pub root_cause: String,
-}
-
-#[async_trait]
-pub trait IncidentIndex: Send + Sync {
-    async fn similar(&self, text: &str, limit: usize) -> Result<Vec<SimilarIncident>, PortError>;
-}
-
 /// Samples by (service, metric), oldest first.
 type Series = BTreeMap<(String, String), Vec<(Timestamp, f64)>>;
 
@@ -180,16 +165,5 @@ impl Deployments for MemoryDeployments {
     async fn since(&self, service: &str, from: Timestamp) -> Result<Vec<Deployment>, PortError> {
         let d = self.0.lock().expect("deployments lock");
         Ok(d.iter().filter(|d| d.service == service && d.at >= from).cloned().collect())
-    }
-}
-
-/// No past incidents: retrieval contributes nothing.
-#[derive(Clone, Default)]
-pub struct NoIndex;
-
-#[async_trait]
-impl IncidentIndex for NoIndex {
-    async fn similar(&self, _: &str, _: usize) -> Result<Vec<SimilarIncident>, PortError> {
-        Ok(Vec::new())
     }
 }

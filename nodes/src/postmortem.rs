@@ -48,6 +48,32 @@ pub fn render(s: &Incident) -> String {
             h.evidence.join("; ")
         );
     }
+    if let Some(r) = &s.recurrence {
+        let _ = writeln!(out, "\n**{}**", r.describe());
+    }
+    if !s.analysis.similar.is_empty() {
+        let _ = writeln!(out, "\n## Similar past incidents\n");
+        for n in &s.analysis.similar {
+            let r = &n.incident;
+            let _ = writeln!(
+                out,
+                "- `{}` {} on {} ({}), {:.2} alike: {}{}{}",
+                r.incident,
+                r.symptom.replace('_', " "),
+                r.service,
+                r.status.as_str(),
+                n.similarity,
+                r.remedy
+                    .as_ref()
+                    .map_or("no action".to_owned(), |m| format!("{} `{}` on `{}`", m.executor, m.action, m.target)),
+                r.outcome.as_deref().map(|o| format!(", {o}")).unwrap_or_default(),
+                r.mttr_secs.map(|m| format!(", MTTR {m:.0} s")).unwrap_or_default()
+            );
+        }
+    }
+    if let Some(note) = &s.analysis.memory_note {
+        let _ = writeln!(out, "\n_{note}_");
+    }
     let _ = writeln!(out, "\n## Decisions\n");
     for dec in &s.decisions {
         let _ = writeln!(
@@ -94,6 +120,14 @@ pub fn render(s: &Incident) -> String {
     }
     if let Some(h) = s.analysis.hypotheses.first() {
         let _ = writeln!(out, "- Confirm or refute the top hypothesis: {}.", h.summary);
+    }
+    if let Some(r) = &s.recurrence {
+        let _ = writeln!(
+            out,
+            "- `{}` keeps needing fixes ({} in 7 days): find why the fix does not hold instead of applying it again.",
+            r.target,
+            r.previous.len() + 1
+        );
     }
     out
 }

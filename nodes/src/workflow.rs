@@ -24,8 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::analyze::{self, Analysis};
 use crate::catalog::Catalog;
 use crate::incident::{self, Detection, Severity};
+use crate::memory::{recurrence, IncidentMemory, Recurrence, Remedy, Remembered, Status as MemoryStatus};
 use crate::policy::{self, facts, Decision, Facts, PolicyConfig, ProposedAction};
-use crate::ports::{AlertRules, Cluster, Deployments, IncidentIndex, MetricStore, PortError};
+use crate::ports::{AlertRules, Cluster, Deployments, MetricStore, PortError};
 use crate::postmortem;
 use crate::runbook::{PlannedAction, Runbooks};
 use crate::verify::{self, Baseline, Verdict, VerifyConfig};
@@ -127,6 +128,10 @@ pub struct Incident {
     /// The gate of the current proposal.
     #[serde(default)]
     pub gate: Option<String>,
+    /// The planned action's target was remediated again and again
+    /// (semantic memory): a human decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<Recurrence>,
     pub decisions: Vec<DecisionRecord>,
     #[serde(default)]
     pub refused_decisions: Vec<RefusedDecision>,
@@ -212,7 +217,8 @@ pub struct Workflow {
     pub services: Catalog,
     pub metrics: Arc<dyn MetricStore>,
     pub deployments: Arc<dyn Deployments>,
-    pub index: Arc<dyn IncidentIndex>,
+    /// Semantic memory: where this incident is kept, and similar ones found.
+    pub memory: Arc<dyn IncidentMemory>,
     /// Evaluates alerting rules (Prometheus), to verify an alert's incident.
     pub alerts: Arc<dyn AlertRules>,
     /// The cluster's word on a workload or a node (Kubernetes, read-only).
@@ -234,9 +240,13 @@ type Out = Result<(Incident, Transition), NodeError>;
 
 /// Builds the incident graph over `workflow`.
 pub fn graph(workflow: Arc<Workflow>) -> Graph<Incident> {
+    // Every node first takes in the detections that joined the incident since.
     let w = |f: fn(Arc<Workflow>, Incident, NodeContext) -> futures_box::BoxOut| {
         let wf = workflow.clone();
-        move |s: Incident, ctx: NodeContext| f(wf.clone(), s, ctx)
+        move |mut s: Incident, ctx: NodeContext| {
+            absorb_joins(&mut s, &ctx);
+            f(wf.clone(), s, ctx)
+        }
     };
     let io = io_retry();
     Graph::builder(GRAPH, VERSION)
@@ -298,7 +308,77 @@ async fn detect(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             d.anomaly_type, d.service, d.metric, d.observed, d.baseline_mean, severity, impact
         ),
     );
+    remember(&w, &mut s, &ctx, MemoryStatus::Open).await;
     Ok((s, Transition::route("next")))
+}
+
+/// Takes the `attach` signals delivered since the last step: repeats of the
+/// detection are consumed quietly; detections that joined by meaning are
+/// noted on the timeline, and a downstream service that joined becomes an
+/// affected service of this incident (storm collapse).
+fn absorb_joins(s: &mut Incident, ctx: &NodeContext) {
+    while let Some(signal) = ctx.take_signal(&["attach"]) {
+        let Some(join) = signal.payload.get("join") else { continue };
+        let detection = &signal.payload["detection"];
+        let what = format!(
+            "{} {} on {}",
+            detection["anomaly_type"].as_str().unwrap_or("detection"),
+            detection["metric"].as_str().unwrap_or_default(),
+            detection["service"].as_str().unwrap_or_default()
+        );
+        let how = match join["how"].as_str() {
+            Some("downstream") => {
+                let service = join["service"].as_str().unwrap_or_default().to_owned();
+                if !service.is_empty() && !s.affected.contains(&service) {
+                    s.affected.push(service);
+                }
+                format!(
+                    "a caller's symptom (reads {:.2} like one)",
+                    join["caller_symptom"].as_f64().unwrap_or_default()
+                )
+            }
+            _ => format!(
+                "the same problem in other words (similarity {:.2})",
+                join["similarity"].as_f64().unwrap_or_default()
+            ),
+        };
+        s.note(signal.received_at, ctx.node(), format!("joined: {what}, {how}"));
+    }
+}
+
+/// The incident as semantic memory keeps it, in `status`.
+pub fn memory_record(s: &Incident, run: engine::RunId, status: MemoryStatus, now: Timestamp) -> Option<Remembered> {
+    let d = s.detection.as_ref()?;
+    let mut r = Remembered::opened(&run.to_string(), &s.fingerprint, d);
+    r.status = status;
+    if status != MemoryStatus::Open {
+        r.resolved_at = Some(s.resolved_at.unwrap_or(now).0);
+    }
+    if let Some(h) = s.analysis.hypotheses.first() {
+        r.cause = Some(h.cause.clone());
+        r.hypothesis = Some(h.summary.clone());
+    }
+    r.remedy = s.actions.iter().rev().find(|a| !a.dry_run).map(|a| Remedy {
+        executor: a.action.action.executor.clone(),
+        action: a.action.action.action.clone(),
+        target: a.action.action.target.clone(),
+        params: a.action.action.params.clone(),
+    });
+    r.outcome = s.outcome.clone();
+    r.mttr_secs = s.mttr_secs;
+    r.affected = s.affected.iter().filter(|a| **a != d.service).cloned().collect();
+    Some(r)
+}
+
+/// Keeps the incident in semantic memory. Memory is an aid, never a
+/// condition: when it cannot be written the incident goes on, and its
+/// timeline says so.
+async fn remember(w: &Workflow, s: &mut Incident, ctx: &NodeContext, status: MemoryStatus) {
+    let Some(record) = memory_record(s, ctx.run_id(), status, ctx.now()) else { return };
+    if let Err(e) = w.memory.remember(&record).await {
+        tracing::warn!(run = %ctx.run_id(), error = %e, "semantic memory: could not keep the incident");
+        s.note(ctx.now(), ctx.node(), format!("semantic memory could not keep this incident ({e})"));
+    }
 }
 
 async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
@@ -306,7 +386,7 @@ async fn analyze_node(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Ou
     let ports = analyze::Ports {
         metrics: &*w.metrics,
         deployments: &*w.deployments,
-        index: &*w.index,
+        memory: &*w.memory,
         services: w.services.graph(),
         cluster: &*w.cluster,
     };
@@ -403,6 +483,19 @@ async fn plan(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
             first.estimated_downtime.as_secs()
         ),
     );
+    // The same target fixed again and again: the fix is not holding.
+    let (executor_action, target) = (first.action.action.clone(), first.action.target.clone());
+    s.recurrence = None;
+    if let Some(me) = memory_record(&s, ctx.run_id(), MemoryStatus::Open, ctx.now()) {
+        match recurrence(&*w.memory, &me, &executor_action, &target, ctx.now()).await {
+            Ok(Some(r)) => {
+                s.note(ctx.now(), "plan", r.describe());
+                s.recurrence = Some(r);
+            }
+            Ok(None) => {}
+            Err(e) => s.note(ctx.now(), "plan", format!("could not ask semantic memory about earlier fixes ({e})")),
+        }
+    }
     s.plan = fresh;
     s.current = 0;
     s.approval_deadline = None;
@@ -447,7 +540,8 @@ async fn await_approval(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> 
         s.proposals += 1;
         let gate = gate_id(s.proposals, &planned.action);
         s.gate = Some(gate.clone());
-        let facts = w.safety.facts(&planned, &service, now).await.map_err(port)?;
+        let mut facts = w.safety.facts(&planned, &service, now).await.map_err(port)?;
+        facts.recurring = s.recurrence.as_ref().map(|r| (r.previous.len(), r.escalating));
         let proposed = ProposedAction {
             service: service.clone(),
             executor: planned.action.executor.clone(),
@@ -1024,7 +1118,7 @@ async fn release_targets(s: &Incident, ctx: &NodeContext) -> Result<(), NodeErro
     Ok(())
 }
 
-async fn resolve(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+async fn resolve(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     release_targets(&s, &ctx).await?;
     let now = ctx.now();
     let started = s.detection()?.started_at;
@@ -1032,12 +1126,13 @@ async fn resolve(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     s.mttr_secs = Some(now.since(started).as_secs_f64());
     s.outcome = Some("resolved".into());
     s.note(now, "resolve", format!("resolved; MTTR {:.1}s", now.since(started).as_secs_f64()));
+    remember(&w, &mut s, &ctx, MemoryStatus::Resolved).await;
     s.postmortem = Some(postmortem::render(&s));
     ctx.send(topics::RESOLVED, json!({ "mttr_secs": s.mttr_secs }));
     Ok((s, Transition::Complete))
 }
 
-async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+async fn escalate(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     release_targets(&s, &ctx).await?;
     let now = ctx.now();
     let reason = s.outcome.clone().unwrap_or_else(|| "escalated".into());
@@ -1055,13 +1150,15 @@ async fn escalate(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
         topics::ESCALATION,
         json!({ "reason": reason, "severity": s.severity, "actions": done, "annotations": annotations }),
     );
+    remember(&w, &mut s, &ctx, MemoryStatus::Escalated).await;
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))
 }
 
-async fn closed(_: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
+async fn closed(w: Arc<Workflow>, mut s: Incident, ctx: NodeContext) -> Out {
     release_targets(&s, &ctx).await?;
     s.note(ctx.now(), "closed", s.outcome.clone().unwrap_or_else(|| "closed".into()));
+    remember(&w, &mut s, &ctx, MemoryStatus::Closed).await;
     s.postmortem = Some(postmortem::render(&s));
     Ok((s, Transition::Complete))
 }

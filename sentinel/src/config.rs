@@ -19,6 +19,9 @@
 //! | `SENTINEL_WEBHOOK_TOKEN` | bearer token for the webhook executor; a secret | — |
 //! | `PROMETHEUS_URL` | a team's Prometheus | `prometheus.url` |
 //! | `PROMETHEUS_PASSWORD`, `PROMETHEUS_TOKEN` | its basic-auth password or bearer token; secrets | — |
+//! | `SENTINEL_MODEL_DIR` | the embedding model's directory (`scripts/ensure-model.sh`) | `memory.model_dir` |
+//! | `QDRANT_URL` | a Qdrant server (gRPC) for semantic memory | `memory.qdrant.url` |
+//! | `QDRANT_API_KEY` | its API key; a secret | — |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +67,8 @@ pub struct File {
     /// A team's Prometheus: a metric source, and where alert rules are
     /// re-evaluated to verify an alert's incident.
     pub prometheus: Option<PrometheusSection>,
+    #[serde(default)]
+    pub memory: MemorySection,
     /// Where services' metrics are read from unless a service says: `sentinel`
     /// (events sent to Sentinel) or `prometheus`. Default: `prometheus` when
     /// it is configured, else `sentinel`.
@@ -263,6 +268,34 @@ pub struct ApproversSection {
     pub by_severity: BTreeMap<nodes::incident::Severity, Vec<String>>,
 }
 
+/// Semantic memory: the embedding model, the vector index, and how
+/// detections join open incidents by meaning.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// The model directory; absent (and no SENTINEL_MODEL_DIR): memory is off.
+    pub model_dir: Option<PathBuf>,
+    pub qdrant: Option<QdrantSection>,
+    #[serde(default)]
+    pub join: JoinSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSection {
+    pub url: Option<String>,
+    pub collection: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSection {
+    pub same_service: Option<f64>,
+    pub caller_symptom: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutySection {
@@ -305,6 +338,20 @@ pub struct Config {
     pub prometheus: Option<telemetry::prometheus::PrometheusConfig>,
     /// Where a service's metrics come from when its catalogue entry does not say.
     pub metrics_from: catalog::MetricsFrom,
+    pub memory: MemorySettings,
+}
+
+/// Semantic memory as configured.
+#[derive(Clone, Debug)]
+pub struct MemorySettings {
+    /// The model's directory; None: memory is off.
+    pub model_dir: Option<PathBuf>,
+    /// A Qdrant server's URL; None: the embedded index in `index_dir`.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    pub collection: String,
+    pub index_dir: PathBuf,
+    pub join: nodes::intake::JoinConfig,
 }
 
 /// Slack interactivity: the signing secret and who may approve.
@@ -511,15 +558,40 @@ impl Config {
             return Err(at("metrics_from", "metrics from `prometheus`, but no Prometheus is configured".into()));
         }
 
+        let data = match (env("SENTINEL_DATA_DIR"), &file.data_dir) {
+            (None, Some(d)) => base.join(d),
+            _ => data_dir(env),
+        };
         let database_url = match env("DATABASE_URL") {
             Some(u) => u,
-            None => {
-                let dir = match (env("SENTINEL_DATA_DIR"), &file.data_dir) {
-                    (None, Some(d)) => base.join(d),
-                    _ => data_dir(env),
-                };
-                format!("sqlite://{}", dir.join("sentinel.db").display())
+            None => format!("sqlite://{}", data.join("sentinel.db").display()),
+        };
+        let m = &file.memory;
+        let mut join = nodes::intake::JoinConfig::default();
+        for (field, value, into) in [
+            ("memory.join.same_service", m.join.same_service, &mut join.same_service),
+            ("memory.join.caller_symptom", m.join.caller_symptom, &mut join.caller_symptom),
+        ] {
+            if let Some(v) = value {
+                if !(-1.0..=1.0).contains(&v) {
+                    return Err(at(field, format!("{v} is not a cosine similarity (from -1 to 1)")));
+                }
+                *into = v;
             }
+        }
+        if let Some(w) = m.join.window {
+            join.window = w;
+        }
+        let qdrant = m.qdrant.clone().unwrap_or_default();
+        let memory = MemorySettings {
+            model_dir: env("SENTINEL_MODEL_DIR")
+                .map(PathBuf::from)
+                .or_else(|| m.model_dir.as_ref().map(|d| base.join(d))),
+            qdrant_url: url("QDRANT_URL", "memory.qdrant.url", qdrant.url.as_ref())?,
+            qdrant_api_key: env("QDRANT_API_KEY"),
+            collection: qdrant.collection.unwrap_or_else(|| memory::server::COLLECTION.to_owned()),
+            index_dir: data.join("memory"),
+            join,
         };
         Ok(Config {
             path: path.map(Path::to_owned),
@@ -536,6 +608,7 @@ impl Config {
             pagerduty,
             prometheus,
             metrics_from,
+            memory,
         })
     }
 
@@ -581,6 +654,17 @@ impl Config {
             self.telemetry.kafka.as_ref().map_or("embedded channel".to_owned(), |k| format!("Kafka {}", k.brokers)),
             self.telemetry.clickhouse.as_ref().map_or("memory store".to_owned(), |c| format!("ClickHouse {}", c.url))
         ));
+        lines.push(match &self.memory.model_dir {
+            None => "semantic memory: off (no model directory)".to_owned(),
+            Some(dir) => format!(
+                "semantic memory: model {}, {}",
+                dir.display(),
+                self.memory.qdrant_url.as_ref().map_or_else(
+                    || format!("embedded index in {}", self.memory.index_dir.display()),
+                    |u| format!("Qdrant at {u} ({})", self.memory.collection)
+                )
+            ),
+        });
         lines.join("\n")
     }
 }

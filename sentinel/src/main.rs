@@ -42,7 +42,8 @@ enum Command {
     /// Score the detectors on a labelled corpus in the Numenta Anomaly
     /// Benchmark's layout (`data/**.csv`, `labels/combined_windows.json`),
     /// by its scoring method; also precision and recall of the anomalies the
-    /// persistence rule raises.
+    /// persistence rule raises. With `--memory DIR`: semantic memory's dedup
+    /// precision and recall and its retrieval recall@5 on a labelled set.
     Eval(EvalArgs),
     /// Benchmarks.
     #[command(subcommand)]
@@ -148,10 +149,39 @@ struct DetectBenchArgs {
 }
 
 #[derive(Args)]
-struct EvalArgs {
-    /// The corpus directory.
+struct MemoryBenchArgs {
+    /// The embedding model's directory.
+    #[arg(long, env = "SENTINEL_MODEL_DIR")]
+    model_dir: std::path::PathBuf,
+    /// Texts embedded (timed one by one).
+    #[arg(long, default_value_t = 1_000)]
+    texts: usize,
+    /// Incidents stored in the index before searching.
+    #[arg(long, default_value_t = 100_000)]
+    points: usize,
+    /// Searches timed.
+    #[arg(long, default_value_t = 2_000)]
+    searches: usize,
+    /// Print the figures as JSON.
     #[arg(long)]
-    corpus: std::path::PathBuf,
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["corpus", "memory"])))]
+struct EvalArgs {
+    /// The detection corpus directory.
+    #[arg(long)]
+    corpus: Option<std::path::PathBuf>,
+    /// The semantic memory set's directory (`lab/memory`: pairs.json, retrieval.json).
+    #[arg(long)]
+    memory: Option<std::path::PathBuf>,
+    /// The embedding model's directory (for `--memory`).
+    #[arg(long, env = "SENTINEL_MODEL_DIR")]
+    model_dir: Option<std::path::PathBuf>,
+    /// Print every pair decided wrongly (for `--memory`).
+    #[arg(long)]
+    mistakes: bool,
     /// Detector parameters as JSON, as for `detect`.
     #[arg(long)]
     params: Option<String>,
@@ -202,6 +232,10 @@ enum BenchCommand {
     /// The streaming detectors on one core: points/s and bytes of state per
     /// series (seasonal baselines full after two weeks of points).
     Detect(DetectBenchArgs),
+    /// Semantic memory: embedding p50/p99 per incident text, nearest-incident
+    /// search p50/p99 in the embedded Qdrant index holding `--points`
+    /// incidents, and the index's resident memory.
+    Memory(MemoryBenchArgs),
     /// A worker that runs the benchmark graphs (`bench.*`) besides the
     /// incident workflow: for the crash and restart tests, never production.
     Worker(WorkerArgs),
@@ -327,7 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker(args, &load_config(path)?, false).await?,
         Command::Demo(args) => demo(args).await?,
         Command::Detect(args) => detect(args)?,
-        Command::Eval(args) => eval(args)?,
+        Command::Eval(args) => eval(args).await?,
         Command::Serve(args) => serve(args, load_config(path)?).await?,
         Command::Config(ConfigCommand::Check { file }) => {
             let file = file.as_deref().or(path).context("name a file: `sentinel config check FILE` or --config")?;
@@ -357,6 +391,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 f.series, f.points_per_series, f.points_per_sec, f.ns_per_point, f.state_bytes_per_series, f.anomalies
             );
         }
+        Command::Bench(BenchCommand::Memory(args)) => {
+            let f = lab::bench::memory::run(&args.model_dir, args.texts, args.points, args.searches).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!(
+                    "embed: {} texts, p50 {:.2} ms, p99 {:.2} ms\nsearch: {} incidents (filled in {:.1} s, optimised in {:.1} s), {} searches, p50 {:.3} ms, p99 {:.3} ms\nresident memory: {:.0} MiB before the index, {:.0} MiB after ({:.0} MiB for it); {:.0} MiB on disk",
+                    f.texts, f.embed_p50_ms, f.embed_p99_ms, f.points, f.fill_secs, f.optimize_secs, f.searches,
+                    f.search_p50_ms, f.search_p99_ms, f.rss_before_mib, f.rss_after_mib, f.rss_after_mib - f.rss_before_mib,
+                    f.index_disk_mib
+                );
+            }
+        }
         Command::Bench(BenchCommand::Worker(args)) => worker(args, &load_config(path)?, true).await?,
         Command::Runs { remote, command } => cli::Client::new(remote).runs(command).await?,
         Command::Keys { remote, command: cli::KeysCommand::Create { name, role, direct: true } } => {
@@ -375,6 +422,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: config::data_dir(&config::process_env),
         run_for: Duration::from_secs(args.seconds),
         seed: args.seed,
+        model_dir: config::process_env("SENTINEL_MODEL_DIR").map(std::path::PathBuf::from),
     })
     .await?;
     println!();
@@ -401,9 +449,44 @@ fn detector_params(params: Option<&str>) -> anyhow::Result<telemetry::detect::De
     Ok(config)
 }
 
-fn eval(args: EvalArgs) -> anyhow::Result<()> {
+async fn eval_memory(args: &EvalArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let model = args.model_dir.as_deref().context("--memory needs the model: --model-dir or SENTINEL_MODEL_DIR")?;
+    let config = nodes::intake::JoinConfig::default();
+    let r = lab::memory_eval::evaluate(dir, model, &config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "dedup on {} pairs at same_service {:.2}, caller_symptom {:.2}: precision {:.3}, recall {:.3} ({} joined rightly, {} wrongly, {} missed)",
+        r.pairs, config.same_service, config.caller_symptom, r.precision, r.recall, r.true_positives, r.false_positives, r.false_negatives
+    );
+    for k in &r.by_kind {
+        println!("  {:<22} {:>3} pairs, {:>3} joined", k.kind, k.pairs, k.joined);
+    }
+    println!("  same-service threshold sweep (other decisions as measured):");
+    for p in &r.sweep {
+        println!("    {:.2}: precision {:.3}, recall {:.3}", p.same_service, p.precision, p.recall);
+    }
+    if args.mistakes {
+        for m in &r.mistakes {
+            println!("  ✗ {m}");
+        }
+    }
+    println!(
+        "retrieval over {} past incidents, {} queries: recall@5 {:.3} ({} found), first place {}",
+        r.past_incidents, r.queries, r.recall_at_5, r.found_in_5, r.found_first
+    );
+    Ok(())
+}
+
+async fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.memory {
+        return eval_memory(&args, dir).await;
+    }
+    let corpus = args.corpus.as_deref().context("--corpus or --memory")?;
     let config = detector_params(args.params.as_deref())?;
-    let report = lab::eval::evaluate(&args.corpus, &config)?;
+    let report = lab::eval::evaluate(corpus, &config)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -458,6 +541,7 @@ async fn registry(
     store: &Store,
     access: Access,
     telemetry: &api::ingest::Storage,
+    memory: Arc<dyn nodes::memory::IncidentMemory>,
     config: &Config,
 ) -> anyhow::Result<engine::Registry> {
     if config.executors.is_none() {
@@ -469,7 +553,7 @@ async fn registry(
         .context("building the executors")?;
     let mut registry = engine::Registry::new();
     let ports = telemetry::store::StorePorts(telemetry.store.clone());
-    let workflow = sentinel::wiring::standalone_workflow(store, kill_switch, ports, executor, config).await?;
+    let workflow = sentinel::wiring::standalone_workflow(store, kill_switch, ports, executor, memory, config).await?;
     registry.register(nodes::workflow::graph(workflow));
     Ok(registry)
 }
@@ -489,7 +573,8 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
     api::observe::prometheus();
     let (store, access) = open_database(&config.database_url).await?;
     let storage = api::ingest::open_store(&config.telemetry).await.context("telemetry store")?;
-    let registry = registry(&store, access.clone(), &storage, &config).await?;
+    let memory = sentinel::wiring::semantic_memory(&config.memory).await?;
+    let registry = registry(&store, access.clone(), &storage, memory.clone(), &config).await?;
     let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
     if access.list_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
         tracing::warn!(
@@ -502,6 +587,14 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
     let worker = (!args.no_worker).then(|| {
         let (engine, shutdown) = (engine.clone(), shutdown.clone());
         let config = WorkerConfig { concurrency: args.concurrency, ..WorkerConfig::default() };
+        if let Some(retention) = config.retention {
+            tokio::spawn(sentinel::wiring::prune_memory(
+                memory.clone(),
+                retention,
+                config.prune_interval,
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(async move { engine.work(config, shutdown).await })
     });
     let listener =
@@ -524,14 +617,23 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
     if slack.is_some() {
         tracing::info!("slack interactions enabled at /slack/interactions");
     }
+    let mut intake = api::ingest::IntakeSink::new(engine.clone());
+    if let nodes::memory::MemoryState::On { .. } = memory.state() {
+        intake = intake.with_memory(api::ingest::SemanticIntake {
+            memory: memory.clone(),
+            services: config.catalog.graph().clone(),
+            config: config.memory.join.clone(),
+        });
+    }
     let (telemetry, consumer) =
-        api::ingest::start(engine.clone(), storage, &config.telemetry, shutdown.clone()).await.context("telemetry")?;
+        api::ingest::start(intake, storage, &config.telemetry, shutdown.clone()).await.context("telemetry")?;
     let security = Security::new(access, config.rate_limit);
     let app = api::server::router(api::server::AppState {
         engine: engine.clone(),
         security,
         slack,
         telemetry: Some(telemetry),
+        memory,
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
@@ -546,7 +648,8 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
 async fn worker(args: WorkerArgs, config: &Config, with_bench_graphs: bool) -> anyhow::Result<()> {
     let (store, access) = open_database(&config.database_url).await?;
     let storage = api::ingest::open_store(&config.telemetry).await.context("telemetry store")?;
-    let mut registry = registry(&store, access, &storage, config).await?;
+    let memory = sentinel::wiring::semantic_memory(&config.memory).await?;
+    let mut registry = registry(&store, access, &storage, memory.clone(), config).await?;
     if with_bench_graphs {
         bench::register(&mut registry, None);
     }
@@ -562,6 +665,9 @@ async fn worker(args: WorkerArgs, config: &Config, with_bench_graphs: bool) -> a
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    if let Some(retention) = config.retention {
+        tokio::spawn(sentinel::wiring::prune_memory(memory, retention, config.prune_interval, shutdown.clone()));
+    }
     tracing::info!(worker = %config.id, concurrency = config.concurrency, "worker started");
     engine.work(config, shutdown).await;
     tracing::info!("worker stopped");

@@ -410,6 +410,30 @@ fn summary_blocks(s: &Incident) -> Vec<Value> {
     if !hypotheses.is_empty() {
         blocks.push(mrkdwn(format!("*Hypotheses*\n{}", hypotheses.join("\n"))));
     }
+    if let Some(r) = &s.recurrence {
+        blocks.push(mrkdwn(format!("*Recurring* — {}", r.describe())));
+    }
+    let seen: Vec<String> = s
+        .analysis
+        .similar
+        .iter()
+        .take(3)
+        .map(|n| {
+            let r = &n.incident;
+            format!(
+                "• {} on {} ({:.2} alike): {}{}{}",
+                r.symptom.replace('_', " "),
+                r.service,
+                n.similarity,
+                r.remedy.as_ref().map_or("no action".to_owned(), |m| format!("`{}` on `{}`", m.action, m.target)),
+                r.outcome.as_deref().map(|o| format!(", {o}")).unwrap_or_default(),
+                r.mttr_secs.map(|m| format!(", MTTR {m:.0} s")).unwrap_or_default()
+            )
+        })
+        .collect();
+    if !seen.is_empty() {
+        blocks.push(mrkdwn(format!("*Seen before*\n{}", seen.join("\n"))));
+    }
     if let Some(a) = s.plan.get(s.current) {
         blocks.push(mrkdwn(format!(
             "*Plan*: `{}` on `{}`{} — downtime ~{} s, blast radius {}, rollback: {}",

@@ -7,19 +7,21 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use engine::{Engine, Registry, Store, SystemClock};
 use executors::kubernetes::inspect::Inspector;
 use executors::ExecError;
 use executors::{Allowlist, Executor, Executors, ExecutorsConfig, Guardrails, KillSwitch};
 use nodes::catalog::{Catalog, MetricsFrom};
+use nodes::memory::{IncidentMemory, MemoryState, NoMemory};
 use nodes::ports::{
-    AlertRules, Cluster, Deployments, MetricStore, NoAlertRules, NoCluster, NoIndex, NodeReport, PortError,
-    WorkloadReport,
+    AlertRules, Cluster, Deployments, MetricStore, NoAlertRules, NoCluster, NodeReport, PortError, WorkloadReport,
 };
 use nodes::workflow::Workflow;
 use telemetry::prometheus::Prometheus;
 
-use crate::config::Config;
+use crate::config::{Config, MemorySettings};
 use telemetry::store::StorePorts;
 
 use nodes::policy::ledger::LedgerFacts;
@@ -44,6 +46,60 @@ pub async fn executor(
     Ok(Arc::new(executors))
 }
 
+/// Semantic memory as configured: off (saying why) without a model
+/// directory; with one, the model loaded and the vector index made ready
+/// (a Qdrant server at `QDRANT_URL`, else the embedded engine under the data
+/// directory). A model directory that does not load, or an index that
+/// refuses, stops the start: memory was asked for.
+pub async fn semantic_memory(settings: &MemorySettings) -> anyhow::Result<Arc<dyn IncidentMemory>> {
+    let Some(dir) = settings.model_dir.clone() else {
+        let off = NoMemory::default();
+        tracing::info!(
+            "semantic memory: off ({}); run scripts/ensure-model.sh and set SENTINEL_MODEL_DIR to turn it on",
+            off.reason
+        );
+        return Ok(Arc::new(off));
+    };
+    let embedder = tokio::task::spawn_blocking(move || memory::Embedder::load(&dir))
+        .await?
+        .context("semantic memory: loading the embedding model")?;
+    let index: Arc<dyn memory::VectorIndex> = match &settings.qdrant_url {
+        Some(url) => {
+            Arc::new(memory::server::QdrantIndex::new(url, &settings.collection, settings.qdrant_api_key.clone())?)
+        }
+        None => {
+            let dir = settings.index_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || memory::edge::EdgeIndex::open(&dir, memory::DIMENSIONS)).await??,
+            )
+        }
+    };
+    let memory = memory::SemanticMemory::new(Arc::new(embedder), index).await.context("semantic memory")?;
+    if let MemoryState::On { model, index } = memory.state() {
+        tracing::info!(%model, %index, "semantic memory: on");
+    }
+    Ok(Arc::new(memory))
+}
+
+/// Applies the runs' retention to semantic memory, every `every`, until `stop`.
+pub async fn prune_memory(
+    memory: Arc<dyn IncidentMemory>,
+    retention: std::time::Duration,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let cutoff = engine::Clock::now(&SystemClock).saturating_sub(retention);
+        if let Err(e) = memory.prune(cutoff).await {
+            tracing::warn!(error = %e, "semantic memory: pruning past retention failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// The incident workflow as `serve` and `worker` run it, from the
 /// configuration. With a Kubernetes executor configured, analysis reads the
 /// cluster through the same credentials.
@@ -52,6 +108,7 @@ pub async fn standalone_workflow(
     kill_switch: Arc<dyn KillSwitch>,
     telemetry: StorePorts,
     executor: Arc<dyn Executor>,
+    memory: Arc<dyn IncidentMemory>,
     config: &Config,
 ) -> anyhow::Result<Arc<Workflow>> {
     let policy = config.workflow.policy.clone();
@@ -86,7 +143,7 @@ pub async fn standalone_workflow(
         services: config.catalog.clone(),
         metrics,
         deployments,
-        index: Arc::new(NoIndex),
+        memory,
         alerts,
         cluster,
         executor,

@@ -82,6 +82,7 @@ pub async fn run_api_bench(b: &ApiBench) -> anyhow::Result<ApiFigures> {
         security: Security::new(access.clone(), limit),
         slack: Some(slack),
         telemetry: None,
+        memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -18,7 +18,7 @@ use executors::{Action, Allowlist, Executors, ExecutorsConfig, Guardrails};
 use nodes::incident::{Detection, Source};
 use nodes::intake::Intake;
 use nodes::policy::PolicyConfig;
-use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex};
+use nodes::ports::{MemoryDeployments, MemoryMetrics};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use serde::Serialize;
@@ -154,7 +154,7 @@ async fn workflow(store: &engine::Store) -> anyhow::Result<Workflow> {
         services: nodes::catalog::Catalog::every_service_in("prod"),
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
-        index: Arc::new(NoIndex),
+        memory: Arc::new(nodes::memory::NoMemory::default()),
         alerts: Arc::new(nodes::ports::NoAlertRules),
         cluster: Arc::new(nodes::ports::NoCluster),
         executor: Arc::new(executors),

@@ -129,6 +129,7 @@ impl Rig {
             security: Security::new(access.clone(), limit),
             slack: None,
             telemetry: Some(telemetry),
+            memory: Arc::new(nodes::memory::NoMemory::default()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);

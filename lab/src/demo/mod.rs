@@ -19,9 +19,9 @@ use engine::{Clock, Engine, Registry, RunFilter, RunId, RunStatus, Store, StoreC
 use executors::mock::MockExecutor;
 use executors::{Action, Allowlist, Executors, ExecutorsConfig, Guardrails};
 use nodes::incident::Source;
-use nodes::intake::{open_or_attach, Intake};
+use nodes::intake::{open_or_join, Intake, JoinConfig, Joiner};
+use nodes::memory::{IncidentMemory, MemoryState, NoMemory};
 use nodes::policy::PolicyConfig;
-use nodes::ports::NoIndex;
 use nodes::runbook;
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
@@ -44,6 +44,9 @@ pub struct DemoConfig {
     /// Keep injecting faults for this long; the default round of seven takes under a minute.
     pub run_for: Duration,
     pub seed: u64,
+    /// The embedding model's directory: semantic memory on (an embedded
+    /// index beside the demo's database), or off without one.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// One injected fault and what fixes it.
@@ -237,6 +240,23 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         ..WorkflowConfig::default()
     };
     let services = sim::catalog();
+    let memory: Arc<dyn IncidentMemory> = match &config.model_dir {
+        Some(dir) => {
+            let (dir, index) = (dir.clone(), config.data_dir.join(format!("demo-{stamp}-memory")));
+            let embedder = tokio::task::spawn_blocking(move || memory::Embedder::load(&dir))
+                .await?
+                .context("semantic memory: loading the model")?;
+            let index = memory::edge::EdgeIndex::open(&index, memory::DIMENSIONS)?;
+            Arc::new(memory::SemanticMemory::new(Arc::new(embedder), Arc::new(index)).await?)
+        }
+        None => Arc::new(NoMemory::default()),
+    };
+    match memory.state() {
+        MemoryState::On { index, .. } => println!("semantic memory: on ({index})"),
+        MemoryState::Off { reason } => println!("semantic memory: off ({reason})"),
+    }
+    let join = JoinConfig::default();
+    let services_graph = services.graph().clone();
     // The policy reads its facts from the incident runs in the same store.
     let access = Access::new(&store, Arc::new(SystemClock)).await.context("migrating the API tables")?;
     // The demo approves through the API like any operator: with an operator key.
@@ -266,7 +286,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         services,
         metrics: Arc::new(StorePorts(events.clone())),
         deployments: Arc::new(StorePorts(events.clone())),
-        index: Arc::new(NoIndex),
+        memory: memory.clone(),
         alerts: Arc::new(nodes::ports::NoAlertRules),
         cluster: Arc::new(sim::cluster()),
         executor: Arc::new(executors),
@@ -296,7 +316,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         let security = Security::new(access.clone(), RateLimit::default());
-        let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: None });
+        let app =
+            router(AppState { engine: engine.clone(), security, slack: None, telemetry: None, memory: memory.clone() });
         async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
     });
     println!("sentinel demo: engine on {}, REST API on {api}", db.display());
@@ -343,11 +364,25 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         pipeline.publish(sample_events(samples, at)).await.context("the embedded pipeline")?;
         // What the detectors found since the last tick.
         while let Ok(detection) = detected.try_recv() {
-            let run = match open_or_attach(&engine, &detection).await? {
+            let joiner = Joiner { memory: &*memory, services: &services_graph, config: &join };
+            let on = matches!(memory.state(), MemoryState::On { .. });
+            let run = match open_or_join(&engine, on.then_some(&joiner), &detection).await? {
                 Intake::Opened(run) => run,
                 // The same condition while its incident is open: attached, not opened again;
                 // the same detection again after it closed: a repeat.
                 Intake::Attached(..) | Intake::Repeated(_) => continue,
+                Intake::Joined(run, engine::Delivery::Accepted, how) => {
+                    println!(
+                        "[{:>5.1}s] join     {:<17} {} {} → incident {run} ({})",
+                        started.elapsed().as_secs_f64(),
+                        detection.service,
+                        detection.anomaly_type,
+                        detection.metric,
+                        serde_json::to_string(&how).unwrap_or_default()
+                    );
+                    continue;
+                }
+                Intake::Joined(..) => continue,
             };
             let scenario_index = active.lock().expect("active lock").get(&detection.service).copied();
             let scenario = scenario_index.map_or("(noise)".to_owned(), |i| scenarios[i].name.to_owned());

@@ -56,6 +56,8 @@ impl SafetyFacts for LedgerFacts {
                     target: text(&f.payload, "target"),
                 })
                 .collect(),
+            // Memory's word, added by the workflow.
+            recurring: None,
         })
     }
 }

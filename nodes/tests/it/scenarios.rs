@@ -13,7 +13,7 @@ use executors::{Action, Allowlist, Executors, Guardrails, NoKillSwitch};
 use nodes::catalog::Catalog;
 use nodes::incident::{Detection, Source};
 use nodes::policy::{Facts, PolicyConfig};
-use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex, PortError};
+use nodes::ports::{MemoryDeployments, MemoryMetrics, PortError};
 use nodes::runbook::{PlannedAction, Runbooks};
 use nodes::verify::VerifyConfig;
 use nodes::workflow::{self, Incident, SafetyFacts, Workflow, WorkflowConfig};
@@ -104,7 +104,7 @@ async fn engine_with_deployments(
             .with_dependencies(&[("frontend", "checkout"), ("checkout", "payments")]),
         metrics: Arc::new(metrics.clone()),
         deployments: Arc::new(deployments),
-        index: Arc::new(NoIndex),
+        memory: Arc::new(nodes::memory::NoMemory::default()),
         alerts: Arc::new(nodes::ports::NoAlertRules),
         cluster: Arc::new(cluster.clone()),
         executor: Arc::new(executors),

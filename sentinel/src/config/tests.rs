@@ -261,6 +261,35 @@ fn refused(text: &str, env: &[(&str, &str)], expected: &str) {
 }
 
 #[test]
+fn semantic_memory_is_configured_by_the_file_and_the_environment() {
+    let c = Config::load(Some(&example()), &env_of(&[])).unwrap();
+    let m = &c.memory;
+    assert_eq!(m.model_dir.as_deref(), Some(Path::new("/opt/sentinel/model")));
+    assert_eq!(m.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+    assert_eq!(m.collection, "sentinel_incidents");
+    assert_eq!((m.join.same_service, m.join.caller_symptom), (0.45, 0.40));
+    assert_eq!(m.join.window, Duration::from_secs(3600));
+    assert!(m.index_dir.ends_with(".sentinel/memory"), "{}", m.index_dir.display());
+
+    let env = env_of(&[
+        ("SENTINEL_MODEL_DIR", "/models/minilm"),
+        ("QDRANT_URL", "http://qdrant:6334"),
+        ("QDRANT_API_KEY", "k"),
+    ]);
+    let c = Config::load(Some(&example()), &env).unwrap();
+    assert_eq!(c.memory.model_dir.as_deref(), Some(Path::new("/models/minilm")));
+    assert_eq!(c.memory.qdrant_url.as_deref(), Some("http://qdrant:6334"));
+    assert_eq!(c.memory.qdrant_api_key.as_deref(), Some("k"));
+
+    // No file, no variable: memory is off, and the embedded index would live under the data directory.
+    let c = Config::load(None, &env_of(&[("SENTINEL_DATA_DIR", "/var/lib/sentinel")])).unwrap();
+    assert_eq!(c.memory.model_dir, None);
+    assert_eq!(c.memory.qdrant_url, None);
+    assert_eq!(c.memory.index_dir, Path::new("/var/lib/sentinel/memory"));
+    assert_eq!(c.memory.join, nodes::intake::JoinConfig::default());
+}
+
+#[test]
 fn bad_files_name_the_line_and_column() {
     let db = [("DATABASE_URL", "sqlite://unused.db")];
     refused(
@@ -291,6 +320,9 @@ fn bad_files_name_the_line_and_column() {
     refused("runbooks:\n  dirs: [nowhere]\n", &db, "2:10: ");
     refused("prometheus:\n  user: x\n", &db, "2:3: `prometheus` needs a `url` (or PROMETHEUS_URL)");
     refused("metrics_from: prometheus\n", &db, "1:15: metrics from `prometheus`, but no Prometheus is configured");
+    refused("memory:\n  join:\n    same_service: 1.5\n", &db, "3:19: 1.5 is not a cosine similarity (from -1 to 1)");
+    refused("memory:\n  qdrant:\n    url: qdrant:6334\n", &db, "3:10: ");
+    refused("memory:\n  modeldir: x\n", &db, "2:3: unknown field `modeldir`");
     refused(
         "slack:\n  approvers: { anyone: [] }\n",
         &[("DATABASE_URL", "x"), ("SLACK_SIGNING_SECRET", "s")],

@@ -139,6 +139,7 @@ fn arbitrary_slack_interactions_never_get_a_5xx_or_decide() {
             security,
             slack: Some(slack),
             telemetry: None,
+            memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
         });
         (app, run, engine, db)
     });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::access::Access;
-use api::ingest::{self, Storage, TelemetryConfig};
+use api::ingest::{self, IntakeSink, Storage, TelemetryConfig};
 use api::security::RateLimit;
 use api::server::{router, AppState};
 use axum::body::Body;
@@ -51,6 +51,7 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
         kill_switch,
         StorePorts(storage.store.clone()),
         executor,
+        Arc::new(nodes::memory::NoMemory::default()),
         &defaults,
     )
     .await
@@ -61,9 +62,16 @@ async fn harness(config: TelemetryConfig, storage: Storage) -> Harness {
     let worker = BackgroundWorker::start(&engine, fast_worker("ingest"));
     let stop = CancellationToken::new();
     let events = storage.store.clone();
-    let (telemetry, _consumer) = ingest::start(engine.clone(), storage, &config, stop.clone()).await.unwrap();
+    let (telemetry, _consumer) =
+        ingest::start(IntakeSink::new(engine.clone()), storage, &config, stop.clone()).await.unwrap();
     let (security, keys) = security(&engine, RateLimit::default()).await;
-    let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: Some(telemetry) });
+    let app = router(AppState {
+        engine: engine.clone(),
+        security,
+        slack: None,
+        telemetry: Some(telemetry),
+        memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
+    });
     Harness { app, engine, keys, access, store: events, stop, _worker: worker, _db: db }
 }
 
@@ -433,7 +441,8 @@ async fn a_process_that_does_not_consume_only_publishes() {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     let consuming = TelemetryConfig { consume: true, instance_id: format!("consumer-{id}"), ..publishing.clone() };
-    let (_telemetry, _consumer) = ingest::start(h.engine.clone(), storage, &consuming, h.stop.clone()).await.unwrap();
+    let (_telemetry, _consumer) =
+        ingest::start(IntakeSink::new(h.engine.clone()), storage, &consuming, h.stop.clone()).await.unwrap();
     eventually("the 200 samples in ClickHouse", Duration::from_secs(60), || async {
         h.store.counts().await.map(|c| c["metric"] == 200).unwrap_or(false)
     })
@@ -457,6 +466,9 @@ async fn a_process_that_does_not_consume_only_publishes() {
 
     let embedded = TelemetryConfig { consume: false, ..TelemetryConfig::default() };
     let memory = Storage { store: Arc::new(telemetry::store::MemoryStore::new()), kind: "memory" };
-    let err = ingest::start(h.engine.clone(), memory, &embedded, h.stop.clone()).await.err().expect("refused");
+    let err = ingest::start(IntakeSink::new(h.engine.clone()), memory, &embedded, h.stop.clone())
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("--no-consumer needs Kafka"), "{err}");
 }

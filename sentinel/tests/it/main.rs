@@ -12,6 +12,7 @@ mod facts;
 mod gates;
 mod ingest;
 mod ingest_crash;
+mod memory;
 mod partitions;
 mod pg_restart;
 mod prometheus;

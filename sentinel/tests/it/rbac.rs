@@ -178,7 +178,13 @@ async fn rate_limits_are_per_key() {
     let engine = engine(&db).await;
     let limit = RateLimit { per_second: NonZeroU32::new(1).unwrap(), burst: NonZeroU32::new(3).unwrap() };
     let (security, keys) = crate::support::security(&engine, limit).await;
-    let app = router(AppState { engine: engine.clone(), security, slack: None, telemetry: None });
+    let app = router(AppState {
+        engine: engine.clone(),
+        security,
+        slack: None,
+        telemetry: None,
+        memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
+    });
     for _ in 0..3 {
         let (status, _) = call_as(&app, Some(&keys.viewer), "GET", "/v1/runs", None).await;
         assert_eq!(status, StatusCode::OK);

@@ -18,7 +18,7 @@ use nodes::catalog::{self, Catalog};
 use nodes::incident::{Detection, Source};
 use nodes::policy::ledger::LedgerFacts;
 use nodes::policy::PolicyConfig;
-use nodes::ports::{MemoryDeployments, MemoryMetrics, NoIndex};
+use nodes::ports::{MemoryDeployments, MemoryMetrics};
 use nodes::runbook;
 use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 
@@ -133,7 +133,7 @@ async fn an_ecs_scale_that_does_not_help_is_rolled_back_in_moto() {
         services: orders_on(&cluster),
         metrics: Arc::new(metrics),
         deployments: Arc::new(MemoryDeployments::default()),
-        index: Arc::new(NoIndex),
+        memory: Arc::new(nodes::memory::NoMemory::default()),
         alerts: Arc::new(nodes::ports::NoAlertRules),
         cluster: Arc::new(nodes::ports::NoCluster),
         executor: Arc::new(executors),

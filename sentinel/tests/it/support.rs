@@ -141,7 +141,13 @@ pub async fn security(engine: &Engine, limit: RateLimit) -> (Security, Keys) {
 /// The API router with a key per role and no Slack.
 pub async fn app(engine: &Engine) -> (axum::Router, Security, Keys) {
     let (security, keys) = security(engine, RateLimit::default()).await;
-    let state = AppState { engine: engine.clone(), security: security.clone(), slack: None, telemetry: None };
+    let state = AppState {
+        engine: engine.clone(),
+        security: security.clone(),
+        slack: None,
+        telemetry: None,
+        memory: std::sync::Arc::new(nodes::memory::NoMemory::default()),
+    };
     (router(state), security, keys)
 }
 
@@ -199,7 +205,7 @@ pub async fn incidents_with(
         services: nodes::catalog::Catalog::every_service_in("prod"),
         metrics: metrics_port.unwrap_or_else(|| Arc::new(metrics.clone())),
         deployments: Arc::new(deployments.clone()),
-        index: Arc::new(nodes::ports::NoIndex),
+        memory: Arc::new(nodes::memory::NoMemory::default()),
         alerts: Arc::new(nodes::ports::NoAlertRules),
         cluster,
         executor: Arc::new(executors),

@@ -6,7 +6,7 @@ variable "prefix" {
 variable "names" {
   description = "The keys of the Kubernetes Secret `sentinel` the manifests read."
   type        = list(string)
-  default     = ["database-url", "slack-signing-secret", "slack-bot-token", "pagerduty-routing-key", "clickhouse-password"]
+  default     = ["database-url", "slack-signing-secret", "slack-bot-token", "pagerduty-routing-key", "clickhouse-password", "qdrant-api-key"]
 }
 
 variable "kms_key_arn" {
