@@ -829,7 +829,7 @@ pub struct SimilarIncident {
     pub status: String,
     /// The top hypothesis it ended with.
     pub cause: Option<String>,
-    /// The last action taken: `executor/action on target`.
+    /// The last action taken: `action on target`.
     pub action: Option<String>,
     pub outcome: Option<String>,
     pub mttr_secs: Option<f64>,
@@ -894,7 +894,7 @@ async fn similar_incidents(
                 signal: r.signal,
                 status: r.status.as_str().to_owned(),
                 cause: r.cause,
-                action: r.remedy.map(|m| format!("{}/{} on {}", m.executor, m.action, m.target)),
+                action: r.remedy.map(|m| format!("{} on {}", m.action, m.target)),
                 outcome: r.outcome,
                 mttr_secs: r.mttr_secs,
                 opened_at: r.opened_at,

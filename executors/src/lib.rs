@@ -23,6 +23,19 @@ pub mod kubernetes;
 pub mod mock;
 pub mod webhook;
 
+/// Makes aws-lc-rs the process's TLS provider for rustls, once. Two crates
+/// in the binary enable rustls's `ring` provider as well (the Qdrant client
+/// through tonic), and a rustls that has both will not choose: the
+/// Kubernetes client would panic at its first connection. Called before a
+/// Kubernetes client is built; harmless to call again.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: a provider is installed already (a host program chose one): keep it.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 pub use allowlist::{Allowlist, TargetPattern};
 pub use factory::{Executors, ExecutorsConfig, KINDS};
 pub use guard::{Guarded, Guardrails, KillSwitch, NoKillSwitch};

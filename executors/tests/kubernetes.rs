@@ -306,6 +306,7 @@ async fn fake_cluster() -> (Fake, kube::Client) {
     let app = axum::Router::new().fallback(api).with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let config = kube::Config::new(url.parse().unwrap());
+    executors::install_tls_provider();
     (fake, kube::Client::try_from(config).unwrap())
 }
 

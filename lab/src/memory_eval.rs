@@ -169,14 +169,13 @@ fn ratio(a: usize, b: usize) -> f64 {
     }
 }
 
-/// Memory on the model in `model_dir` and a fresh embedded index in a temporary directory.
-pub async fn fresh_memory(model_dir: &Path) -> anyhow::Result<(SemanticMemory, tempfile::TempDir)> {
-    let dir = tempfile::tempdir()?;
+/// Memory on the model in `model_dir` and a fresh embedded index in `index_dir`
+/// (which must outlive it: the index flushes into it when dropped).
+async fn fresh_memory(model_dir: &Path, index_dir: &Path) -> anyhow::Result<SemanticMemory> {
     let model_dir = model_dir.to_owned();
     let embedder = tokio::task::spawn_blocking(move || Embedder::load(&model_dir)).await??;
-    let index = EdgeIndex::open(dir.path(), DIMENSIONS)?;
-    let memory = SemanticMemory::new(Arc::new(embedder), Arc::new(index)).await?;
-    Ok((memory, dir))
+    let index = EdgeIndex::open(index_dir, DIMENSIONS)?;
+    Ok(SemanticMemory::new(Arc::new(embedder), Arc::new(index)).await?)
 }
 
 pub async fn evaluate(dir: &Path, model_dir: &Path, config: &JoinConfig) -> anyhow::Result<MemoryReport> {
@@ -185,7 +184,8 @@ pub async fn evaluate(dir: &Path, model_dir: &Path, config: &JoinConfig) -> anyh
     let edges: Vec<(&str, &str)> =
         pairs.services.iter().flat_map(|s| s.depends_on.iter().map(move |d| (s.name.as_str(), d.as_str()))).collect();
     let services = ServiceGraph::new(&edges);
-    let (memory, _dir) = fresh_memory(model_dir).await?;
+    let index_dir = tempfile::tempdir()?;
+    let memory = fresh_memory(model_dir, index_dir.path()).await?;
 
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
     let mut by_kind: Vec<KindTally> = Vec::new();

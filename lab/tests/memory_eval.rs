@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use nodes::intake::JoinConfig;
 
 fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("SENTINEL_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("SENTINEL_MODEL_DIR is not set: run `export SENTINEL_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first")
+    let dir = std::env::var_os("SENTINEL_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("SENTINEL_TEST_MODEL_DIR is not set: run `export SENTINEL_TEST_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first (scripts/test.sh does)")
     });
     assert!(dir.join("model.safetensors").is_file(), "no model in {}: run scripts/ensure-model.sh", dir.display());
     dir

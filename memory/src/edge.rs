@@ -9,6 +9,9 @@
 //! returns, so a killed process loses nothing the index acknowledged; the
 //! log is replayed when the shard is opened again.
 //!
+//! The directory is locked while it is open: a second process (or a second
+//! index in this one) is refused, as two writers would corrupt the shard.
+//!
 //! A shard searches its fresh points by scanning them; once enough have
 //! accumulated ([`OPTIMIZE_EVERY`]), it is optimised in the background,
 //! which builds the HNSW graph over them.
@@ -40,6 +43,8 @@ pub const OPTIMIZE_EVERY: usize = 2_000;
 
 pub struct EdgeIndex {
     shard: Arc<EdgeShard>,
+    /// Held while the index is open: one process per directory.
+    _lock: std::fs::File,
     dir: PathBuf,
     /// Held by every write: the shard's flush fails if its log is busy.
     writes: Arc<Mutex<()>>,
@@ -55,6 +60,20 @@ impl EdgeIndex {
             IndexError::Refused(format!("embedded index at {}: {what}: {e}", dir.display()))
         };
         std::fs::create_dir_all(dir).map_err(|e| refused("cannot create the directory", &e))?;
+        // The shard is one process's: a second one writing it would corrupt it.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".sentinel.lock"))
+            .map_err(|e| refused("cannot open its lock file", &e))?;
+        if let Err(e) = fs4::FileExt::try_lock(&lock) {
+            return Err(IndexError::Refused(format!(
+                "embedded index at {} is in use by another process ({e}): the embedded index is one process's; \
+                 several processes share a Qdrant server (QDRANT_URL)",
+                dir.display()
+            )));
+        }
         let config = EdgeConfigBuilder::new()
             .vector(VECTOR, EdgeVectorParamsBuilder::new(dimensions, Distance::Cosine).build())
             .build();
@@ -87,6 +106,7 @@ impl EdgeIndex {
         }
         Ok(EdgeIndex {
             shard: Arc::new(shard),
+            _lock: lock,
             dir: dir.to_owned(),
             writes: Arc::new(Mutex::new(())),
             written_since_optimize: Arc::new(AtomicUsize::new(0)),

@@ -188,6 +188,17 @@ async fn the_embedded_engine_keeps_its_points_across_a_restart() {
 }
 
 #[tokio::test]
+async fn the_embedded_engine_is_one_processs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = EdgeIndex::open(dir.path(), DIM).expect("opens");
+    let err = EdgeIndex::open(dir.path(), DIM).err().expect("a second opener is refused");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(err.to_string().contains("QDRANT_URL"), "{err}");
+    drop(first);
+    EdgeIndex::open(dir.path(), DIM).expect("free again once closed");
+}
+
+#[tokio::test]
 async fn the_embedded_engine_refuses_vectors_of_another_size() {
     let dir = tempfile::tempdir().expect("temp dir");
     drop(EdgeIndex::open(dir.path(), DIM).expect("opens"));

@@ -64,7 +64,7 @@ pub async fn clear(engine: &Engine, detection: &Detection) -> engine::Result<Opt
 }
 
 /// How detections join open incidents by meaning. The defaults are the
-/// thresholds measured on `lab/memory/pairs.json` (`sentinel eval memory`).
+/// thresholds measured on `lab/memory/pairs.json` (`sentinel eval --memory lab/memory`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JoinConfig {

@@ -207,8 +207,8 @@ impl Remembered {
     }
 }
 
-/// `text` with the service's name (a whole word, with a `the ` before it or
-/// not) read as `the service`.
+/// `text` with the service's name (a whole word, with an article before it
+/// or not) read as `the service`.
 fn without_name(text: &str, service: &str) -> String {
     if service.is_empty() {
         return text.to_owned();
@@ -221,7 +221,10 @@ fn without_name(text: &str, service: &str) -> String {
         let starts = before.chars().next_back().is_none_or(|c| !c.is_alphanumeric() && c != '-' && c != '_');
         let ends = after.chars().next().is_none_or(|c| !c.is_alphanumeric() && c != '-' && c != '_');
         if starts && ends {
-            let kept = before.strip_suffix("the ").or_else(|| before.strip_suffix("The ")).unwrap_or(before);
+            let kept = ["the ", "The ", "a ", "A ", "an ", "An "]
+                .iter()
+                .find_map(|article| before.strip_suffix(article))
+                .unwrap_or(before);
             out.push_str(kept);
             out.push_str("the service");
         } else {
@@ -398,12 +401,6 @@ pub struct Recurrence {
 impl Recurrence {
     /// One line for the timeline, Slack and the postmortem.
     pub fn describe(&self) -> String {
-        let times = self.previous.len();
-        let what = if self.escalating {
-            format!("`{}` again: the same escalating fix was applied to it {times} time(s) in 7 days", self.action)
-        } else {
-            format!("{times} earlier fix(es) of it in 7 days")
-        };
         let list: Vec<String> = self
             .previous
             .iter()
@@ -413,7 +410,14 @@ impl Recurrence {
                 format!("{}{params} ({})", p.action, p.incident)
             })
             .collect();
-        format!("recurring: {} on {}: {what}: {}", self.action, self.target, list.join(", "))
+        format!(
+            "recurring: {} on {} again: {} earlier fix(es) of this target in 7 days{}: {}",
+            self.action,
+            self.target,
+            self.previous.len(),
+            if self.escalating { ", the same escalating fix among them" } else { "" },
+            list.join(", ")
+        )
     }
 }
 
@@ -453,7 +457,7 @@ pub async fn recurrence(
             })
         })
         .collect();
-    previous.sort_by(|a, b| b.at.cmp(&a.at));
+    previous.sort_by_key(|p| std::cmp::Reverse(p.at));
     let escalating =
         ESCALATING_ACTIONS.contains(&executor_action) && previous.iter().any(|p| p.action == executor_action);
     if previous.len() >= RECURRENCE_COUNT || escalating {
@@ -531,6 +535,7 @@ mod tests {
             without_name("checkout-web is slow; checkout too", "checkout"),
             "checkout-web is slow; the service too"
         );
+        assert_eq!(without_name("a cart pod was OOM killed", "cart"), "the service pod was OOM killed");
         assert_eq!(without_name("nothing here", ""), "nothing here");
     }
 

@@ -86,6 +86,7 @@ fn ms(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
 impl Inspector {
     /// The client from the kubeconfig (or the in-cluster service account).
     pub async fn from_environment() -> Result<Inspector, ExecError> {
+        crate::install_tls_provider();
         let client =
             kube::Client::try_default().await.map_err(|e| ExecError::Backend(format!("kubernetes client: {e}")))?;
         Ok(Inspector { client })

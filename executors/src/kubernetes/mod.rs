@@ -111,6 +111,7 @@ pub(crate) fn unsupported(action: &Action) -> ExecError {
 impl KubeExecutor {
     /// The client from the kubeconfig (or the in-cluster service account).
     pub async fn from_environment(config: KubeConfig) -> Result<KubeExecutor, ExecError> {
+        crate::install_tls_provider();
         let client =
             kube::Client::try_default().await.map_err(|e| ExecError::Backend(format!("kubernetes client: {e}")))?;
         Ok(KubeExecutor { client, config })

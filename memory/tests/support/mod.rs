@@ -10,14 +10,14 @@ use std::sync::{Arc, OnceLock};
 use memory::Embedder;
 
 /// The model `scripts/ensure-model.sh` installed (the test command exports
-/// `SENTINEL_MODEL_DIR`). Missing is a failure that says what to run.
+/// `SENTINEL_TEST_MODEL_DIR`). Missing is a failure that says what to run.
 pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("SENTINEL_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("SENTINEL_MODEL_DIR is not set: run `export SENTINEL_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first")
+    let dir = std::env::var_os("SENTINEL_TEST_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("SENTINEL_TEST_MODEL_DIR is not set: run `export SENTINEL_TEST_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first (scripts/test.sh does)")
     });
     assert!(
         dir.join("model.safetensors").is_file(),
-        "SENTINEL_MODEL_DIR={} holds no model.safetensors: run scripts/ensure-model.sh",
+        "SENTINEL_TEST_MODEL_DIR={} holds no model.safetensors: run scripts/ensure-model.sh",
         dir.display()
     );
     dir

@@ -264,9 +264,7 @@ impl Collections for FakeQdrant {
             return Err(RpcStatus::already_exists(format!("Collection `{}` already exists!", r.collection_name)));
         }
         let params = match r.vectors_config.and_then(|v| v.config) {
-            Some(VectorsConfigKind::ParamsMap(m)) if m.map.len() == 1 && m.map.contains_key(VECTOR) => {
-                m.map[VECTOR].clone()
-            }
+            Some(VectorsConfigKind::ParamsMap(m)) if m.map.len() == 1 && m.map.contains_key(VECTOR) => m.map[VECTOR],
             other => return Err(invalid(format!("expected one named vector `{VECTOR}`, got {other:?}"))),
         };
         if params.distance != Distance::Cosine as i32 {
@@ -289,7 +287,7 @@ impl Collections for FakeQdrant {
         let c = c.lock().expect("lock");
         let vectors = VectorsConfig {
             config: Some(VectorsConfigKind::ParamsMap(VectorParamsMap {
-                map: [(VECTOR.to_owned(), c.params.clone())].into_iter().collect(),
+                map: [(VECTOR.to_owned(), c.params)].into_iter().collect(),
             })),
         };
         let payload_schema = c

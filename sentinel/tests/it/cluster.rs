@@ -148,6 +148,7 @@ async fn what_the_cluster_states_chooses_the_runbook_and_labels_do_not() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new().fallback(api).with_state(cluster());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    executors::install_tls_provider();
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let kube = Arc::new(sentinel::wiring::KubeCluster(Inspector::from_client(client)));
 

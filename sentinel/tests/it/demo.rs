@@ -1,7 +1,7 @@
 //! `sentinel demo` end to end: every injected fault becomes an incident that
 //! runs through the graph to a recorded end, with a postmortem on disk. With
-//! semantic memory on (the test command sets SENTINEL_MODEL_DIR), as a team
-//! with the model would run it.
+//! semantic memory on (the model the test command names in
+//! SENTINEL_TEST_MODEL_DIR), as a team with the model would run it.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use lab::demo::{run, DemoConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_takes_every_fault_through_the_graph() {
     let dir = std::env::temp_dir().join(format!("sentinel-demo-{}", uuid::Uuid::new_v4().simple()));
-    let model_dir = std::env::var_os("SENTINEL_MODEL_DIR").map(std::path::PathBuf::from);
+    let model_dir = std::env::var_os("SENTINEL_TEST_MODEL_DIR").map(std::path::PathBuf::from);
     let rows = run(DemoConfig { data_dir: dir.clone(), run_for: Duration::ZERO, seed: 7, model_dir })
         .await
         .expect("the demo runs");

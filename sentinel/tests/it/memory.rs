@@ -31,8 +31,8 @@ use nodes::workflow::{self, Incident, Workflow, WorkflowConfig};
 use crate::support::eventually;
 
 fn model_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("SENTINEL_MODEL_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        panic!("SENTINEL_MODEL_DIR is not set: run `export SENTINEL_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first")
+    let dir = std::env::var_os("SENTINEL_TEST_MODEL_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        panic!("SENTINEL_TEST_MODEL_DIR is not set: run `export SENTINEL_TEST_MODEL_DIR=\"$(scripts/ensure-model.sh)\"` first (scripts/test.sh does)")
     });
     assert!(dir.join("model.safetensors").is_file(), "no model in {}: run scripts/ensure-model.sh", dir.display());
     dir
@@ -143,8 +143,9 @@ async fn one_problem_told_twice_is_one_incident_and_a_callers_symptom_joins_its_
     let memory = semantic_memory(dir.path()).await;
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    // checkout calls payments.
-    let catalog = Catalog::every_service_in("prod").with_dependencies(&[("checkout", "payments")]);
+    // checkout and orders call payments.
+    let catalog =
+        Catalog::every_service_in("prod").with_dependencies(&[("checkout", "payments"), ("orders", "payments")]);
     let shared: Arc<dyn IncidentMemory> = Arc::new(memory.clone());
     let mut registry = Registry::new();
     registry.register(workflow::graph(Arc::new(workflow(&store, shared.clone(), catalog.clone(), false).await)));
@@ -191,18 +192,22 @@ async fn one_problem_told_twice_is_one_incident_and_a_callers_symptom_joins_its_
     let opened = intake.open(&disk).await.unwrap();
     assert!(matches!(opened, Intake::Opened(r) if r != run), "{opened:?}");
 
-    // payments fails; checkout, which calls it, starts failing requests: one incident.
+    // payments fails; orders, which calls it, starts failing requests: one incident.
     let upstream =
         detector("payments", "latency_spike", "p99_latency_ms", now.saturating_add(Duration::from_secs(120)));
     let Intake::Opened(payments) = intake.open(&upstream).await.unwrap() else { panic!("payments opens") };
     in_memory(&memory, payments, Status::Open).await;
     let symptom =
-        detector("checkout", "error_rate_spike", "http_5xx_ratio", now.saturating_add(Duration::from_secs(150)));
+        detector("orders", "error_rate_spike", "http_5xx_ratio", now.saturating_add(Duration::from_secs(150)));
     let joined = intake.open(&symptom).await.unwrap();
     let Intake::Joined(r, engine::Delivery::Accepted, Join::Downstream { service, caller_symptom }) = joined else {
-        panic!("checkout's errors join the payments incident: {joined:?}")
+        let joined_to = match &joined {
+            Intake::Joined(r, ..) => memory.get(&r.to_string()).await.unwrap(),
+            _ => None,
+        };
+        panic!("orders' errors join the payments incident ({payments}): {joined:?}, to {joined_to:?}")
     };
-    assert_eq!((r, service.as_str()), (payments, "checkout"));
+    assert_eq!((r, service.as_str()), (payments, "orders"));
     assert!(caller_symptom >= JoinConfig::default().caller_symptom);
 
     // A service nothing depends on through payments, with the same symptom, is not pulled in.
@@ -211,7 +216,7 @@ async fn one_problem_told_twice_is_one_incident_and_a_callers_symptom_joins_its_
     assert!(matches!(intake.open(&elsewhere).await.unwrap(), Intake::Opened(_)));
 
     // When the payments incident moves on (here: a human rejects its action),
-    // checkout is among its affected services and the join is on its timeline.
+    // orders is among its affected services and the join is on its timeline.
     eventually("payments waits for a decision", Duration::from_secs(60), || async {
         api::gate::waiting_gate(&engine.run(payments).await.unwrap(), "reject").is_some()
     })
@@ -224,17 +229,17 @@ async fn one_problem_told_twice_is_one_incident_and_a_callers_symptom_joins_its_
     })
     .await;
     let closed: Incident = serde_json::from_value(engine.run(payments).await.unwrap().state).unwrap();
-    assert_eq!(closed.affected, ["payments", "checkout"]);
+    assert_eq!(closed.affected, ["payments", "orders"]);
     assert!(
         closed
             .timeline
             .iter()
-            .any(|t| t.what.starts_with("joined: error_rate_spike http_5xx_ratio on checkout, a caller's symptom")),
+            .any(|t| t.what.starts_with("joined: error_rate_spike http_5xx_ratio on orders, a caller's symptom")),
         "{:?}",
         closed.timeline
     );
     in_memory(&memory, payments, Status::Closed).await;
-    assert_eq!(memory.get(&payments.to_string()).await.unwrap().unwrap().affected, ["checkout"]);
+    assert_eq!(memory.get(&payments.to_string()).await.unwrap().unwrap().affected, ["orders"]);
     worker.stop().await;
 }
 
@@ -260,7 +265,7 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
     in_memory(&memory, first, Status::Resolved).await;
     let kept = memory.get(&first.to_string()).await.unwrap().unwrap();
     let remedy = kept.remedy.as_ref().expect("the restart is remembered");
-    assert_eq!((remedy.action.as_str(), remedy.target.as_str()), ("restart_deployment", "prod/orders"));
+    assert_eq!((remedy.action.as_str(), remedy.target.as_str()), ("restart_deployment", "kubernetes:prod/orders"));
     assert_eq!(kept.outcome.as_deref(), Some("resolved"));
     assert!(kept.mttr_secs.is_some() && kept.resolved_at.is_some() && kept.cause.is_some(), "{kept:?}");
 
@@ -292,7 +297,7 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let http = reqwest::Client::new();
     let body: serde_json::Value = http
         .get(format!("{base}/v1/incidents/{second}/similar"))
@@ -308,7 +313,7 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
     let listed = &body["similar"][0];
     assert_eq!(listed["incident"], first.to_string());
     assert_eq!(listed["status"], "resolved");
-    assert_eq!(listed["action"], "kubernetes/restart_deployment on prod/orders");
+    assert_eq!(listed["action"], "restart_deployment on kubernetes:prod/orders");
     assert!(listed["mttr_secs"].as_f64().is_some(), "{body}");
     let bad = http.get(format!("{base}/v1/incidents/{second}/similar?limit=0")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -319,6 +324,9 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
     assert_eq!(vi["status"], "ok", "{health}");
     assert!(vi["detail"]["incidents"].as_u64().unwrap() >= 2, "{health}");
     assert!(vi["detail"]["index"].as_str().unwrap().contains("embedded Qdrant"), "{health}");
+    // Everything holding the index goes before its directory does.
+    server.abort();
+    let _ = server.await;
     worker.stop().await;
 }
 
@@ -413,7 +421,13 @@ async fn a_target_fixed_again_and_again_is_recurring_and_needs_a_human() {
         .expect("a human is asked");
     let reason = asked.payload["reason"].as_str().unwrap();
     assert!(reason.contains("recurring: this target was remediated 2 time(s) in 7 days"), "{reason}");
-    assert!(s.timeline.iter().any(|t| t.what.starts_with("recurring: restart_deployment")), "{:?}", s.timeline);
+    assert!(
+        s.timeline
+            .iter()
+            .any(|t| t.what.starts_with("recurring: restart_deployment on kubernetes:prod/orders again: 2 earlier")),
+        "{:?}",
+        s.timeline
+    );
     let postmortem = nodes::postmortem::render(&s);
     assert!(postmortem.contains("keeps needing fixes (3 in 7 days)"), "{postmortem}");
     worker.stop().await;
@@ -433,5 +447,79 @@ async fn a_target_fixed_again_and_again_is_recurring_and_needs_a_human() {
         nodes::memory::Remembered::opened("", "fp", &detector("orders", "memory_leak", "container_memory_rss", later));
     let r = nodes::memory::recurrence(&memory, &me, "patch_memory_limit", &target, later).await.unwrap().unwrap();
     assert!(r.escalating, "{r:?}");
-    assert!(r.describe().contains("patch_memory_limit again"), "{}", r.describe());
+    assert!(r.describe().contains("the same escalating fix among them"), "{}", r.describe());
+}
+
+/// `sentinel serve` on a data directory, with the model or without; its log in `log`.
+fn serve(
+    data: &std::path::Path,
+    port: u16,
+    model: Option<&std::path::Path>,
+    log: &std::path::Path,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sentinel"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("SENTINEL_DATA_DIR", data)
+        .env_remove("DATABASE_URL")
+        .env_remove("QDRANT_URL")
+        .env("SENTINEL_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    match model {
+        Some(m) => cmd.env("SENTINEL_MODEL_DIR", m),
+        None => cmd.env_remove("SENTINEL_MODEL_DIR"),
+    };
+    cmd.spawn().expect("spawn sentinel serve")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_turns_memory_on_with_a_model_and_says_so_either_way() {
+    let http = reqwest::Client::new();
+    let health = |port: u16| {
+        let http = http.clone();
+        async move {
+            let r = http.get(format!("http://127.0.0.1:{port}/health/detailed")).send().await.ok()?;
+            r.json::<serde_json::Value>().await.ok()
+        }
+    };
+
+    // With the model: the embedded index under the data directory.
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let mut on = serve(data.path(), port, Some(&model_dir()), &logs.path().join("on.log"));
+    eventually("serve answers with memory on", Duration::from_secs(60), || async { health(port).await.is_some() })
+        .await;
+    let body = health(port).await.unwrap();
+    let vi = &body["components"]["vector_index"];
+    assert_eq!(vi["status"], "ok", "{body}");
+    assert_eq!(vi["detail"]["incidents"], 0, "{body}");
+    assert!(data.path().join("memory").join(".sentinel.lock").is_file(), "the index lives under the data directory");
+
+    // A second process on the same data directory is refused, and says why.
+    let mut second = serve(data.path(), free_port(), Some(&model_dir()), &logs.path().join("second.log"));
+    let status = tokio::task::spawn_blocking(move || second.wait()).await.unwrap().unwrap();
+    assert!(!status.success(), "a second process on one embedded index does not start");
+    let stderr = std::fs::read_to_string(logs.path().join("second.log")).unwrap();
+    assert!(stderr.contains("in use by another process") && stderr.contains("QDRANT_URL"), "{stderr}");
+    on.kill().unwrap();
+    on.wait().unwrap();
+
+    // Without: off, with the reason, at start and in /health/detailed.
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut off = serve(data.path(), port, None, &logs.path().join("off.log"));
+    eventually("serve answers with memory off", Duration::from_secs(60), || async { health(port).await.is_some() })
+        .await;
+    let body = health(port).await.unwrap();
+    assert_eq!(body["components"]["vector_index"]["status"], "off", "{body}");
+    off.kill().unwrap();
+    off.wait().unwrap();
+    let stderr = std::fs::read_to_string(logs.path().join("off.log")).unwrap();
+    assert!(stderr.contains("semantic memory: off"), "the start line says so: {stderr}");
 }

@@ -251,7 +251,7 @@ async fn cors_is_off_and_openapi_matches_the_routes() {
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         }
     }
-    assert_eq!(operations, 20, "every operation is documented");
+    assert_eq!(operations, 21, "every operation is documented");
     assert_eq!(doc["paths"]["/v1/runs/{id}"]["get"]["parameters"][0]["schema"]["format"], "uuid");
     // A decision names its gate; a cancellation has none to name.
     let schemas = &doc["components"]["schemas"];
