@@ -841,6 +841,9 @@ pub struct SimilarIncident {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct SimilarList {
     pub incident: String,
+    /// `on`, or `off: <why>` (no model directory): then `similar` is empty
+    /// because nothing is remembered, not because nothing is alike.
+    pub memory: String,
     /// Most similar first: the same service's, then other services'.
     pub similar: Vec<SimilarIncident>,
 }
@@ -855,7 +858,8 @@ pub struct SimilarParams {
 
 /// Past incidents like this one (semantic memory): ended ones on the same
 /// service first, then elsewhere, each with what was done and how it went.
-/// 503 when semantic memory is off.
+/// With memory off the list is empty and `memory` says why; 503 when its
+/// index cannot be reached.
 #[utoipa::path(get, path = "/v1/incidents/{id}/similar", tag = "incidents",
     params(("id" = uuid::Uuid, Path, description = "Run id"), SimilarParams),
     responses((status = 200, body = SimilarList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -869,11 +873,11 @@ async fn similar_incidents(
     if !(1..=50).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit {limit} is not from 1 to 50")));
     }
-    if let MemoryState::Off { reason } = state.memory.state() {
-        return Err(ApiError::Unavailable(format!("semantic memory is off: {reason}")));
-    }
     let run_id = run_id(&id)?;
     let run = state.engine.run(run_id).await?;
+    if let MemoryState::Off { reason } = state.memory.state() {
+        return Ok(Json(SimilarList { incident: id, memory: format!("off: {reason}"), similar: Vec::new() }));
+    }
     let incident: Incident =
         serde_json::from_value(run.state).map_err(|_| ApiError::NotFound(format!("run {id} is not an incident")))?;
     let record = workflow::memory_record(&incident, run_id, nodes::memory::Status::Open, state.engine.clock().now())
@@ -902,7 +906,7 @@ async fn similar_incidents(
             }
         })
         .collect();
-    Ok(Json(SimilarList { incident: id, similar }))
+    Ok(Json(SimilarList { incident: id, memory: "on".into(), similar }))
 }
 
 // ---- admin ------------------------------------------------------------------

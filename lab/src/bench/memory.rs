@@ -101,18 +101,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn dir_bytes(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {
@@ -158,7 +146,7 @@ pub async fn run(
 
     // The index, filled.
     let dir = tempfile::tempdir()?;
-    let rss_before_mib = rss_mib();
+    let rss_before_mib = super::rss_mb();
     let index = EdgeIndex::open(dir.path(), DIMENSIONS)?;
     index.ensure(DIMENSIONS).await?;
     let started = Instant::now();
@@ -199,7 +187,7 @@ pub async fn run(
         std::hint::black_box(hits);
     }
     search_ms.sort_by(f64::total_cmp);
-    let rss_after_mib = rss_mib();
+    let rss_after_mib = super::rss_mb();
     let index_disk_mib = dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0);
     Ok(MemoryFigures {
         texts,

@@ -334,7 +334,11 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
 async fn without_a_model_memory_is_off_and_says_so() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
+    let mut registry = Registry::new();
+    let off: Arc<dyn IncidentMemory> = Arc::new(nodes::memory::NoMemory::default());
+    registry.register(workflow::graph(Arc::new(workflow(&store, off, Catalog::every_service_in("prod"), false).await)));
+    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
+    let engine_for_off = engine.clone();
     let access = Access::new(&store, Arc::new(SystemClock)).await.unwrap();
     let key = access.create_key("viewer", Role::Viewer, "test").await.unwrap().secret;
     let app = router(AppState {
@@ -353,11 +357,18 @@ async fn without_a_model_memory_is_off_and_says_so() {
     let vi = &health["components"]["vector_index"];
     assert_eq!(vi["status"], "off");
     assert!(vi["detail"].as_str().unwrap().contains("SENTINEL_MODEL_DIR"), "{health}");
-    let run = RunId::new();
+    let run = engine_for_off
+        .start(workflow::GRAPH, &Incident::new(detector("orders", "error_rate_spike", "error_rate", SystemClock.now())))
+        .await
+        .unwrap();
     let r = http.get(format!("{base}/v1/incidents/{run}/similar")).bearer_auth(&key).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("semantic memory is off"), "{body}");
+    assert!(body["memory"].as_str().unwrap().starts_with("off: "), "{body}");
+    assert_eq!(body["similar"], serde_json::json!([]), "{body}");
+    let missing =
+        http.get(format!("{base}/v1/incidents/{}/similar", RunId::new())).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
