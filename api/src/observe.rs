@@ -175,13 +175,15 @@ pub async fn health_detailed(State(state): State<AppState>) -> Response {
             latency_ms: None,
             detail: Some(json!(format!("semantic memory is off: {reason}"))),
         },
-        nodes::memory::MemoryState::On { model, index } => {
+        nodes::memory::MemoryState::On { index, .. } => {
             let started = Instant::now();
+            // No path and no address here: this endpoint needs no key.
+            let kind = if index.starts_with("embedded") { "embedded" } else { "qdrant server" };
             match state.memory.size().await {
                 Ok(incidents) => Component {
                     status: "ok",
                     latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                    detail: Some(json!({ "model": model, "index": index, "incidents": incidents })),
+                    detail: Some(json!({ "index": kind, "incidents": incidents })),
                 },
                 Err(e) => Component::down(&e),
             }
