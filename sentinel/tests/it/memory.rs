@@ -129,6 +129,21 @@ async fn workflow(store: &engine::Store, memory: Arc<dyn IncidentMemory>, catalo
     }
 }
 
+/// An engine running the workflow over `memory`, and its worker.
+async fn engine_over(
+    store: &engine::Store,
+    memory: Arc<dyn IncidentMemory>,
+    catalog: Catalog,
+    auto: bool,
+    worker: &str,
+) -> (Engine, BackgroundWorker) {
+    let mut registry = Registry::new();
+    registry.register(workflow::graph(Arc::new(workflow(store, memory, catalog, auto).await)));
+    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
+    let worker = BackgroundWorker::start(&engine, fast_worker(worker));
+    (engine, worker)
+}
+
 /// Waits until the detect node has kept `run` in memory.
 async fn in_memory(memory: &SemanticMemory, run: RunId, status: Status) {
     eventually(&format!("incident {run} in memory as {status:?}"), Duration::from_secs(60), || async {
@@ -250,11 +265,8 @@ async fn a_resolved_incident_is_evidence_for_the_next_one_like_it() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
     let shared: Arc<dyn IncidentMemory> = Arc::new(memory.clone());
-    let mut registry = Registry::new();
-    let catalog = Catalog::every_service_in("prod");
-    registry.register(workflow::graph(Arc::new(workflow(&store, shared.clone(), catalog, true).await)));
-    let engine = Engine::new(store.clone(), registry, Arc::new(SystemClock));
-    let worker = BackgroundWorker::start(&engine, fast_worker("memory-evidence"));
+    let (engine, worker) =
+        engine_over(&store, shared, Catalog::every_service_in("prod"), true, "memory-evidence").await;
     let now = SystemClock.now();
 
     // The first: auto-approved restart, recovered, resolved, kept as resolved.
@@ -382,11 +394,8 @@ async fn a_target_fixed_again_and_again_is_recurring_and_needs_a_human() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
     let shared: Arc<dyn IncidentMemory> = Arc::new(memory.clone());
-    let mut registry = Registry::new();
-    registry
-        .register(workflow::graph(Arc::new(workflow(&store, shared, Catalog::every_service_in("prod"), true).await)));
-    let engine = Engine::new(store, registry, Arc::new(SystemClock));
-    let worker = BackgroundWorker::start(&engine, fast_worker("memory-recurring"));
+    let (engine, worker) =
+        engine_over(&store, shared, Catalog::every_service_in("prod"), true, "memory-recurring").await;
     let now = SystemClock.now();
 
     // A first incident, fixed by an auto-approved restart.
