@@ -12,6 +12,7 @@ scripts/ensure-moto.sh
 scripts/ensure-clickhouse.sh
 scripts/ensure-tansu.sh
 scripts/ensure-prometheus.sh
+scripts/ensure-browser.sh
 model_dir="$(scripts/ensure-model.sh)"
 url="${SENTINEL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 

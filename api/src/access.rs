@@ -120,6 +120,17 @@ pub struct KillSwitch {
     pub updated_by: Option<String>,
 }
 
+/// A signed-in console user: the key the session was opened with, its role,
+/// and the token every state-changing request of the session must carry.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub key_id: String,
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
 const KEY_PREFIX: &str = "snl_";
 const KILL_SWITCH: &str = "kill_switch";
 
@@ -272,6 +283,62 @@ impl Access {
             .collect()
     }
 
+    // ---- console sessions -----------------------------------------------------
+
+    /// Opens a console session for `key`, lasting `ttl`: the cookie's secret
+    /// (returned once; only its digest is stored) and the session.
+    pub async fn open_session(&self, key: &ApiKey, ttl: std::time::Duration) -> Result<(String, Session)> {
+        let secret = random_hex(32);
+        let csrf = random_hex(32);
+        let now = self.now();
+        let expires_at = now.saturating_add(ttl).0;
+        sqlx::query(
+            "INSERT INTO console_sessions (hash, key_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash(&secret))
+        .bind(&key.id)
+        .bind(&csrf)
+        .bind(now.0)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        let session = Session { key_id: key.id.clone(), name: key.name.clone(), role: key.role, csrf, expires_at };
+        Ok((secret, session))
+    }
+
+    /// The live session whose cookie secret this is: not expired, and its
+    /// key not revoked.
+    pub async fn session(&self, secret: &str) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.key_id, s.csrf, s.expires_at, k.name, k.role FROM console_sessions s
+             JOIN api_keys k ON k.id = s.key_id
+             WHERE s.hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL",
+        )
+        .bind(hash(secret))
+        .bind(self.now().0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let role: String = r.try_get("role")?;
+        Ok(Some(Session {
+            key_id: r.try_get("key_id")?,
+            name: r.try_get("name")?,
+            role: role.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            csrf: r.try_get("csrf")?,
+            expires_at: r.try_get("expires_at")?,
+        }))
+    }
+
+    /// Ends a session (sign out), and forgets every expired one.
+    pub async fn close_session(&self, secret: &str) -> Result<()> {
+        sqlx::query("DELETE FROM console_sessions WHERE hash = $1 OR expires_at <= $2")
+            .bind(hash(secret))
+            .bind(self.now().0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     // ---- settings -------------------------------------------------------------
 
     pub async fn kill_switch(&self) -> Result<KillSwitch> {
@@ -303,6 +370,13 @@ impl Access {
         .await?;
         Ok(KillSwitch { enabled, updated_at: Some(now), updated_by: Some(by.to_owned()) })
     }
+}
+
+/// `bytes` random bytes from the OS, in hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
 }
 
 fn hash(secret: &str) -> String {

@@ -1,8 +1,10 @@
-//! Sentinel's HTTP edge: the REST API, Slack interactivity, the telemetry
-//! routes, and what guards them (API keys, roles, rate limits, the audit
-//! log). The only crate that knows HTTP and JSON wire formats.
+//! Sentinel's HTTP edge: the REST API, the operator console, Slack
+//! interactivity, the telemetry routes, and what guards them (API keys,
+//! sessions, roles, rate limits, the audit log). The only crate that knows
+//! HTTP, HTML and JSON wire formats.
 
 pub mod access;
+pub mod console;
 pub mod detector_state;
 pub mod gate;
 pub mod ingest;

@@ -201,7 +201,7 @@ pub async fn require_ingest(State(sec): State<Security>, req: Request, next: Nex
 }
 
 /// What a refusal records of the request (owned: the request is not `Sync`).
-struct Refused {
+pub(crate) struct Refused {
     mutating: bool,
     action: String,
     target: String,
@@ -209,7 +209,7 @@ struct Refused {
 }
 
 impl Refused {
-    fn of(req: &Request) -> Refused {
+    pub(crate) fn of(req: &Request) -> Refused {
         Refused {
             mutating: req.method() != Method::GET,
             action: action(req),
@@ -217,6 +217,12 @@ impl Refused {
             request_id: request_id(req),
         }
     }
+}
+
+/// Audits a refused call that would have changed something (the console's
+/// refusals, which answer with a page rather than JSON).
+pub(crate) async fn record_refusal(sec: &Security, call: Refused, caller: &Caller, message: &str) {
+    forbid(sec, call, caller, message.to_owned()).await;
 }
 
 /// 403, audited when the call would have changed something.

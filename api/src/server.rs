@@ -44,6 +44,11 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// one, generated otherwise), echoed in the response and carried by the
 /// request's tracing span, so every log line of a request names it.
 pub fn router(state: AppState) -> Router {
+    app(state, None)
+}
+
+/// The API, and the operator console under `/console` when given one.
+pub fn app(state: AppState, console: Option<crate::console::Console>) -> Router {
     use axum::http::HeaderName;
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let request_id = HeaderName::from_static("x-request-id");
@@ -58,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     crate::ingest::document_bodies(&mut doc);
     let doc = Arc::new(doc);
     let slack = state.slack.clone().map(crate::slack::router).unwrap_or_default();
+    let console = console.map(|c| crate::console::router(state.clone(), c)).unwrap_or_default();
     Router::new()
         .route("/health", get(health))
         .route("/health/detailed", get(crate::observe::health_detailed))
@@ -66,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(api)
         .merge(slack)
+        .merge(console)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(crate::observe::track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

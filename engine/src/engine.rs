@@ -128,6 +128,11 @@ impl Engine {
         self.store.retry_run(run, self.clock.now()).await
     }
 
+    /// Runs changed from now on (see [`Store::changes`]); the nil id means any may have.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<RunId> {
+        self.store.changes()
+    }
+
     pub async fn run(&self, run: RunId) -> Result<Run> {
         self.store.get_run(run).await
     }

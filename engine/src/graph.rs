@@ -75,6 +75,22 @@ impl<S> Graph<S> {
     }
 
     /// A Mermaid flowchart of the graph; terminal nodes are drawn as stadiums.
+    pub fn shape(&self) -> Shape {
+        let mut edges: Vec<_> = self.topology.edge_indices().collect();
+        edges.sort();
+        Shape {
+            start: self.start.clone(),
+            nodes: self.topology.node_indices().map(|i| self.topology[i].clone()).collect(),
+            edges: edges
+                .into_iter()
+                .map(|e| {
+                    let (a, b) = self.topology.edge_endpoints(e).expect("edge index from this graph");
+                    (self.topology[a].clone(), self.topology[e].clone(), self.topology[b].clone())
+                })
+                .collect(),
+        }
+    }
+
     pub fn mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for i in self.topology.node_indices() {
@@ -196,6 +212,17 @@ pub(crate) trait ErasedGraph: Send + Sync {
     fn retry_policy(&self, node: &str) -> Option<&RetryPolicy>;
     fn execute<'a>(&'a self, node: &'a str, state: Value, ctx: NodeContext) -> BoxFuture<'a, Executed>;
     fn mermaid(&self) -> String;
+    fn shape(&self) -> Shape;
+}
+
+/// A graph's nodes and edges, for drawing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub start: String,
+    /// In the order they were added.
+    pub nodes: Vec<String>,
+    /// (from, route, to).
+    pub edges: Vec<(String, String, String)>,
 }
 
 impl<S> ErasedGraph for Graph<S>
@@ -219,6 +246,9 @@ where
     }
     fn mermaid(&self) -> String {
         Graph::mermaid(self)
+    }
+    fn shape(&self) -> Shape {
+        Graph::shape(self)
     }
 
     fn execute<'a>(&'a self, node: &'a str, state: Value, ctx: NodeContext) -> BoxFuture<'a, Executed> {
@@ -291,6 +321,15 @@ impl Registry {
             None => self.latest(name),
         }
         .map(|g| g.mermaid())
+    }
+
+    /// The nodes and edges of `name` at `version`, or of its latest version.
+    pub fn shape(&self, name: &str, version: Option<i32>) -> Option<Shape> {
+        match version {
+            Some(v) => self.get(name, v),
+            None => self.latest(name),
+        }
+        .map(|g| g.shape())
     }
 
     /// (name, version) of every registered graph.

@@ -21,7 +21,7 @@ mod worker;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use graph::{Graph, GraphBuilder, Registry};
+pub use graph::{Graph, GraphBuilder, Registry, Shape};
 pub use node::{EffectAttempt, Node, NodeContext, NodeError, RetryPolicy, Transition};
 pub use run::{
     Checkpoint, Delivery, EffectRecord, OutboxEntry, OutboxMessage, OutboxStats, PendingMessage, Run, RunDetail,

@@ -17,6 +17,12 @@ impl RunId {
     pub fn new() -> Self {
         RunId(Uuid::now_v7())
     }
+
+    /// The nil id: no run. [`crate::Store::changes`] sends it to mean "any
+    /// run may have changed".
+    pub fn nil() -> Self {
+        RunId(Uuid::nil())
+    }
 }
 
 impl Default for RunId {

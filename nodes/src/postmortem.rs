@@ -103,7 +103,7 @@ pub fn render(s: &Incident) -> String {
         out,
         "\n## Verification\n\n{}\n",
         match &s.verdict {
-            Some(v) => format!("{v:?}"),
+            Some(v) => v.to_string(),
             None => "not verified".to_owned(),
         }
     );

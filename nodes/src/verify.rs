@@ -40,6 +40,19 @@ pub enum Verdict {
     NotRecovered,
 }
 
+/// In words, for the postmortem and the console (readings counted from 1).
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Recovered { at } => write!(f, "Recovered: back within tolerance, confirmed at reading {}", at + 1),
+            Verdict::Worse { at, reading } => {
+                write!(f, "Worse: reading {} ({reading:.3}) was further from normal than at detection", at + 1)
+            }
+            Verdict::NotRecovered => f.write_str("Not recovered within the verification window"),
+        }
+    }
+}
+
 /// Judges post-action readings, oldest first, against the baseline.
 pub fn assess(config: &VerifyConfig, baseline: &Baseline, readings: &[f64]) -> Verdict {
     let spread = baseline.stddev.max(f64::EPSILON);

@@ -107,6 +107,14 @@ pub struct ServerSection {
     pub rate_per_sec: Option<std::num::NonZeroU32>,
     /// Burst per API key (default 40).
     pub burst: Option<std::num::NonZeroU32>,
+    /// How long a console sign-in lasts (default 8h).
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    /// Mark the console's session cookie `Secure` always (set when Sentinel
+    /// is served over TLS). Without it, the cookie is marked so when the
+    /// request came through a TLS proxy (`X-Forwarded-Proto: https`).
+    #[serde(default)]
+    pub secure_cookies: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

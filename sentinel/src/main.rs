@@ -117,6 +117,12 @@ struct DemoArgs {
     /// Seed of the simulation's noise.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Where the API and the operator console listen (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// After the scenarios, keep the API and the console up until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -423,19 +429,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         run_for: Duration::from_secs(args.seconds),
         seed: args.seed,
         model_dir: config::process_env("SENTINEL_MODEL_DIR").map(std::path::PathBuf::from),
+        listen: args.listen,
+        keep: args.keep,
     })
     .await?;
-    println!();
-    println!("{:<58} {:<44} {:<40} {:>6}  postmortem", "incident", "decisions", "outcome", "MTTR s");
-    for r in &rows {
-        println!(
-            "{:<58} {:<44} {:<40} {:>6}  {}",
-            r.incident,
-            r.decisions,
-            r.outcome,
-            r.mttr_secs.map_or("-".to_owned(), |m| format!("{m:.1}")),
-            r.postmortem.as_ref().map_or("-".to_owned(), |p| p.display().to_string())
-        );
+    if !args.keep {
+        println!("\n{}", lab::demo::table(&rows));
     }
     Ok(())
 }
@@ -625,22 +624,28 @@ async fn serve(args: ServeArgs, mut config: Config) -> anyhow::Result<()> {
             config: config.memory.join.clone(),
         });
     }
+    let console_metrics = telemetry::store::StorePorts(storage.store.clone());
     let (telemetry, consumer) =
         api::ingest::start(intake, storage, &config.telemetry, shutdown.clone()).await.context("telemetry")?;
     let security = Security::new(access, config.rate_limit);
-    let app = api::server::router(api::server::AppState {
-        engine: engine.clone(),
-        security,
-        slack,
-        telemetry: Some(telemetry),
-        memory,
+    // The console's live feed hears of runs changed by other processes too.
+    let changes = tokio::spawn({
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        async move { store.follow_changes(shutdown).await }
     });
+    let console = sentinel::wiring::console(console_metrics, &config, shutdown.clone())?;
+    tracing::info!(url = %format!("http://{}/console", args.listen), "operator console");
+    let app = api::server::app(
+        api::server::AppState { engine: engine.clone(), security, slack, telemetry: Some(telemetry), memory },
+        Some(console),
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
         worker.await?;
     }
     relay.await?;
     consumer.await?;
+    changes.await?;
     Ok(())
 }
 

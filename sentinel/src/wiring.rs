@@ -100,6 +100,42 @@ pub async fn prune_memory(
     }
 }
 
+/// Where services' metrics are read: Sentinel's own store, or the team's
+/// Prometheus where the catalogue (or `metrics_from`) says so.
+fn metric_store(telemetry: &StorePorts, prometheus: Option<Arc<Prometheus>>, config: &Config) -> Arc<dyn MetricStore> {
+    match prometheus {
+        Some(p) => Arc::new(RoutedMetrics {
+            sentinel: telemetry.clone(),
+            prometheus: p,
+            catalog: config.catalog.clone(),
+            default: config.metrics_from,
+        }),
+        None => Arc::new(telemetry.clone()),
+    }
+}
+
+/// The operator console as `serve` runs it: the metric chart reads where
+/// the workflow reads; the breaker is the configured policy's.
+pub fn console(
+    telemetry: StorePorts,
+    config: &Config,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<api::console::Console> {
+    let prometheus = match &config.prometheus {
+        Some(p) => Some(Arc::new(Prometheus::new(p.clone(), config.catalog.clone()).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let session_ttl = config.file.server.session_ttl.unwrap_or(api::console::Console::default().session_ttl);
+    anyhow::ensure!(session_ttl >= std::time::Duration::from_secs(60), "server.session_ttl must be at least 1m");
+    Ok(api::console::Console {
+        session_ttl,
+        secure_cookies: config.file.server.secure_cookies,
+        metrics: Some(metric_store(&telemetry, prometheus, config)),
+        policy: config.workflow.policy.clone(),
+        stop,
+    })
+}
+
 /// The incident workflow as `serve` and `worker` run it, from the
 /// configuration. With a Kubernetes executor configured, analysis reads the
 /// cluster through the same credentials.
@@ -116,15 +152,7 @@ pub async fn standalone_workflow(
         Some(p) => Some(Arc::new(Prometheus::new(p.clone(), config.catalog.clone()).map_err(anyhow::Error::msg)?)),
         None => None,
     };
-    let metrics: Arc<dyn MetricStore> = match &prometheus {
-        Some(p) => Arc::new(RoutedMetrics {
-            sentinel: telemetry.clone(),
-            prometheus: p.clone(),
-            catalog: config.catalog.clone(),
-            default: config.metrics_from,
-        }),
-        None => Arc::new(telemetry.clone()),
-    };
+    let metrics = metric_store(&telemetry, prometheus.clone(), config);
     let deployments: Arc<dyn Deployments> = match &prometheus {
         Some(p) if config.prometheus.as_ref().is_some_and(|c| c.deployments.is_some()) => p.clone(),
         _ => Arc::new(telemetry),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Timestamp;
@@ -26,6 +26,11 @@ use crate::run::{
 
 /// The PostgreSQL channel on which a run that became runnable is announced.
 const CHANNEL: &str = "sentinel_runs";
+/// The PostgreSQL channel on which every change to a run is announced, with
+/// the run's id as payload (for live views; workers do not listen to it).
+const CHANGES: &str = "sentinel_run_changes";
+/// Changes a slow subscriber may fall behind by before it is told it lagged.
+const CHANGES_BUFFER: usize = 1024;
 /// The signal kind that cancels a run; handled by the engine, not by nodes.
 pub const CANCEL: &str = "cancel";
 
@@ -62,6 +67,9 @@ pub struct Store {
     url: Arc<str>,
     /// Wakes this process's idle workers; PostgreSQL NOTIFY reaches the others.
     local_wake: Arc<Notify>,
+    /// Every run this process changed, and (while [`Store::follow_changes`]
+    /// runs) those other processes changed.
+    changes: broadcast::Sender<RunId>,
 }
 
 /// A run a worker holds the lease on.
@@ -216,7 +224,13 @@ impl Store {
                     .await?
             }
         };
-        Ok(Store { pool, dialect, url: config.url.as_str().into(), local_wake: Arc::new(Notify::new()) })
+        Ok(Store {
+            pool,
+            dialect,
+            url: config.url.as_str().into(),
+            local_wake: Arc::new(Notify::new()),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
+        })
     }
 
     /// Applies the engine's migrations (versions below 1000). Crates built on
@@ -255,6 +269,26 @@ impl Store {
 
     pub(crate) fn local_wake(&self) -> Arc<Notify> {
         self.local_wake.clone()
+    }
+
+    /// Runs changed from now on: by this process, and by others while
+    /// [`Store::follow_changes`] runs.
+    pub fn changes(&self) -> broadcast::Receiver<RunId> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a change to `run` to other processes, when the transaction commits.
+    async fn changed_in(&self, tx: &mut Transaction<'static, Any>, run: RunId) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Announces a committed change to `run` in this process.
+    fn changed(&self, run: RunId) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(run);
     }
 
     async fn notify_in(&self, tx: &mut Transaction<'static, Any>) -> Result<()> {
@@ -306,8 +340,10 @@ impl Store {
             return Ok(false);
         }
         self.notify_in(&mut tx).await?;
+        self.changed_in(&mut tx, run.id).await?;
         tx.commit().await?;
         self.local_wake.notify_waiters();
+        self.changed(run.id);
         Ok(true)
     }
 
@@ -449,6 +485,10 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::LeaseLost { run });
         }
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&self.pool).await?;
+        }
+        self.changed(run);
         Ok(())
     }
 
@@ -642,10 +682,12 @@ impl Store {
         if announce {
             self.notify_in(&mut tx).await?;
         }
+        self.changed_in(&mut tx, cp.run_id).await?;
         tx.commit().await?;
         if announce {
             self.local_wake.notify_waiters();
         }
+        self.changed(cp.run_id);
         if status != "running" {
             return Ok(None);
         }
@@ -739,10 +781,12 @@ impl Store {
             self.notify_in(&mut tx).await?;
             announce = true;
         }
+        self.changed_in(&mut tx, run).await?;
         tx.commit().await?;
         if announce {
             self.local_wake.notify_waiters();
         }
+        self.changed(run);
         Ok(Delivery::Accepted)
     }
 
@@ -792,8 +836,10 @@ impl Store {
             return Err(Error::WrongStatus { run, status, expected: "failed" });
         }
         self.notify_in(&mut tx).await?;
+        self.changed_in(&mut tx, run).await?;
         tx.commit().await?;
         self.local_wake.notify_waiters();
+        self.changed(run);
         Ok(())
     }
 
@@ -1112,6 +1158,53 @@ impl Store {
     }
 
     // ---- wake-ups ---------------------------------------------------------
+
+    /// Forwards other processes' run changes (PostgreSQL notifications on
+    /// [`CHANGES`]) to [`Store::changes`] until `shutdown` fires; on SQLite,
+    /// where one process owns the database, there are none. After a
+    /// reconnection the missed changes are unknown: a nil run id says "look
+    /// again at everything".
+    pub async fn follow_changes(&self, shutdown: CancellationToken) {
+        if self.dialect != Dialect::Postgres {
+            return shutdown.cancelled().await;
+        }
+        while !shutdown.is_cancelled() {
+            let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot connect the change listener; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(CHANGES).await {
+                tracing::warn!(error = %e, "LISTEN for changes failed; retrying");
+                continue;
+            }
+            self.changed(RunId::nil());
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = listener.try_recv() => match n {
+                        Ok(Some(n)) => match n.payload().parse::<RunId>() {
+                            Ok(run) => self.changed(run),
+                            Err(_) => tracing::warn!(payload = n.payload(), "a change notification without a run id"),
+                        },
+                        Ok(None) => self.changed(RunId::nil()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change listener failed; reconnecting");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Forwards PostgreSQL notifications to this process's idle workers until
     /// `shutdown` fires. Reconnects after the database comes back; a missed

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use api::access::{Access, Role};
 use api::remediate::SharedKillSwitch;
 use api::security::{RateLimit, Security};
-use api::server::{router, AppState};
+use api::server::{app, AppState};
 use nodes::policy::ledger::LedgerFacts;
 use sim::{Fault, Fleet};
 use telemetry::detect::DetectorConfig;
@@ -47,6 +47,11 @@ pub struct DemoConfig {
     /// The embedding model's directory: semantic memory on (an embedded
     /// index beside the demo's database), or off without one.
     pub model_dir: Option<PathBuf>,
+    /// Where the API and the console listen (`127.0.0.1:0`: any free port).
+    pub listen: String,
+    /// After the scenarios, print the table and keep serving (the console
+    /// included) until SIGINT/SIGTERM.
+    pub keep: bool,
 }
 
 /// One injected fault and what fixes it.
@@ -262,6 +267,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     // The demo approves through the API like any operator: with an operator key.
     let key =
         access.create_key("demo-operator", Role::Operator, "demo").await.context("creating the demo's API key")?;
+    // Whoever runs the demo signs in to the console with this one.
+    let console_key =
+        access.create_key("demo-console", Role::Admin, "demo").await.context("creating the console's API key")?;
     let facts_engine = Engine::new(store.clone(), Registry::new(), Arc::new(SystemClock));
     // The factory's mock backend for every kind, behind the production guardrails
     // (allowlist, the API's kill switch, blast radius), live rather than dry run.
@@ -280,6 +288,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
     .await
     .context("building the mock executors")?;
     let policy = workflow_config.policy.clone();
+    let policy_for_console = policy.clone();
     let workflow = Arc::new(Workflow {
         config: workflow_config,
         runbooks: runbook::Runbooks::shipped().context("loading runbooks")?,
@@ -311,16 +320,25 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         };
         async move { engine.work(config, shutdown).await }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
     let api = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         let security = Security::new(access.clone(), RateLimit::default());
-        let app =
-            router(AppState { engine: engine.clone(), security, slack: None, telemetry: None, memory: memory.clone() });
+        let console = api::console::Console {
+            metrics: Some(Arc::new(StorePorts(events.clone()))),
+            policy: policy_for_console,
+            stop: shutdown.clone(),
+            ..Default::default()
+        };
+        let state = AppState { engine: engine.clone(), security, slack: None, telemetry: None, memory: memory.clone() };
+        let app = app(state, Some(console));
         async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
     });
     println!("sentinel demo: engine on {}, REST API on {api}", db.display());
+    println!("operator console: {api}/console (sign in with the key {})", console_key.secret);
     println!("graph:\n{}", engine.registry().mermaid(workflow::GRAPH, None).unwrap_or_default());
 
     let http = reqwest::Client::new();
@@ -462,14 +480,52 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
         }
         tokio::time::sleep(TICK).await;
     }
+    let rows = rows(&engine, &tracked, &config).await?;
+    if config.keep {
+        println!("\n{}", table(&rows));
+        println!("the scenarios are done; the API and the console stay up at {api}/console until Ctrl-C");
+        stop_signal().await;
+    }
     shutdown.cancel();
     pipeline_stop.cancel();
     worker.await?;
     server.await??;
     consumer.await?;
+    store.close().await;
+    Ok(rows)
+}
 
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// The demo's table of incidents, decisions, outcomes and postmortems.
+pub fn table(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{:<58} {:<44} {:<40} {:>6}  postmortem\n", "incident", "decisions", "outcome", "MTTR s");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<58} {:<44} {:<40} {:>6}  {}",
+            r.incident,
+            r.decisions,
+            r.outcome,
+            r.mttr_secs.map_or("-".to_owned(), |m| format!("{m:.1}")),
+            r.postmortem.as_ref().map_or("-".to_owned(), |p| p.display().to_string())
+        );
+    }
+    out
+}
+
+/// Each tracked incident as it ended, its postmortem written to the data directory.
+async fn rows(engine: &Engine, tracked: &BTreeMap<RunId, Tracked>, config: &DemoConfig) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (run, t) in &tracked {
+    for (run, t) in tracked {
         let r = engine.run(*run).await?;
         let s: Incident = serde_json::from_value(r.state)?;
         let postmortem = match &s.postmortem {
@@ -494,6 +550,5 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<Vec<Row>> {
             postmortem,
         });
     }
-    store.close().await;
     Ok(rows)
 }

@@ -42,10 +42,7 @@ impl SafetyFacts for LedgerFacts {
         let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
         Ok(Facts {
             kill_switch,
-            outcomes: outcomes
-                .iter()
-                .map(|f| Outcome { at: f.at, succeeded: f.payload.get("succeeded") == Some(&true.into()) })
-                .collect(),
+            outcomes: outcomes.iter().map(outcome).collect(),
             auto_approvals: auto.iter().map(|f| f.at).collect(),
             last_action_on_service: actions.iter().map(|f| f.at).max(),
             failed_attempts: failures
@@ -60,4 +57,17 @@ impl SafetyFacts for LedgerFacts {
             recurring: None,
         })
     }
+}
+
+/// The auto-approval breaker as it stands at `now`, from the outcomes in the
+/// ledger: what the next proposal would meet.
+pub async fn breaker_state(engine: &Engine, policy: &PolicyConfig, now: Timestamp) -> Result<super::Breaker, String> {
+    let since = now.saturating_sub(policy.horizon());
+    let outcomes = engine.store().ledger(facts::OUTCOME, None, since).await.map_err(|e| e.to_string())?;
+    let outcomes: Vec<Outcome> = outcomes.iter().map(outcome).collect();
+    Ok(super::breaker(&policy.breaker, &outcomes, now))
+}
+
+fn outcome(f: &engine::NewFact) -> Outcome {
+    Outcome { at: f.at, succeeded: f.payload.get("succeeded") == Some(&true.into()) }
 }

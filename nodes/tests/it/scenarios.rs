@@ -182,12 +182,13 @@ async fn a_low_risk_restart_is_auto_approved_verified_and_resolved(backend: Back
         "# latency spike on checkout",
         &format!("Approved (gate {gate}) by policy"),
         "kubernetes `restart_deployment` on `kubernetes:prod/checkout`",
-        "Recovered",
+        "Recovered: back within tolerance",
         "- Outcome: resolved",
         "Time to resolve",
     ] {
         assert!(pm.contains(needle), "postmortem lacks `{needle}`:\n{pm}");
     }
+    assert!(!pm.contains("{ at:"), "the verdict is written in words, not as a debug struct:\n{pm}");
     assert!(s.mttr_secs.is_some());
 }
 

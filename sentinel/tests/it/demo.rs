@@ -11,9 +11,16 @@ use lab::demo::{run, DemoConfig};
 async fn the_demo_takes_every_fault_through_the_graph() {
     let dir = std::env::temp_dir().join(format!("sentinel-demo-{}", uuid::Uuid::new_v4().simple()));
     let model_dir = std::env::var_os("SENTINEL_TEST_MODEL_DIR").map(std::path::PathBuf::from);
-    let rows = run(DemoConfig { data_dir: dir.clone(), run_for: Duration::ZERO, seed: 7, model_dir })
-        .await
-        .expect("the demo runs");
+    let rows = run(DemoConfig {
+        data_dir: dir.clone(),
+        run_for: Duration::ZERO,
+        seed: 7,
+        model_dir,
+        listen: "127.0.0.1:0".into(),
+        keep: false,
+    })
+    .await
+    .expect("the demo runs");
 
     for scenario in [
         "latency spike",

@@ -6,6 +6,8 @@ mod api_fuzz;
 mod cli;
 mod cluster;
 mod config;
+mod console;
+mod console_browser;
 mod crash;
 mod demo;
 mod facts;
