@@ -289,3 +289,83 @@ async fn the_feed_announces_changed_runs() {
     stop.cancel();
     follow.await.unwrap();
 }
+
+/// Operations: cancel for operators; the kill switch for admins only; a
+/// dead-lettered notification requeued; every change audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_cancel_and_requeue_admins_hold_the_kill_switch() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let world = crate::support::incidents(&db.store().await, WorkflowConfig::default(), true).await;
+    let engine = world.engine.clone();
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let (app, access, [_, _, operator, admin]) = console_app(&engine, clock, Duration::from_secs(3600)).await;
+    let worker = BackgroundWorker::start(&engine, fast_worker("console-ops"));
+    let run = engine.start(workflow::GRAPH, &Incident::new(latency_spike())).await.unwrap();
+    wait_until(&engine, run, Duration::from_secs(20), |r| r.status == RunStatus::Waiting).await;
+
+    // The approval request went to the outbox; pretend its delivery was given up on.
+    let store = engine.store();
+    let outbox = store.outbox_list(None, 10).await.unwrap();
+    let message = outbox.iter().find(|m| m.run_id == run.to_string()).expect("the approval request in the outbox");
+    sqlx::query("UPDATE outbox SET status = 'dead', last_error = 'slack: 500' WHERE id = $1")
+        .bind(message.id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let (op, _) = sign_in(&app, &operator).await;
+    let page = send(&app, get("/console/operations", Some(&op))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("slack: 500") && page.body.contains("Requeue"), "{}", page.body);
+    assert!(page.body.contains("Closed: "), "the breaker's state: {}", page.body);
+    assert!(!page.body.contains("/console/kill-switch"), "an operator is offered no kill switch");
+    let token = csrf(&page.body);
+    // The kill switch is an admin's: refused (and audited) for an operator.
+    let r = send(&app, post("/console/kill-switch", Some(&op), &[("csrf", &token), ("enabled", "on")])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!access.kill_switch().await.unwrap().enabled);
+    // Requeue: the message is pending again.
+    let r = send(&app, post(&format!("/console/outbox/{}/requeue", message.id), Some(&op), &[("csrf", &token)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let again = store.outbox_list(None, 10).await.unwrap().into_iter().find(|m| m.id == message.id).unwrap();
+    assert_eq!(again.status, "pending");
+    let r = send(&app, post(&format!("/console/outbox/{}/requeue", message.id), Some(&op), &[("csrf", &token)])).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a message not dead-lettered is not requeued twice");
+
+    // The admin turns the kill switch on.
+    let (ad, _) = sign_in(&app, &admin).await;
+    let page = send(&app, get("/console/operations", Some(&ad))).await;
+    assert!(page.body.contains("Turn the kill switch on"));
+    let r =
+        send(&app, post("/console/kill-switch", Some(&ad), &[("csrf", &csrf(&page.body)), ("enabled", "on")])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let kill = access.kill_switch().await.unwrap();
+    assert_eq!((kill.enabled, kill.updated_by.as_deref()), (true, Some("admin-person")));
+
+    // The operator cancels the incident.
+    let page = send(&app, get(&format!("/console/incidents/{run}"), Some(&op))).await;
+    assert!(page.body.contains("Cancel the incident"));
+    let r = send(
+        &app,
+        post(&format!("/console/incidents/{run}/cancel"), Some(&op), &[("csrf", &token), ("reason", "duplicate page")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let cancelled = wait_until(&engine, run, Duration::from_secs(20), |r| r.status == RunStatus::Cancelled).await;
+    assert!(cancelled.error.unwrap_or_default().contains("console-cancel:operator-person"));
+
+    let audit: Vec<(String, String, Option<i64>)> =
+        access.audit_log(50).await.unwrap().into_iter().map(|e| (e.actor, e.action, e.status)).collect();
+    for expected in [
+        ("operator-person", "POST /console/kill-switch", Some(403)),
+        ("operator-person", "POST /console/outbox/{id}/requeue", Some(303)),
+        ("admin-person", "POST /console/kill-switch", Some(303)),
+        ("operator-person", "POST /console/incidents/{id}/cancel", Some(303)),
+    ] {
+        assert!(
+            audit.iter().any(|(a, b, c)| (a.as_str(), b.as_str(), *c) == expected),
+            "no audit entry {expected:?} in {audit:?}"
+        );
+    }
+    worker.stop().await;
+}
