@@ -1165,51 +1165,26 @@ impl Store {
     /// reconnection the missed changes are unknown: a nil run id says "look
     /// again at everything".
     pub async fn follow_changes(&self, shutdown: CancellationToken) {
-        if self.dialect != Dialect::Postgres {
-            return shutdown.cancelled().await;
-        }
-        while !shutdown.is_cancelled() {
-            let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot connect the change listener; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if let Err(e) = listener.listen(CHANGES).await {
-                tracing::warn!(error = %e, "LISTEN for changes failed; retrying");
-                continue;
-            }
-            self.changed(RunId::nil());
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    n = listener.try_recv() => match n {
-                        Ok(Some(n)) => match n.payload().parse::<RunId>() {
-                            Ok(run) => self.changed(run),
-                            Err(_) => tracing::warn!(payload = n.payload(), "a change notification without a run id"),
-                        },
-                        Ok(None) => self.changed(RunId::nil()),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "change listener failed; reconnecting");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => break,
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        self.relay_notifications(CHANGES, shutdown, |payload| match payload.map(str::parse::<RunId>) {
+            Some(Ok(run)) => self.changed(run),
+            Some(Err(_)) => tracing::warn!(payload, "a change notification without a run id"),
+            None => self.changed(RunId::nil()),
+        })
+        .await
     }
 
     /// Forwards PostgreSQL notifications to this process's idle workers until
     /// `shutdown` fires. Reconnects after the database comes back; a missed
     /// notification costs at most one poll interval.
     pub(crate) async fn listen(&self, shutdown: CancellationToken) {
+        self.relay_notifications(CHANNEL, shutdown, |_| self.local_wake.notify_waiters()).await
+    }
+
+    /// Hands each PostgreSQL notification on `channel` to `deliver` (its
+    /// payload) until `shutdown` fires, reconnecting after the database comes
+    /// back; `deliver(None)` after every (re)connection, when notifications
+    /// may have been missed. Nothing on SQLite.
+    async fn relay_notifications(&self, channel: &str, shutdown: CancellationToken, deliver: impl Fn(Option<&str>)) {
         if self.dialect != Dialect::Postgres {
             return shutdown.cancelled().await;
         }
@@ -1217,30 +1192,30 @@ impl Store {
             let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot connect the notification listener; retrying");
+                    tracing::warn!(error = %e, channel, "cannot connect the notification listener; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
-            if let Err(e) = listener.listen(CHANNEL).await {
-                tracing::warn!(error = %e, "LISTEN failed; retrying");
+            if let Err(e) = listener.listen(channel).await {
+                tracing::warn!(error = %e, channel, "LISTEN failed; retrying");
                 continue;
             }
             // Whatever was announced while we were not listening.
-            self.local_wake.notify_waiters();
+            deliver(None);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     n = listener.try_recv() => match n {
-                        Ok(Some(_)) => self.local_wake.notify_waiters(),
+                        Ok(Some(n)) => deliver(Some(n.payload())),
                         Ok(None) => {
-                            tracing::info!("notification listener reconnecting");
-                            self.local_wake.notify_waiters();
+                            tracing::info!(channel, "notification listener reconnecting");
+                            deliver(None);
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                            tracing::warn!(error = %e, channel, "notification listener failed; reconnecting");
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => break,

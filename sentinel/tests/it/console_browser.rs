@@ -15,15 +15,12 @@ use std::time::Duration;
 
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
 use engine::{Clock, ManualClock, RunStatus, SystemClock};
-use executors::Action;
 use fantoccini::{Client, ClientBuilder, Locator};
-use nodes::ports::Deployment;
-use nodes::verify::VerifyConfig;
-use nodes::workflow::{self, Incident, WorkflowConfig};
+use nodes::workflow::{self, Incident};
 use serde_json::json;
 
 use crate::api::latency_spike;
-use crate::support::{incidents, reached};
+use crate::support::reached;
 
 /// chromedriver on a free port; killed when dropped.
 struct Driver {
@@ -113,34 +110,8 @@ async fn an_operator_decides_in_the_browser() {
     let db = TestDb::new(Backend::Postgres).await;
     // Nothing is auto-approved; the first action (a rollback of the recent
     // deployment) does not help, so the incident is re-planned behind gate 2.
-    let config = WorkflowConfig {
-        verify: VerifyConfig::default(),
-        verify_window: Duration::from_secs(1),
-        verify_interval: Duration::from_millis(100),
-        ..WorkflowConfig::default()
-    };
-    let world = incidents(&db.store().await, config, false).await;
+    let world = crate::gates::replanned_after_rollback(&db).await;
     let engine = world.engine.clone();
-    let now = SystemClock.now();
-    for i in 0..60u64 {
-        let at = now.saturating_sub(Duration::from_secs(3600 - i * 60));
-        world.metrics.push("checkout", "http_p99_ms", at, 100.0 + [-8.0, -3.0, 0.0, 4.0, 9.0, -6.0][(i % 6) as usize]);
-    }
-    world.deployments.0.lock().unwrap().push(Deployment {
-        service: "checkout".into(),
-        version: "v42".into(),
-        at: now.saturating_sub(Duration::from_secs(300)),
-    });
-    let metrics = world.metrics.clone();
-    world.mock.on_execute(
-        "rollback_deployment",
-        Arc::new(move |_: &Action| {
-            let t = SystemClock.now();
-            for i in 1..=20 {
-                metrics.push("checkout", "http_p99_ms", t.saturating_add(Duration::from_millis(i * 10)), 180.0);
-            }
-        }),
-    );
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let ttl = Duration::from_secs(3600);
     let (_, access, [_, viewer, operator, _]) = crate::console::console_app(&engine, clock.clone(), ttl).await;

@@ -29,13 +29,12 @@ async fn a_decision_applies_to_its_gate_only_sqlite() {
     a_decision_applies_to_its_gate_only(Backend::Sqlite).await;
 }
 
-fn state(run: &engine::Run) -> Incident {
-    serde_json::from_value(run.state.clone()).unwrap()
-}
-
-async fn a_decision_applies_to_its_gate_only(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    // Nothing is auto-approved (empty allowlist); a short verification window.
+/// The incident workflow where nothing is auto-approved (empty allowlist),
+/// verification is short, and a latency spike on checkout five minutes after
+/// a deployment is planned as a rollback of it first, then a restart; the
+/// rollback does not help (latency stays where it was detected), so an
+/// approved rollback is undone and the incident re-planned behind gate 2.
+pub async fn replanned_after_rollback(db: &TestDb) -> crate::support::Incidents {
     let config = WorkflowConfig {
         verify: VerifyConfig::default(),
         verify_window: Duration::from_secs(1),
@@ -43,9 +42,6 @@ async fn a_decision_applies_to_its_gate_only(backend: Backend) {
         ..WorkflowConfig::default()
     };
     let world = incidents(&db.store().await, config, false).await;
-    let engine = world.engine.clone();
-    // An hour of baseline, and a deployment five minutes ago: the runbook
-    // plans a rollback of it first, then a restart.
     let now = SystemClock.now();
     for i in 0..60u64 {
         let at = now.saturating_sub(Duration::from_secs(3600 - i * 60));
@@ -56,7 +52,6 @@ async fn a_decision_applies_to_its_gate_only(backend: Backend) {
         version: "v42".into(),
         at: now.saturating_sub(Duration::from_secs(300)),
     });
-    // The rollback does not help: latency stays where it was detected.
     let metrics = world.metrics.clone();
     world.mock.on_execute(
         "rollback_deployment",
@@ -67,6 +62,17 @@ async fn a_decision_applies_to_its_gate_only(backend: Backend) {
             }
         }),
     );
+    world
+}
+
+fn state(run: &engine::Run) -> Incident {
+    serde_json::from_value(run.state.clone()).unwrap()
+}
+
+async fn a_decision_applies_to_its_gate_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let world = replanned_after_rollback(&db).await;
+    let engine = world.engine.clone();
     let (app, _, keys) = crate::support::app(&engine).await;
     let second = world.access.create_key("second-operator", api::access::Role::Operator, "test").await.unwrap();
     let worker = BackgroundWorker::start(&engine, fast_worker("gates"));
