@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing and starting what the
 # tests need (PostgreSQL, a moto server, clickhouse-server, the tansu broker,
-# Prometheus and Alertmanager) and the embedding model semantic memory's
-# tests run on.
+# Prometheus and Alertmanager, headless Chromium and chromedriver for the
+# console's browser tests) and the embedding model semantic memory's tests
+# run on.
 # Safe to run again: every step skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
