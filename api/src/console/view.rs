@@ -408,11 +408,19 @@ fn timeline(detail: &RunDetail, s: &Incident) -> Vec<Line> {
     lines
 }
 
-/// The postmortem's Markdown as HTML; any HTML inside it is shown as text.
+/// The postmortem's Markdown as HTML. It quotes alert text, so it is not
+/// trusted: HTML inside it is shown as text, links go only to http(s) or
+/// within the console, and images are not loaded.
 fn markdown(text: &str) -> Markup {
-    use pulldown_cmark::{Event, Options, Parser};
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let safe = |url: &str| ["https://", "http://", "/console/", "#"].iter().any(|p| url.starts_with(p));
     let parser = Parser::new_ext(text, Options::ENABLE_TABLES).map(|e| match e {
         Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
+        Event::Start(Tag::Link { link_type, dest_url, title, id }) if !safe(&dest_url) => {
+            Event::Start(Tag::Link { link_type, dest_url: "#".into(), title, id })
+        }
+        Event::Start(Tag::Image { dest_url, .. }) => Event::Text(format!("[image: {dest_url}] ").into()),
+        Event::End(TagEnd::Image) => Event::Text("".into()),
         e => e,
     });
     let mut out = String::new();
@@ -707,4 +715,34 @@ pub(crate) fn operations(
         }
     };
     page("Operations", Some(session), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_postmortem_markdown_cannot_carry_markup_or_scripts() {
+        let html = markdown(
+            "# Title\n\n<script>alert(1)</script> <b onmouseover=x>bold</b>\n\n\
+             [ok](https://runbooks.example/x) [bad](javascript:alert(1)) [data](data:text/html,x)\n\n\
+             ![pixel](https://tracker.example/p.png)\n",
+        )
+        .into_string();
+        assert!(html.contains("<h1>Title</h1>"), "{html}");
+        assert!(html.contains("&lt;script&gt;") && !html.contains("<script"), "{html}");
+        assert!(!html.contains("<b "), "{html}");
+        assert!(html.contains(r#"href="https://runbooks.example/x""#), "{html}");
+        assert!(!html.contains(r#"href="javascript:"#) && !html.contains(r#"href="data:"#), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn durations_read_as_on_call_reads_them() {
+        assert_eq!(span(45_000), "45s");
+        assert_eq!(span(725_000), "12m 5s");
+        assert_eq!(span(12_000_000), "3h 20m");
+        assert_eq!(span(187_200_000), "2d 4h");
+        assert_eq!(span(-5), "0s");
+    }
 }

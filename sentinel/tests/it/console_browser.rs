@@ -222,8 +222,18 @@ async fn an_operator_decides_in_the_browser() {
     o.find(Locator::Css("textarea#reason")).await.unwrap().send_keys("second try").await.unwrap();
     o.find(Locator::Css("form.confirm button")).await.unwrap().click().await.unwrap();
     until_page_has(&o, "Your approval was recorded", "the notice").await;
-    let moved = wait_until(&engine, run, Duration::from_secs(30), |r| r.node != "await_approval").await;
-    let s: Incident = serde_json::from_value(moved.state).unwrap();
+    // Asserted through the REST API, as a viewer reads it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let resp = http.get(format!("{base}/v1/runs/{run}")).bearer_auth(&viewer).send().await.unwrap();
+        let detail: serde_json::Value = resp.json().await.unwrap();
+        if detail["run"]["node"] != "await_approval" {
+            break detail;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run did not move on after the approval: {detail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let s: Incident = serde_json::from_value(detail["state"].clone()).unwrap();
     let d = s.decisions.iter().find(|d| d.gate.as_deref() == Some(gate2.as_str())).expect("gate 2's decision");
     assert!(d.approved);
     assert_eq!(
