@@ -408,6 +408,16 @@ fn timeline(detail: &RunDetail, s: &Incident) -> Vec<Line> {
     lines
 }
 
+fn deeper(level: pulldown_cmark::HeadingLevel) -> pulldown_cmark::HeadingLevel {
+    use pulldown_cmark::HeadingLevel::*;
+    match level {
+        H1 => H3,
+        H2 => H4,
+        H3 => H5,
+        _ => H6,
+    }
+}
+
 /// The postmortem's Markdown as HTML. It quotes alert text, so it is not
 /// trusted: HTML inside it is shown as text, links go only to http(s) or
 /// within the console, and images are not loaded.
@@ -421,6 +431,11 @@ fn markdown(text: &str) -> Markup {
         }
         Event::Start(Tag::Image { dest_url, .. }) => Event::Text(format!("[image: {dest_url}] ").into()),
         Event::End(TagEnd::Image) => Event::Text("".into()),
+        // Under the page's own "Postmortem" heading: one level down.
+        Event::Start(Tag::Heading { level, id, classes, attrs }) => {
+            Event::Start(Tag::Heading { level: deeper(level), id, classes, attrs })
+        }
+        Event::End(TagEnd::Heading(level)) => Event::End(TagEnd::Heading(deeper(level))),
         e => e,
     });
     let mut out = String::new();
@@ -729,7 +744,7 @@ mod tests {
              ![pixel](https://tracker.example/p.png)\n",
         )
         .into_string();
-        assert!(html.contains("<h1>Title</h1>"), "{html}");
+        assert!(html.contains("<h3>Title</h3>"), "under the page's own headings: {html}");
         assert!(html.contains("&lt;script&gt;") && !html.contains("<script"), "{html}");
         assert!(!html.contains("<b "), "{html}");
         assert!(html.contains(r#"href="https://runbooks.example/x""#), "{html}");
