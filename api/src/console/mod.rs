@@ -703,6 +703,16 @@ async fn kill_switch(
 /// Changes are gathered this long before one event goes out.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// Adds a changed run to an event; the nil id means changes may have been
+/// missed (the change listener reconnected): look again at everything.
+fn note(run: RunId, runs: &mut BTreeSet<String>, all: &mut bool) {
+    if run == RunId::nil() {
+        *all = true;
+    } else {
+        runs.insert(run.to_string());
+    }
+}
+
 /// Server-sent events: `change` with the ids of the runs that changed (or
 /// `"all": true` after a burst too large to list). Ends when the session
 /// expires or the server stops.
@@ -713,18 +723,14 @@ async fn events(State(state): State<ConsoleState>, Extension(session): Extension
         let mut runs = BTreeSet::new();
         let mut all = false;
         match rx.recv().await {
-            Ok(run) => {
-                runs.insert(run.to_string());
-            }
+            Ok(run) => note(run, &mut runs, &mut all),
             Err(RecvError::Lagged(_)) => all = true,
             Err(RecvError::Closed) => return None,
         }
         let until = tokio::time::Instant::now() + DEBOUNCE;
         loop {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Ok(run)) => {
-                    runs.insert(run.to_string());
-                }
+                Ok(Ok(run)) => note(run, &mut runs, &mut all),
                 Ok(Err(RecvError::Lagged(_))) => all = true,
                 Ok(Err(RecvError::Closed)) | Err(_) => break,
             }
@@ -732,7 +738,7 @@ async fn events(State(state): State<ConsoleState>, Extension(session): Extension
         let data = serde_json::json!({ "runs": runs, "all": all });
         Some((Ok::<_, Infallible>(Event::default().event("change").data(data.to_string())), rx))
     });
-    let left = Duration::from_millis((session.expires_at - state.app.engine.clock().now().0).max(0) as u64);
+    let left = Duration::from_millis((session.expires_at - state.app.security.access.now().0).max(0) as u64);
     let stop = state.console.stop.clone();
     let ends = async move {
         tokio::select! {
