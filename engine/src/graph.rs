@@ -74,7 +74,7 @@ impl<S> Graph<S> {
         self.topology.node_indices().map(|i| self.topology[i].as_str()).collect()
     }
 
-    /// A Mermaid flowchart of the graph; terminal nodes are drawn as stadiums.
+    /// The graph's nodes and edges, for drawing it.
     pub fn shape(&self) -> Shape {
         let mut edges: Vec<_> = self.topology.edge_indices().collect();
         edges.sort();
@@ -91,6 +91,7 @@ impl<S> Graph<S> {
         }
     }
 
+    /// A Mermaid flowchart of the graph; terminal nodes are drawn as stadiums.
     pub fn mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for i in self.topology.node_indices() {

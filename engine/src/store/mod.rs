@@ -485,8 +485,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(Error::LeaseLost { run });
         }
+        // Already committed: a lost announcement costs a live view a refresh, nothing more.
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&self.pool).await?;
+            let sent =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&self.pool).await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, %run, "could not announce a failed run");
+            }
         }
         self.changed(run);
         Ok(())
