@@ -26,8 +26,10 @@ use crate::run::{
 
 /// The PostgreSQL channel on which a run that became runnable is announced.
 const CHANNEL: &str = "sentinel_runs";
-/// The PostgreSQL channel on which every change to a run is announced, with
-/// the run's id as payload (for live views; workers do not listen to it).
+/// The PostgreSQL channel on which a run's change that did not make it
+/// runnable (it waits, it finished, a signal that woke nothing) is announced,
+/// with the run's id as payload. Live views listen to it and to [`CHANNEL`]
+/// (whose payload is the run's id too); workers only to [`CHANNEL`].
 const CHANGES: &str = "sentinel_run_changes";
 /// Changes a slow subscriber may fall behind by before it is told it lagged.
 const CHANGES_BUFFER: usize = 1024;
@@ -291,10 +293,12 @@ impl Store {
         let _ = self.changes.send(run);
     }
 
-    async fn notify_in(&self, tx: &mut Transaction<'static, Any>) -> Result<()> {
+    /// Wakes other processes' idle workers when the transaction commits; the
+    /// payload (the run's id) also tells a change listener which run changed.
+    async fn notify_in(&self, tx: &mut Transaction<'static, Any>, run: RunId) -> Result<()> {
         if self.dialect == Dialect::Postgres {
             // Delivered by PostgreSQL only when the transaction commits.
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(run.to_string()).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -339,8 +343,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        self.notify_in(&mut tx).await?;
-        self.changed_in(&mut tx, run.id).await?;
+        self.notify_in(&mut tx, run.id).await?;
         tx.commit().await?;
         self.local_wake.notify_waiters();
         self.changed(run.id);
@@ -462,7 +465,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            self.notify_in(&mut tx).await?;
+            self.notify_in(&mut tx, run).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -685,9 +688,14 @@ impl Store {
         }
         let announce = status == "runnable";
         if announce {
-            self.notify_in(&mut tx).await?;
+            self.notify_in(&mut tx, cp.run_id).await?;
+        } else if status != "running" {
+            // Waiting or finished: a change a live view must see. A run that
+            // moves on at once is announced by its wake-up (or, when this
+            // worker keeps it, at its next stop), so most steps cost no extra
+            // notification.
+            self.changed_in(&mut tx, cp.run_id).await?;
         }
-        self.changed_in(&mut tx, cp.run_id).await?;
         tx.commit().await?;
         if announce {
             self.local_wake.notify_waiters();
@@ -783,10 +791,11 @@ impl Store {
             .bind(now.0)
             .execute(&mut *tx)
             .await?;
-            self.notify_in(&mut tx).await?;
+            self.notify_in(&mut tx, run).await?;
             announce = true;
+        } else {
+            self.changed_in(&mut tx, run).await?;
         }
-        self.changed_in(&mut tx, run).await?;
         tx.commit().await?;
         if announce {
             self.local_wake.notify_waiters();
@@ -840,8 +849,7 @@ impl Store {
             let status = self.get_run(run).await?.status;
             return Err(Error::WrongStatus { run, status, expected: "failed" });
         }
-        self.notify_in(&mut tx).await?;
-        self.changed_in(&mut tx, run).await?;
+        self.notify_in(&mut tx, run).await?;
         tx.commit().await?;
         self.local_wake.notify_waiters();
         self.changed(run);
@@ -1165,12 +1173,12 @@ impl Store {
     // ---- wake-ups ---------------------------------------------------------
 
     /// Forwards other processes' run changes (PostgreSQL notifications on
-    /// [`CHANGES`]) to [`Store::changes`] until `shutdown` fires; on SQLite,
+    /// [`CHANNEL`] and [`CHANGES`]) to [`Store::changes`] until `shutdown` fires; on SQLite,
     /// where one process owns the database, there are none. After a
     /// reconnection the missed changes are unknown: a nil run id says "look
     /// again at everything".
     pub async fn follow_changes(&self, shutdown: CancellationToken) {
-        self.relay_notifications(CHANGES, shutdown, |payload| match payload.map(str::parse::<RunId>) {
+        self.relay_notifications(&[CHANNEL, CHANGES], shutdown, |payload| match payload.map(str::parse::<RunId>) {
             Some(Ok(run)) => self.changed(run),
             Some(Err(_)) => tracing::warn!(payload, "a change notification without a run id"),
             None => self.changed(RunId::nil()),
@@ -1182,14 +1190,19 @@ impl Store {
     /// `shutdown` fires. Reconnects after the database comes back; a missed
     /// notification costs at most one poll interval.
     pub(crate) async fn listen(&self, shutdown: CancellationToken) {
-        self.relay_notifications(CHANNEL, shutdown, |_| self.local_wake.notify_waiters()).await
+        self.relay_notifications(&[CHANNEL], shutdown, |_| self.local_wake.notify_waiters()).await
     }
 
-    /// Hands each PostgreSQL notification on `channel` to `deliver` (its
+    /// Hands each PostgreSQL notification on `channels` to `deliver` (its
     /// payload) until `shutdown` fires, reconnecting after the database comes
     /// back; `deliver(None)` after every (re)connection, when notifications
     /// may have been missed. Nothing on SQLite.
-    async fn relay_notifications(&self, channel: &str, shutdown: CancellationToken, deliver: impl Fn(Option<&str>)) {
+    async fn relay_notifications(
+        &self,
+        channels: &[&str],
+        shutdown: CancellationToken,
+        deliver: impl Fn(Option<&str>),
+    ) {
         if self.dialect != Dialect::Postgres {
             return shutdown.cancelled().await;
         }
@@ -1197,15 +1210,15 @@ impl Store {
             let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, channel, "cannot connect the notification listener; retrying");
+                    tracing::warn!(error = %e, ?channels, "cannot connect the notification listener; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
-            if let Err(e) = listener.listen(channel).await {
-                tracing::warn!(error = %e, channel, "LISTEN failed; retrying");
+            if let Err(e) = listener.listen_all(channels.iter().copied()).await {
+                tracing::warn!(error = %e, ?channels, "LISTEN failed; retrying");
                 continue;
             }
             // Whatever was announced while we were not listening.
@@ -1216,11 +1229,11 @@ impl Store {
                     n = listener.try_recv() => match n {
                         Ok(Some(n)) => deliver(Some(n.payload())),
                         Ok(None) => {
-                            tracing::info!(channel, "notification listener reconnecting");
+                            tracing::info!(?channels, "notification listener reconnecting");
                             deliver(None);
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, channel, "notification listener failed; reconnecting");
+                            tracing::warn!(error = %e, ?channels, "notification listener failed; reconnecting");
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => break,
