@@ -420,8 +420,17 @@ fn unavailable(e: engine::Error, session: &Session) -> Response {
     if matches!(e, engine::Error::RunNotFound(_)) {
         return view::error_page(StatusCode::NOT_FOUND, &e.to_string(), Some(session));
     }
+    database_down(&e, session)
+}
+
+/// 503: the database did not answer (the detail goes to the log, not the page).
+fn database_down(e: &dyn std::fmt::Display, session: &Session) -> Response {
     tracing::warn!(error = %e, "console: database unavailable");
-    view::error_page(StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again.", Some(session))
+    view::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The database is unavailable; nothing was changed. Try again.",
+        Some(session),
+    )
 }
 
 fn parse_run(id: &str) -> Option<RunId> {
@@ -629,14 +638,7 @@ async fn operations(State(state): State<ConsoleState>, Extension(session): Exten
     let now = engine.clock().now();
     let kill = match state.app.security.access.kill_switch().await {
         Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(error = %e, "console: database unavailable");
-            return view::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The database is unavailable; try again.",
-                Some(&session),
-            );
-        }
+        Err(e) => return database_down(&e, &session),
     };
     let breaker = nodes::policy::ledger::breaker_state(engine, &state.console.policy, now).await;
     let mut dead = Vec::new();
@@ -687,14 +689,7 @@ async fn kill_switch(
     };
     match state.app.security.access.set_kill_switch(enabled, &caller.name).await {
         Ok(_) => Redirect::to("/console/operations?done=kill-switch").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "console: database unavailable");
-            view::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The database is unavailable; nothing was changed.",
-                Some(&session),
-            )
-        }
+        Err(e) => database_down(&e, &session),
     }
 }
 

@@ -262,6 +262,5 @@ fn fmt_value(v: f64) -> String {
 }
 
 fn clock_of(ms: i64) -> String {
-    let text = nodes::postmortem::rfc3339(Timestamp(ms));
-    text.split_once('T').map_or(text.clone(), |(_, t)| t.get(..8).unwrap_or(t).to_owned())
+    super::view::utc(ms).1
 }

@@ -21,10 +21,15 @@ use crate::server::Proposal;
 
 /// `2026-12-07 03:04:05Z`: UTC, to the second.
 fn clock(ms: i64) -> String {
+    let (date, time) = utc(ms);
+    format!("{date} {time}Z")
+}
+
+/// `2026-12-07T03:04:05.123Z` → (`2026-12-07`, `03:04:05`).
+pub(super) fn utc(ms: i64) -> (String, String) {
     let text = nodes::postmortem::rfc3339(Timestamp(ms));
-    // 2026-12-07T03:04:05.123Z → 2026-12-07 03:04:05Z
     let (date, rest) = text.split_once('T').unwrap_or((&text, ""));
-    format!("{date} {}Z", rest.get(..8).unwrap_or(rest))
+    (date.to_owned(), rest.get(..8).unwrap_or(rest).to_owned())
 }
 
 fn time(ms: i64) -> Markup {
