@@ -142,7 +142,18 @@ pub async fn wait_until(engine: &Engine, run: RunId, within: Duration, done: imp
             return r;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("run {run} did not reach the expected state within {within:?}; it is {} at `{}`", r.status, r.node);
+            // What the run did last, so a failure on a loaded machine can be read.
+            let tail: Vec<String> = match engine.detail(run).await {
+                Ok(d) => {
+                    d.history.iter().rev().take(8).rev().map(|c| format!("{} → {:?}", c.node, c.outcome)).collect()
+                }
+                Err(e) => vec![format!("(no history: {e})")],
+            };
+            panic!(
+                "run {run} did not reach the expected state within {within:?}; it is {} at `{}` (error: {:?}); \
+                 its last steps: {tail:#?}",
+                r.status, r.node, r.error
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -140,6 +140,10 @@ pub struct ClickHouseSection {
     pub url: Option<String>,
     pub database: Option<String>,
     pub user: Option<String>,
+    /// How long one query or insert may take before it counts as the store
+    /// being away (default 10s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -458,6 +462,12 @@ impl Config {
             }
             c.user = env("CLICKHOUSE_USER").or(ch.user.clone());
             c.password = env("CLICKHOUSE_PASSWORD");
+            if let Some(t) = ch.timeout {
+                if t < Duration::from_millis(100) {
+                    return Err(at("telemetry.clickhouse.timeout", "it must be at least 100ms".into()));
+                }
+                c.timeout = t;
+            }
             telemetry.clickhouse = Some(c);
         }
         if let Some(id) = env("SENTINEL_INSTANCE_ID") {

@@ -8,6 +8,7 @@
 //! harmless by the event id: every query groups by it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use clickhouse::{Client, Row};
@@ -23,11 +24,22 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// How long one query or insert may take, connecting included, before it
+    /// fails as unavailable. The client has no deadline of its own: without
+    /// this, a server that stops answering (a dropped route, not a refused
+    /// connection) would hold a verification step or an ingest batch forever.
+    pub timeout: Duration,
 }
 
 impl ClickHouseConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        ClickHouseConfig { url: url.into(), database: "sentinel".into(), user: None, password: None }
+        ClickHouseConfig {
+            url: url.into(),
+            database: "sentinel".into(),
+            user: None,
+            password: None,
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -107,6 +119,7 @@ pub struct ClickHouseStore {
     client: Client,
     admin: Client,
     database: String,
+    timeout: Duration,
 }
 
 impl ClickHouseStore {
@@ -120,7 +133,19 @@ impl ClickHouseStore {
             admin = admin.with_password(p);
         }
         let client = admin.clone().with_database(&config.database);
-        ClickHouseStore { client, admin, database: config.database.clone() }
+        ClickHouseStore { client, admin, database: config.database.clone(), timeout: config.timeout }
+    }
+
+    /// `call`, failed as unavailable when it outlasts the configured timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r.map_err(|e| unavailable(what, e)),
+            Err(_) => Err(StoreError::Unavailable(format!("clickhouse {what}: no answer within {:?}", self.timeout))),
+        }
     }
 
     /// Creates the database and applies the migrations not yet applied.
@@ -129,46 +154,37 @@ impl ClickHouseStore {
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(StoreError::Refused(format!("database name {db:?} must be letters, digits and _")));
         }
-        self.admin
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-            .execute()
-            .await
-            .map_err(|e| unavailable("create database", e))?;
-        self.client
-            .query("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, applied_at DateTime) ENGINE = MergeTree() ORDER BY version")
-            .execute()
-            .await
-            .map_err(|e| unavailable("create schema_migrations", e))?;
+        self.bounded("create database", self.admin.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute())
+            .await?;
+        let ledger = "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, applied_at DateTime) \
+                      ENGINE = MergeTree() ORDER BY version";
+        self.bounded("create schema_migrations", self.client.query(ledger).execute()).await?;
         let applied: Vec<u32> = self
-            .client
-            .query("SELECT version FROM schema_migrations")
-            .fetch_all()
-            .await
-            .map_err(|e| unavailable("read schema_migrations", e))?;
+            .bounded("read schema_migrations", self.client.query("SELECT version FROM schema_migrations").fetch_all())
+            .await?;
         for (version, statements) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
             }
             for sql in *statements {
-                self.client.query(sql).execute().await.map_err(|e| unavailable("migration", e))?;
+                self.bounded("migration", self.client.query(sql).execute()).await?;
             }
-            self.client
-                .query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, now())")
-                .bind(*version)
-                .execute()
-                .await
-                .map_err(|e| unavailable("record migration", e))?;
+            self.bounded(
+                "record migration",
+                self.client
+                    .query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, now())")
+                    .bind(*version)
+                    .execute(),
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// Drops the database (tests and benchmarks clean up with it).
     pub async fn drop_database(&self) -> Result<(), StoreError> {
-        self.admin
-            .query(&format!("DROP DATABASE IF EXISTS {}", self.database))
-            .execute()
+        self.bounded("drop database", self.admin.query(&format!("DROP DATABASE IF EXISTS {}", self.database)).execute())
             .await
-            .map_err(|e| unavailable("drop database", e))
     }
 
     async fn insert_rows<T>(&self, table: &str, rows: Vec<T>) -> Result<(), StoreError>
@@ -178,11 +194,14 @@ impl ClickHouseStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<T>(table).await.map_err(|e| unavailable("insert", e))?;
-        for row in &rows {
-            insert.write(row).await.map_err(|e| unavailable("insert", e))?;
-        }
-        insert.end().await.map_err(|e| unavailable("insert", e))
+        self.bounded("insert", async {
+            let mut insert = self.client.insert::<T>(table).await?;
+            for row in &rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        })
+        .await
     }
 }
 
@@ -235,37 +254,41 @@ impl EventStore for ClickHouseStore {
         to: i64,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
         let rows: Vec<Point> = self
-            .client
-            .query(
-                "SELECT ts, any(value) AS value FROM metrics \
+            .bounded(
+                "metric window",
+                self.client
+                    .query(
+                        "SELECT ts, any(value) AS value FROM metrics \
                  WHERE service = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY ts, id ORDER BY ts",
+                    )
+                    .bind(service)
+                    .bind(metric)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(),
             )
-            .bind(service)
-            .bind(metric)
-            .bind(from)
-            .bind(to)
-            .fetch_all()
-            .await
-            .map_err(|e| unavailable("metric window", e))?;
+            .await?;
         Ok(rows.into_iter().map(|p| (p.ts, p.value)).collect())
     }
 
     async fn stats(&self, service: &str, metric: &str, from: i64, to: i64) -> Result<Option<Stats>, StoreError> {
         let row: StatsRow = self
-            .client
-            .query(
-                "SELECT count() AS n, avg(value) AS mean, stddevSamp(value) AS sd, \
+            .bounded(
+                "stats",
+                self.client
+                    .query(
+                        "SELECT count() AS n, avg(value) AS mean, stddevSamp(value) AS sd, \
                  quantilesExact(0.5, 0.9, 0.99)(value) AS q FROM \
                  (SELECT any(value) AS value FROM metrics \
                   WHERE service = ? AND metric = ? AND ts >= ? AND ts < ? GROUP BY ts, id)",
+                    )
+                    .bind(service)
+                    .bind(metric)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(),
             )
-            .bind(service)
-            .bind(metric)
-            .bind(from)
-            .bind(to)
-            .fetch_one()
-            .await
-            .map_err(|e| unavailable("stats", e))?;
+            .await?;
         if row.n == 0 || row.q.len() != 3 {
             return Ok(None);
         }
@@ -282,17 +305,19 @@ impl EventStore for ClickHouseStore {
 
     async fn deploys_since(&self, service: &str, from: i64) -> Result<Vec<DeployEvent>, StoreError> {
         let rows: Vec<DeployRow> = self
-            .client
-            .query(
-                "SELECT any(date) AS date, any(ts) AS ts, any(service) AS service, any(version) AS version, \
+            .bounded(
+                "deploys",
+                self.client
+                    .query(
+                        "SELECT any(date) AS date, any(ts) AS ts, any(service) AS service, any(version) AS version, \
                  any(change_type) AS change_type, any(git_sha) AS git_sha, id \
                  FROM (SELECT * FROM deploys WHERE service = ? AND ts >= ?) GROUP BY id ORDER BY ts",
+                    )
+                    .bind(service)
+                    .bind(from)
+                    .fetch_all(),
             )
-            .bind(service)
-            .bind(from)
-            .fetch_all()
-            .await
-            .map_err(|e| unavailable("deploys", e))?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| DeployEvent {
@@ -307,18 +332,15 @@ impl EventStore for ClickHouseStore {
 
     /// Answers a trivial query: whether the server is up.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.admin.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(|e| unavailable("ping", e))
+        self.bounded("ping", self.admin.query("SELECT 1").fetch_one::<u8>()).await.map(|_| ())
     }
 
     async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut out = BTreeMap::new();
         for (kind, table) in [("metric", "metrics"), ("log", "logs"), ("deploy", "deploys")] {
             let n: u64 = self
-                .client
-                .query(&format!("SELECT uniqExact(id) FROM {table}"))
-                .fetch_one()
-                .await
-                .map_err(|e| unavailable("count", e))?;
+                .bounded("count", self.client.query(&format!("SELECT uniqExact(id) FROM {table}")).fetch_one())
+                .await?;
             out.insert(kind.to_owned(), n);
         }
         Ok(out)
