@@ -324,6 +324,16 @@ struct EngineBenchArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // candle's pool for element-wise work spins while it waits for its
+    // threads, and here it competes with the runtime and the matrix
+    // multiplications' own threads: with it off, one embedding takes 15.4–17.0
+    // ms p50 and 27–30 ms p99 instead of 16.0–18.9 and 46–53 (`sentinel bench
+    // memory`, 4 runs each, README "Semantic memory"). Set before any thread
+    // exists, so nothing reads the environment while it changes; an operator's
+    // own setting wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     // Before the runtime: the trace exporter runs on threads of its own and
     // must be flushed after the runtime has stopped.
