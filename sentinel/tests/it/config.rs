@@ -82,6 +82,15 @@ fn config_check_passes_the_example_and_names_the_place_of_an_error() {
         "{err}"
     );
 
+    // A metric store deadline too short to mean anything is refused where it is written.
+    let short = dir.0.join("short-timeout.yaml");
+    std::fs::write(&short, "telemetry:\n  clickhouse:\n    url: \"http://127.0.0.1:8123\"\n    timeout: 10ms\n")
+        .unwrap();
+    let out = sentinel(&["--config", short.to_str().unwrap(), "config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:4:", short.display())) && err.contains("it must be at least 100ms"), "{err}");
+
     // `serve` refuses the same file before it listens.
     let out = sentinel(&["serve", "--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]);
     assert!(!out.status.success());
