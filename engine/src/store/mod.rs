@@ -279,10 +279,11 @@ impl Store {
         self.changes.subscribe()
     }
 
-    /// Announces a change to `run` to other processes, when the transaction commits.
-    async fn changed_in(&self, tx: &mut Transaction<'static, Any>, run: RunId) -> Result<()> {
+    /// Announces a change to `run` to other processes: when the transaction
+    /// commits, given one, or at once, given the pool.
+    async fn changed_in<'e>(&self, db: impl sqlx::Executor<'e, Database = Any>, run: RunId) -> Result<()> {
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&mut **tx).await?;
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(db).await?;
         }
         Ok(())
     }
@@ -489,12 +490,8 @@ impl Store {
             return Err(Error::LeaseLost { run });
         }
         // Already committed: a lost announcement costs a live view a refresh, nothing more.
-        if self.dialect == Dialect::Postgres {
-            let sent =
-                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(run.to_string()).execute(&self.pool).await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, %run, "could not announce a failed run");
-            }
+        if let Err(e) = self.changed_in(&self.pool, run).await {
+            tracing::warn!(error = %e, %run, "could not announce a failed run");
         }
         self.changed(run);
         Ok(())
@@ -694,7 +691,7 @@ impl Store {
             // moves on at once is announced by its wake-up (or, when this
             // worker keeps it, at its next stop), so most steps cost no extra
             // notification.
-            self.changed_in(&mut tx, cp.run_id).await?;
+            self.changed_in(&mut *tx, cp.run_id).await?;
         }
         tx.commit().await?;
         if announce {
@@ -794,7 +791,7 @@ impl Store {
             self.notify_in(&mut tx, run).await?;
             announce = true;
         } else {
-            self.changed_in(&mut tx, run).await?;
+            self.changed_in(&mut *tx, run).await?;
         }
         tx.commit().await?;
         if announce {
