@@ -4,7 +4,7 @@
 
 mod support;
 
-use memory::embed::{cosine, DIMENSIONS};
+use memory::embed::{cosine, Inference, DIMENSIONS};
 
 #[derive(serde::Deserialize)]
 struct Reference {
@@ -24,8 +24,9 @@ fn reference() -> Reference {
     serde_json::from_str(raw).expect("reference-embeddings.json parses")
 }
 
-#[test]
-fn every_reference_text_embeds_to_the_reference_vector() {
+/// Every reference text through `embedder`: unit length, and cosine
+/// ≥ 0.999 with its reference vector. Returns the lowest cosine.
+fn check_against_reference(embedder: &memory::Embedder) -> f32 {
     let reference = reference();
     assert_eq!(reference.max_seq_length, memory::embed::MAX_TOKENS);
     assert!(reference.texts.len() >= 20, "at least 20 reference texts");
@@ -33,7 +34,6 @@ fn every_reference_text_embeds_to_the_reference_vector() {
         reference.texts.iter().any(|t| t.tokens > memory::embed::MAX_TOKENS),
         "one text is longer than the window, so truncation is checked"
     );
-    let embedder = support::embedder();
     let mut worst = (f32::MAX, String::new());
     for t in &reference.texts {
         let v = embedder.embed(&t.text).expect("embeds");
@@ -44,9 +44,30 @@ fn every_reference_text_embeds_to_the_reference_vector() {
         if c < worst.0 {
             worst = (c, t.text.chars().take(60).collect());
         }
-        assert!(c >= 0.999, "cosine {c:.6} < 0.999 for {:?}", t.text.chars().take(80).collect::<String>());
+        assert!(
+            c >= 0.999,
+            "{}: cosine {c:.6} < 0.999 for {:?}",
+            embedder.inference(),
+            t.text.chars().take(80).collect::<String>()
+        );
     }
-    eprintln!("lowest cosine with the reference: {:.6} ({:?})", worst.0, worst.1);
+    eprintln!("{}: lowest cosine with the reference: {:.6} ({:?})", embedder.inference(), worst.0, worst.1);
+    worst.0
+}
+
+#[test]
+fn every_reference_text_embeds_to_the_reference_vector() {
+    check_against_reference(&support::embedder());
+}
+
+#[test]
+fn candle_embeds_every_reference_text_to_the_reference_vector() {
+    // Where the CPU has AVX-512 BF16 the embedder runs its own encoder;
+    // candle, which runs everywhere else, is held to the same reference.
+    let embedder = memory::Embedder::load_with(&support::model_dir(), Inference::Candle).expect("the model loads");
+    assert_eq!(embedder.inference(), "candle");
+    let lowest = check_against_reference(&embedder);
+    assert!(lowest > 0.99999, "candle runs the model in single precision: lowest cosine {lowest}");
 }
 
 #[test]
@@ -70,4 +91,16 @@ fn a_missing_model_directory_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("config.json"), "{msg}");
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn the_encoder_runs_where_the_cpu_has_avx512_bf16() {
+    // So that on such a machine (CI's included) the tests above hold the
+    // encoder, not candle, to the reference.
+    #[cfg(target_arch = "x86_64")]
+    let capable = std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    let capable = false;
+    let want = if capable { "AVX-512 BF16 encoder" } else { "candle" };
+    assert_eq!(support::embedder().inference(), want);
 }

@@ -168,6 +168,10 @@ struct MemoryBenchArgs {
     /// Searches timed.
     #[arg(long, default_value_t = 2_000)]
     searches: usize,
+    /// Run the model on candle even where the CPU could run the AVX-512 BF16
+    /// encoder (to compare the two).
+    #[arg(long)]
+    candle: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -324,11 +328,12 @@ struct EngineBenchArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    // candle's pool for element-wise work spins while it waits for its
-    // threads, and here it competes with the runtime and the matrix
-    // multiplications' own threads: with it off, one embedding takes 15.4–17.0
-    // ms p50 and 27–30 ms p99 instead of 16.0–18.9 and 46–53 (`sentinel bench
-    // memory`, 4 runs each, README "Semantic memory"). Set before any thread
+    // Where the embedding model runs on candle (a CPU without AVX-512 BF16,
+    // or `bench memory --candle`): candle's pool for element-wise work spins
+    // while it waits for its threads, and here it competes with the runtime
+    // and the matrix multiplications' own threads. With it off, one embedding
+    // takes 15.4–17.0 ms p50 and 27–30 ms p99 instead of 16.0–18.9 and 46–53
+    // (`sentinel bench memory`, 4 runs each). Set before any thread
     // exists, so nothing reads the environment while it changes; an operator's
     // own setting wins.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
@@ -408,13 +413,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Bench(BenchCommand::Memory(args)) => {
-            let f = lab::bench::memory::run(&args.model_dir, args.texts, args.points, args.searches).await?;
+            let inference = if args.candle { memory::embed::Inference::Candle } else { memory::embed::Inference::Auto };
+            let f = lab::bench::memory::run(&args.model_dir, inference, args.texts, args.points, args.searches).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&f)?);
             } else {
                 println!(
-                    "embed: {} texts, p50 {:.2} ms, p99 {:.2} ms\nsearch: {} incidents (filled in {:.1} s, optimised in {:.1} s), {} searches, p50 {:.3} ms, p99 {:.3} ms\nresident memory: {:.0} MiB before the index, {:.0} MiB after ({:.0} MiB for it); {:.0} MiB on disk",
-                    f.texts, f.embed_p50_ms, f.embed_p99_ms, f.points, f.fill_secs, f.optimize_secs, f.searches,
+                    "embed ({}): {} texts, p50 {:.2} ms, p99 {:.2} ms\nsearch: {} incidents (filled in {:.1} s, optimised in {:.1} s), {} searches, p50 {:.3} ms, p99 {:.3} ms\nresident memory: {:.0} MiB before the index, {:.0} MiB after ({:.0} MiB for it); {:.0} MiB on disk",
+                    f.inference, f.texts, f.embed_p50_ms, f.embed_p99_ms, f.points, f.fill_secs, f.optimize_secs, f.searches,
                     f.search_p50_ms, f.search_p99_ms, f.rss_before_mib, f.rss_after_mib, f.rss_after_mib - f.rss_before_mib,
                     f.index_disk_mib
                 );

@@ -63,6 +63,7 @@ pub async fn semantic_memory(settings: &MemorySettings) -> anyhow::Result<Arc<dy
     let embedder = tokio::task::spawn_blocking(move || memory::Embedder::load(&dir))
         .await?
         .context("semantic memory: loading the embedding model")?;
+    let inference = embedder.inference();
     let index: Arc<dyn memory::VectorIndex> = match &settings.qdrant_url {
         Some(url) => {
             Arc::new(memory::server::QdrantIndex::new(url, &settings.collection, settings.qdrant_api_key.clone())?)
@@ -76,7 +77,7 @@ pub async fn semantic_memory(settings: &MemorySettings) -> anyhow::Result<Arc<dy
     };
     let memory = memory::SemanticMemory::new(Arc::new(embedder), index).await.context("semantic memory")?;
     if let MemoryState::On { model, index } = memory.state() {
-        tracing::info!(%model, %index, "semantic memory: on");
+        tracing::info!(%model, inference, %index, "semantic memory: on");
     }
     Ok(Arc::new(memory))
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use memory::edge::EdgeIndex;
+use memory::embed::Inference;
 use memory::index::{Point, Search, VectorIndex};
 use memory::{Embedder, DIMENSIONS};
 use nodes::memory::{Remedy, Remembered, Status};
@@ -25,6 +26,8 @@ use uuid::Uuid;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryFigures {
+    /// Which implementation ran the model.
+    pub inference: &'static str,
     pub texts: usize,
     pub embed_p50_ms: f64,
     pub embed_p99_ms: f64,
@@ -73,7 +76,7 @@ fn incident(i: usize, ended: bool) -> Remembered {
         service: service.into(),
         symptom: symptom.into(),
         signal: signal.into(),
-        summary: (i % 3 == 0).then(|| format!("{service}: {summary}")),
+        summary: i.is_multiple_of(3).then(|| format!("{service}: {summary}")),
         labels: Default::default(),
         fingerprint: format!("fp-{i}"),
         status: if ended { Status::Resolved } else { Status::Open },
@@ -119,17 +122,18 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 /// vector of the same kind, so a large index holds distinct points.
 fn variant(v: &[f32], k: usize) -> Vec<f32> {
     let n = v.len();
-    (0..n).map(|j| if (j + k) % 7 == 0 { -v[(j + k) % n] } else { v[(j + k) % n] }).collect()
+    (0..n).map(|j| if (j + k).is_multiple_of(7) { -v[(j + k) % n] } else { v[(j + k) % n] }).collect()
 }
 
 pub async fn run(
     model_dir: &std::path::Path,
+    inference: Inference,
     texts: usize,
     points: usize,
     searches: usize,
 ) -> anyhow::Result<MemoryFigures> {
     let model_dir = model_dir.to_owned();
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(&model_dir)).await??);
+    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load_with(&model_dir, inference)).await??);
 
     // Embedding, one text at a time.
     let mut embed_ms = Vec::with_capacity(texts);
@@ -190,6 +194,7 @@ pub async fn run(
     let rss_after_mib = super::rss_mb();
     let index_disk_mib = dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0);
     Ok(MemoryFigures {
+        inference: embedder.inference(),
         texts,
         embed_p50_ms: percentile(&embed_ms, 0.5),
         embed_p99_ms: percentile(&embed_ms, 0.99),
