@@ -7,7 +7,7 @@
 //! held as bfloat16 and multiplied into single-precision sums with
 //! `vdpbf16ps`. Everything else (embeddings, attention, layer norms, GELU,
 //! pooling) is single precision. Why: the model's float weights are 42 MB,
-//! more than this CPU's L3 cache, so each text read them all from memory,
+//! more than this CPU's L3 cache, so each text reads them all from memory,
 //! and the dense layers are 95% of the arithmetic; bfloat16 halves the first
 //! and the instruction doubles the second. What it costs in accuracy is
 //! measured against the model's reference vectors in `memory/tests/embed.rs`.
@@ -73,8 +73,8 @@ struct Dense {
 
 impl Encoder {
     /// The encoder of the model in `vb`, or `None` when the CPU lacks the
-    /// instructions or the model is not a plain BERT with erf GELU (the
-    /// embedder then runs candle's).
+    /// instructions or the model is not a plain BERT (erf GELU, widths the
+    /// kernel packs): the embedder then runs candle's.
     pub(crate) fn load(vb: &VarBuilder<'_>, config: &Config) -> Result<Option<Encoder>> {
         let plain = matches!(config.hidden_act, HiddenAct::Gelu)
             && config.num_attention_heads > 0

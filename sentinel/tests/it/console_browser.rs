@@ -1,7 +1,7 @@
 //! The operator console in headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver): a viewer sees a waiting
-//! incident and no decision; an operator approves in the page and the run
-//! moves on; a stale confirmation is refused after a re-plan; the feed shows
+//! incident and no decision; an operator approves in the page, by keyboard
+//! alone, and the run moves on; a stale confirmation is refused after a re-plan; the feed shows
 //! a new incident without a reload; a request without the CSRF token and an
 //! expired session are refused. Screenshots of the feed (desktop and phone
 //! width) and of an incident page are written to
@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use engine::testing::{fast_worker, wait_until, Backend, BackgroundWorker, TestDb};
 use engine::{Clock, ManualClock, RunStatus, SystemClock};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use nodes::workflow::{self, Incident};
 use serde_json::json;
@@ -103,6 +105,33 @@ async fn sign_in(c: &Client, base: &str, key: &str) {
 async fn until_page_has(c: &Client, text: &str, what: &str) {
     let ok = reached(Duration::from_secs(30), || async { c.source().await.is_ok_and(|s| s.contains(text)) }).await;
     assert!(ok, "timed out waiting for {what} (`{text}`); page:\n{}", c.source().await.unwrap_or_default());
+}
+
+/// Presses `key` on whatever has the keyboard focus.
+async fn press(c: &Client, key: Key) {
+    let key = char::from(key);
+    let keys =
+        KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    c.perform_actions(keys).await.unwrap();
+}
+
+/// Presses Tab until the focused element matches `css`, as someone without
+/// a mouse does; fails when 100 presses do not get there.
+async fn tab_to(c: &Client, css: &str) {
+    for _ in 0..100 {
+        press(c, Key::Tab).await;
+        let focused = c
+            .execute(
+                "return document.activeElement !== null && document.activeElement.matches(arguments[0]);",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        if focused == json!(true) {
+            return;
+        }
+    }
+    panic!("100 presses of Tab did not reach `{css}`; page:\n{}", c.source().await.unwrap_or_default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +245,15 @@ async fn an_operator_decides_in_the_browser() {
         .unwrap();
     assert_eq!(status, json!(403));
     assert_eq!(engine.run(run).await.unwrap().node, "await_approval", "the forged request changed nothing");
-    // The operator approves gate 2 in the page: the run moves on.
-    o.find(Locator::Css("a.button.approve")).await.unwrap().click().await.unwrap();
+    // The operator approves gate 2 in the page, with the keyboard alone:
+    // the run moves on.
+    tab_to(&o, "a.button.approve").await;
+    press(&o, Key::Enter).await;
     until_page_has(&o, &format!("Approve gate {gate2}"), "the confirmation of gate 2").await;
-    o.find(Locator::Css("textarea#reason")).await.unwrap().send_keys("second try").await.unwrap();
-    o.find(Locator::Css("form.confirm button")).await.unwrap().click().await.unwrap();
+    tab_to(&o, "textarea#reason").await;
+    o.active_element().await.unwrap().send_keys("second try").await.unwrap();
+    tab_to(&o, "form.confirm button").await;
+    press(&o, Key::Enter).await;
     until_page_has(&o, "Your approval was recorded", "the notice").await;
     // Asserted through the REST API, as a viewer reads it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
