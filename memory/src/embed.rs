@@ -5,7 +5,8 @@
 //! reference vectors in `memory/tests/embed.rs`.
 //!
 //! On x86-64 CPUs with AVX-512 BF16 the model runs on the encoder in
-//! `encoder.rs` (bfloat16 weights, single-precision sums: 2–3 × faster);
+//! `encoder.rs` (bfloat16 weights, single-precision sums: about 3 × faster
+//! at the lengths the workflow embeds);
 //! elsewhere on candle-transformers' `BertModel`. Both are checked against
 //! the reference vectors.
 //!
@@ -143,7 +144,8 @@ impl Embedder {
         &self.dir
     }
 
-    /// Which implementation runs the model, in words for logs and health.
+    /// Which implementation runs the model, in words for the start line and
+    /// `sentinel bench memory`.
     pub fn inference(&self) -> &'static str {
         match self.model {
             Model::Encoder(_) => "AVX-512 BF16 encoder",
