@@ -192,8 +192,11 @@ impl Encoder {
                 *p += v;
             }
         }
-        let norm = pooled.iter().map(|v| (v / m as f32) * (v / m as f32)).sum::<f32>().sqrt().max(1e-12);
-        pooled.iter().map(|v| v / m as f32 / norm).collect()
+        for p in pooled.iter_mut() {
+            *p /= m as f32;
+        }
+        let norm = sum_of(&pooled, |v| v * v).sqrt().max(1e-12);
+        pooled.iter().map(|v| v / norm).collect()
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -244,7 +247,7 @@ impl Encoder {
                 for score in scores.iter_mut() {
                     *score = exp((*score - max) * scale);
                 }
-                let total = sum(scores);
+                let total = sum_of(scores, |v| v);
                 let context = &mut s.context[i * h + head * d..][..d];
                 context.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
@@ -393,11 +396,11 @@ fn add(acc: &mut [f32], x: &[f32]) {
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn layer_norm(x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
     for row in x.chunks_exact_mut(h) {
-        let mean = sum(row) / h as f32;
+        let mean = sum_of(row, |v| v) / h as f32;
         for v in row.iter_mut() {
             *v -= mean;
         }
-        let variance = sum_of_squares(row) / h as f32;
+        let variance = sum_of(row, |v| v * v) / h as f32;
         let scale = 1.0 / (variance + eps).sqrt();
         for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
             *v = *v * scale * w + b;
@@ -405,28 +408,15 @@ fn layer_norm(x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
     }
 }
 
-/// A sum in 16 running lanes, so it vectorises.
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn sum(x: &[f32]) -> f32 {
+/// The sum of `f` over `x`, in 16 running lanes so it vectorises.
+#[inline]
+fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 16];
     let chunks = x.chunks_exact(16);
-    let rest: f32 = chunks.remainder().iter().sum();
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for chunk in chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + rest
-}
-
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn sum_of_squares(x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    for chunk in chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += v * v;
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f(v);
         }
     }
     lanes.iter().sum::<f32>() + rest
@@ -452,7 +442,7 @@ fn erf(x: f32) -> f32 {
 }
 
 /// `e^x` to within a few units in the last place for x in [-87, 88]
-/// (below, 0), branch-free so a loop over it vectorises: x = n·ln 2 + r,
+/// (below, e^-87: as good as 0), branch-free so a loop over it vectorises: x = n·ln 2 + r,
 /// |r| ≤ ln 2 / 2, e^r by its Taylor series to r⁷, 2ⁿ built in the exponent.
 #[inline]
 fn exp(x: f32) -> f32 {
